@@ -1,1 +1,21 @@
-//! The edgefleet hub.
+//! `edgefleet-apiserver`: the hub — an aggregated Kubernetes API server for the `edgefleet.io`
+//! kinds (DESIGN.md §1–§4).
+//!
+//! ```text
+//! TLS ─► request info ─► authentication ─► authorization ─► router ─► registry ─► storage
+//!                                                            ├─ discovery, OpenAPI, health
+//!                                                            └─ watch cache
+//! ```
+
+pub mod app;
+pub mod dev;
+pub mod errors;
+pub mod http;
+pub mod kubeconfig;
+pub mod negotiation;
+pub mod pki;
+pub mod registry;
+pub mod request_info;
+pub mod selectors;
+pub mod storage;
+pub mod structural;

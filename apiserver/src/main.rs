@@ -1,1 +1,188 @@
-fn main() {}
+//! `edgefleet-apiserver`: parse flags, call the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use edgefleet_apiserver::app::{self, ServerConfig, StorageConfig};
+use edgefleet_apiserver::dev::{self, DevLayout};
+use edgefleet_apiserver::registry::RegistryConfig;
+use edgefleet_apiserver::storage::etcd::EtcdConfig;
+
+#[derive(Parser)]
+#[command(name = "edgefleet-apiserver", version, about = "The edgefleet hub: an aggregated Kubernetes API server for edge clusters")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a development hub: embedded store, generated certificates, admin kubeconfig.
+    Dev(DevArgs),
+    /// Run the hub with explicit storage, TLS and authentication settings.
+    Serve(Box<ServeArgs>),
+    /// Print a kubeconfig for a user, with a client certificate from a dev hub's CA.
+    Kubeconfig(KubeconfigArgs),
+}
+
+#[derive(Args)]
+struct DevArgs {
+    /// Directory for the embedded store, certificates and kubeconfig.
+    #[arg(long, default_value = "./.edgefleet")]
+    data_dir: PathBuf,
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StorageKind {
+    Embedded,
+    Etcd,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Storage backend.
+    #[arg(long, value_enum, default_value = "embedded")]
+    storage: StorageKind,
+    /// Directory of the embedded store.
+    #[arg(long, default_value = "./.edgefleet/store")]
+    data_dir: PathBuf,
+    /// etcd client URLs, comma-separated (kube-apiserver: --etcd-servers).
+    #[arg(long, alias = "etcd-servers", value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// Prefix of every key in etcd.
+    #[arg(long, default_value = "/registry/")]
+    etcd_prefix: String,
+    /// CA bundle to verify etcd's serving certificate.
+    #[arg(long)]
+    etcd_cafile: Option<PathBuf>,
+    /// Client certificate for etcd.
+    #[arg(long)]
+    etcd_certfile: Option<PathBuf>,
+    /// Client key for etcd.
+    #[arg(long)]
+    etcd_keyfile: Option<PathBuf>,
+    /// Interval of storage compaction (history older than this is discarded).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    etcd_compaction_interval: Duration,
+    /// IP address to serve on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind_address: std::net::IpAddr,
+    /// Port to serve HTTPS on.
+    #[arg(long, default_value_t = 6443)]
+    secure_port: u16,
+    /// Serving certificate (PEM, chain allowed).
+    #[arg(long)]
+    tls_cert_file: PathBuf,
+    /// Serving private key (PEM).
+    #[arg(long)]
+    tls_private_key_file: PathBuf,
+    /// CA bundle that signs client certificates (CN = user, O = groups).
+    #[arg(long)]
+    client_ca_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct KubeconfigArgs {
+    /// Data directory of the dev hub whose CA signs the certificate.
+    #[arg(long, default_value = "./.edgefleet")]
+    data_dir: PathBuf,
+    /// User name (certificate CN).
+    #[arg(long)]
+    user: String,
+    /// Groups (certificate O), repeatable.
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// Default namespace of the context.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Server URL; defaults to the one in the admin kubeconfig.
+    #[arg(long)]
+    server: Option<String>,
+}
+
+/// `30s`, `5m`, `1h`, or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("invalid duration unit in {s:?} (use s, m or h)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Dev(args) => run_dev(args).await,
+        Command::Serve(args) => run_serve(*args).await,
+        Command::Kubeconfig(args) => {
+            let layout = DevLayout::new(&args.data_dir)?;
+            let server = args
+                .server
+                .or_else(|| layout.server_url())
+                .context("no --server given and no admin.kubeconfig in the data directory")?;
+            let groups: Vec<&str> = args.groups.iter().map(String::as_str).collect();
+            print!("{}", layout.user_kubeconfig(&server, &args.user, &groups, args.namespace.as_deref())?);
+            Ok(())
+        }
+    }
+}
+
+async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
+    init_logging();
+    let layout = DevLayout::new(&args.data_dir)?;
+    let config = dev::prepare(&layout, args.listen)?;
+    let server = app::bind(&config).await?;
+    let addr = server.local_addr();
+    let kubeconfig = dev::write_admin_kubeconfig(&layout, addr)?;
+    println!("edgefleet hub (dev) serving on https://{addr}, embedded store in {}", layout.store().display());
+    println!("Point kubectl at it:\n\n  export KUBECONFIG={}\n  kubectl get clusters -A\n", kubeconfig.display());
+    server.run(app::shutdown_signal()).await;
+    Ok(())
+}
+
+async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging();
+    let storage = match args.storage {
+        StorageKind::Embedded => StorageConfig::Embedded { dir: args.data_dir },
+        StorageKind::Etcd => {
+            anyhow::ensure!(!args.etcd_endpoints.is_empty(), "--storage etcd needs --etcd-endpoints");
+            StorageConfig::Etcd(EtcdConfig {
+                endpoints: args.etcd_endpoints,
+                prefix: args.etcd_prefix,
+                ca_file: args.etcd_cafile,
+                cert_file: args.etcd_certfile,
+                key_file: args.etcd_keyfile,
+            })
+        }
+    };
+    let config = ServerConfig {
+        listen: SocketAddr::new(args.bind_address, args.secure_port),
+        storage,
+        tls_cert_file: args.tls_cert_file,
+        tls_private_key_file: args.tls_private_key_file,
+        client_ca_file: args.client_ca_file,
+        compaction_interval: args.etcd_compaction_interval,
+        registry: RegistryConfig::default(),
+    };
+    let server = app::bind(&config).await?;
+    tracing::info!(addr = %server.local_addr(), "serving");
+    println!("edgefleet hub serving on https://{}", server.local_addr());
+    server.run(app::shutdown_signal()).await;
+    Ok(())
+}

@@ -143,6 +143,12 @@ pub trait Storage: Send + Sync + 'static {
     /// Creates `key`. Fails with `AlreadyExists` if it exists.
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue>;
 
+    /// Creates `key` only while `guard` holds, atomically: with a guard, the create fails with
+    /// `Conflict` (carrying the guard key's current value) when the guard key's `mod_revision`
+    /// differs, or `NotFound` (naming the guard key) when it is absent. This is how an object is
+    /// created only in an Environment that was not deleted meanwhile.
+    async fn create_guarded(&self, key: &str, value: Bytes, guard: Option<Guard>) -> Result<KeyValue>;
+
     /// The current value of `key`, if any (a linearizable read).
     async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
 
@@ -170,6 +176,13 @@ pub trait Storage: Send + Sync + 'static {
     /// Discards history older than `revision`: afterwards reads at revisions `>= revision` still
     /// work. Compacting to a revision at or below the last compaction is a no-op.
     async fn compact(&self, revision: Revision) -> Result<()>;
+}
+
+/// A precondition on another key: it exists with this `mod_revision`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Guard {
+    pub key: String,
+    pub mod_revision: Revision,
 }
 
 /// What `update_with` should do with the current value.

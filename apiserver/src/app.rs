@@ -1,0 +1,96 @@
+//! Assembling and running the hub: storage, registry, HTTP pipeline.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+use crate::http::pipeline::Pipeline;
+use crate::http::router::Router;
+use crate::http::{server, tls};
+use crate::registry::{Registry, RegistryConfig};
+use crate::storage::{embedded::EmbeddedStore, etcd::{EtcdConfig, EtcdStore}, DynStorage};
+
+/// Where objects are stored.
+#[derive(Clone, Debug)]
+pub enum StorageConfig {
+    Embedded { dir: PathBuf },
+    Etcd(EtcdConfig),
+}
+
+/// Everything the hub needs to run.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub storage: StorageConfig,
+    pub tls_cert_file: PathBuf,
+    pub tls_private_key_file: PathBuf,
+    pub client_ca_file: Option<PathBuf>,
+    pub compaction_interval: Duration,
+    pub registry: RegistryConfig,
+}
+
+/// A hub whose listener is bound (so its address is known) but which does not serve yet.
+pub struct BoundServer {
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Arc<Router>,
+}
+
+impl BoundServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let pipeline = Arc::new(Pipeline { router: self.router });
+        server::serve(self.listener, self.tls, pipeline, shutdown).await;
+    }
+}
+
+/// Opens the configured storage.
+pub async fn open_storage(config: &StorageConfig) -> anyhow::Result<DynStorage> {
+    Ok(match config {
+        StorageConfig::Embedded { dir } => {
+            Arc::new(EmbeddedStore::open(dir).with_context(|| format!("opening the embedded store in {}", dir.display()))?)
+        }
+        StorageConfig::Etcd(etcd) => Arc::new(
+            EtcdStore::connect(etcd.clone())
+                .await
+                .with_context(|| format!("connecting to etcd at {}", etcd.endpoints.join(",")))?,
+        ),
+    })
+}
+
+/// Opens storage, starts the registry and binds the listener.
+pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
+    let store = open_storage(&config.storage).await?;
+    crate::storage::compactor::spawn(store.clone(), config.compaction_interval);
+    let registry = Registry::new(store, config.registry.clone());
+    let router = Router::new(registry);
+
+    let cert_chain = tls::load_certs(&config.tls_cert_file)?;
+    let key = tls::load_key(&config.tls_private_key_file)?;
+    let client_cas = match &config.client_ca_file {
+        Some(path) => tls::load_certs(path)?,
+        None => Vec::new(),
+    };
+    let tls = tls::server_config(cert_chain, key, &client_cas)?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
+    Ok(BoundServer { listener, tls, router })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+    }
+    tracing::info!("shutting down");
+}

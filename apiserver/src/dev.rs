@@ -1,0 +1,148 @@
+//! `edgefleet-apiserver dev`: a hub for a first run and for development, with no setup.
+//!
+//! Everything lives under the data directory and survives restarts:
+//!
+//! ```text
+//! <data-dir>/
+//!   pki/ca.crt ca.key            the dev CA (generated once)
+//!   pki/admin.crt admin.key      client certificate, CN=edgefleet-admin O=system:masters
+//!   pki/apiserver.crt .key       serving certificate (re-issued at each start for the listen address)
+//!   store/                       the embedded store
+//!   admin.kubeconfig             kubectl configuration with everything embedded
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::app::{ServerConfig, StorageConfig};
+use crate::kubeconfig::{self, Credentials};
+use crate::pki::{CertificateAuthority, LeafSpec};
+use crate::registry::RegistryConfig;
+
+/// The user of the generated admin kubeconfig.
+pub const ADMIN_USER: &str = "edgefleet-admin";
+/// The group that bypasses authorization, as in kube-apiserver.
+pub const SUPERUSER_GROUP: &str = "system:masters";
+/// The kubeconfig context and cluster name.
+pub const CONTEXT: &str = "edgefleet-dev";
+
+/// Paths of a dev data directory.
+pub struct DevLayout {
+    pub data_dir: PathBuf,
+    pub pki: PathBuf,
+}
+
+impl DevLayout {
+    pub fn new(data_dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        let data_dir = data_dir.canonicalize()?;
+        let pki = data_dir.join("pki");
+        std::fs::create_dir_all(&pki)?;
+        Ok(DevLayout { data_dir, pki })
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("admin.kubeconfig")
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+
+    fn read(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.pki.join(name)).ok()
+    }
+
+    fn write(&self, name: &str, contents: &str) -> anyhow::Result<()> {
+        kubeconfig::write_private(&self.pki.join(name), contents).with_context(|| format!("writing {name}"))
+    }
+
+    /// The dev CA, generated on first use.
+    pub fn ca(&self) -> anyhow::Result<CertificateAuthority> {
+        if let (Some(cert), Some(key)) = (self.read("ca.crt"), self.read("ca.key")) {
+            return Ok(CertificateAuthority::load(&cert, &key)?);
+        }
+        let ca = CertificateAuthority::generate("edgefleet-dev-ca")?;
+        self.write("ca.key", &ca.cert.key_pem)?;
+        self.write("ca.crt", &ca.cert.cert_pem)?;
+        Ok(ca)
+    }
+
+    /// A kubeconfig for `user` in `groups`, with a fresh client certificate from the dev CA.
+    pub fn user_kubeconfig(&self, server: &str, user: &str, groups: &[&str], namespace: Option<&str>) -> anyhow::Result<String> {
+        let ca = self.ca()?;
+        let leaf = ca.issue(&LeafSpec::client(user, groups))?;
+        Ok(kubeconfig::render(
+            CONTEXT,
+            server,
+            &ca.cert.cert_pem,
+            user,
+            Credentials::ClientCertificate { cert_pem: &leaf.cert_pem, key_pem: &leaf.key_pem },
+            namespace,
+        ))
+    }
+
+    /// The server URL in the admin kubeconfig of a running (or last run) dev hub.
+    pub fn server_url(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.kubeconfig()).ok()?;
+        let config: serde_json::Value = serde_yaml_ng::from_str(&text).ok()?;
+        config["clusters"][0]["cluster"]["server"].as_str().map(String::from)
+    }
+}
+
+/// Names the serving certificate must carry for `listen`.
+fn serving_names(listen: SocketAddr) -> (Vec<String>, Vec<IpAddr>) {
+    let mut dns = vec!["localhost".to_string()];
+    let mut ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)];
+    if listen.ip().is_unspecified() {
+        if let Ok(host) = std::fs::read_to_string("/etc/hostname") {
+            let host = host.trim();
+            if !host.is_empty() {
+                dns.push(host.to_string());
+            }
+        }
+    } else if !ips.contains(&listen.ip()) {
+        ips.push(listen.ip());
+    }
+    (dns, ips)
+}
+
+/// Prepares certificates and returns the server configuration for `dev`.
+pub fn prepare(layout: &DevLayout, listen: SocketAddr) -> anyhow::Result<ServerConfig> {
+    let ca = layout.ca()?;
+    let (dns, ips) = serving_names(listen);
+    let dns_refs: Vec<&str> = dns.iter().map(String::as_str).collect();
+    let serving = ca.issue(&LeafSpec::server("edgefleet-apiserver", &dns_refs, &ips))?;
+    layout.write("apiserver.crt", &serving.cert_pem)?;
+    layout.write("apiserver.key", &serving.key_pem)?;
+    if layout.read("admin.crt").is_none() || layout.read("admin.key").is_none() {
+        let admin = ca.issue(&LeafSpec::client(ADMIN_USER, &[SUPERUSER_GROUP]))?;
+        layout.write("admin.key", &admin.key_pem)?;
+        layout.write("admin.crt", &admin.cert_pem)?;
+    }
+    Ok(ServerConfig {
+        listen,
+        storage: StorageConfig::Embedded { dir: layout.store() },
+        tls_cert_file: layout.pki.join("apiserver.crt"),
+        tls_private_key_file: layout.pki.join("apiserver.key"),
+        client_ca_file: Some(layout.pki.join("ca.crt")),
+        compaction_interval: Duration::from_secs(300),
+        registry: RegistryConfig::default(),
+    })
+}
+
+/// Writes the admin kubeconfig pointing at `addr`.
+pub fn write_admin_kubeconfig(layout: &DevLayout, addr: SocketAddr) -> anyhow::Result<PathBuf> {
+    let ca = layout.read("ca.crt").context("the dev CA is missing")?;
+    let cert = layout.read("admin.crt").context("the admin certificate is missing")?;
+    let key = layout.read("admin.key").context("the admin key is missing")?;
+    let host = if addr.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { addr.ip() };
+    let server = format!("https://{}", SocketAddr::new(host, addr.port()));
+    let config = kubeconfig::render(CONTEXT, &server, &ca, ADMIN_USER, Credentials::ClientCertificate { cert_pem: &cert, key_pem: &key }, None);
+    let path = layout.kubeconfig();
+    kubeconfig::write_private(&path, &config)?;
+    Ok(path)
+}

@@ -1,0 +1,11 @@
+//! The HTTP surface: TLS listener, the request pipeline, routing and handlers.
+
+pub mod body;
+pub mod discovery;
+pub mod openapi;
+pub mod params;
+pub mod pipeline;
+pub mod resources;
+pub mod router;
+pub mod server;
+pub mod tls;

@@ -1,0 +1,404 @@
+//! Handlers of `/apis/edgefleet.io/v1alpha1/...` resource requests: thin translations between
+//! HTTP (query, headers, body, representation) and the registry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::header::{ACCEPT, CONTENT_TYPE, USER_AGENT};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use rand::Rng;
+use serde_json::{json, Value};
+
+use super::body::{self, add_warnings, Body};
+use super::params::Query;
+use crate::errors::ApiError;
+use crate::negotiation::{self, BodyType, Encoding, Offers, Representation, Transform};
+use crate::registry::cacher::CachedObject;
+use crate::registry::table::{IncludeObject, ListMeta};
+use crate::registry::watch::{Frame, WatchOptions, WatchStart};
+use crate::registry::{DeleteOptions, ListOptions, Patch, Registry, Resource, Target, WriteOptions, WriteOutcome};
+use crate::request_info::RequestInfo;
+
+/// kube-apiserver's `--min-request-timeout`: watches without `timeoutSeconds` end after a random
+/// time between one and two of these, so that clients re-spread over replicas.
+const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// Serves one resource request.
+pub async fn handle<B>(registry: &Registry, info: &RequestInfo, req: Request<B>) -> Result<Response<Body>, ApiError>
+where
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    if info.api_group != edgefleet_api::GROUP || info.api_version != edgefleet_api::VERSION {
+        return Err(ApiError::NoSuchPath);
+    }
+    let resource = registry.resource(&info.resource).ok_or(ApiError::NoSuchPath)?.clone();
+    match (resource.namespaced(), info.namespace.is_empty()) {
+        // A cluster-scoped kind has no namespaced URLs.
+        (false, false) => return Err(ApiError::NoSuchPath),
+        // A namespaced kind across all namespaces: only list and watch.
+        (true, true) if !matches!(info.verb.as_str(), "list" | "watch") => return Err(ApiError::NoSuchPath),
+        _ => {}
+    }
+    let target = match info.subresource.as_str() {
+        "" => Target::Main,
+        "status" if !info.name.is_empty() => Target::Status,
+        _ => return Err(ApiError::NoSuchPath),
+    };
+    if !info.rest.is_empty() {
+        return Err(ApiError::NoSuchPath);
+    }
+
+    let (parts, body) = req.into_parts();
+    let query = Query::parse(parts.uri.query());
+    let ctx = Ctx { registry, resource: &resource, info, headers: &parts.headers, query: &query };
+
+    match (info.verb.as_str(), target) {
+        ("get", _) => ctx.get(parts.method == Method::HEAD).await,
+        ("list", Target::Main) => ctx.list().await,
+        ("watch", Target::Main) => ctx.watch().await,
+        ("create", Target::Main) => ctx.create(body::read_body(body).await?).await,
+        ("update", _) => ctx.update(target, body::read_body(body).await?).await,
+        ("patch", _) => ctx.patch(target, body::read_body(body).await?).await,
+        ("delete", Target::Main) => ctx.delete(body::read_body(body).await?).await,
+        ("deletecollection", Target::Main) => ctx.delete_collection(body::read_body(body).await?).await,
+        _ => Err(ApiError::MethodNotAllowed),
+    }
+}
+
+struct Ctx<'a> {
+    registry: &'a Registry,
+    resource: &'a Arc<Resource>,
+    info: &'a RequestInfo,
+    headers: &'a HeaderMap,
+    query: &'a Query,
+}
+
+impl Ctx<'_> {
+    fn header(&self, name: http::header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn representation(&self) -> Result<Representation, ApiError> {
+        negotiation::negotiate(self.header(ACCEPT), Offers::OBJECTS)
+    }
+
+    fn write_options(&self) -> Result<WriteOptions, ApiError> {
+        Ok(WriteOptions {
+            dry_run: self.query.dry_run()?,
+            field_manager: self.query.field_manager(self.header(USER_AGENT))?,
+            field_validation: self.query.field_validation()?,
+            force: self.query.flag("force")?,
+        })
+    }
+
+    /// Parses a JSON (or YAML) request body.
+    fn parse_body(&self, bytes: &[u8], body_type: BodyType) -> Result<Value, ApiError> {
+        let parsed = match body_type {
+            BodyType::Yaml | BodyType::ApplyPatch => serde_yaml_ng::from_slice::<Value>(bytes).map_err(|e| e.to_string()),
+            _ => serde_json::from_slice::<Value>(bytes).map_err(|e| e.to_string()),
+        };
+        parsed.map_err(|e| {
+            ApiError::BadRequest(format!(
+                "the body of the request could not be decoded as {}: {e}",
+                match body_type {
+                    BodyType::Yaml | BodyType::ApplyPatch => "YAML",
+                    _ => "JSON",
+                }
+            ))
+        })
+    }
+
+    /// One object in the negotiated representation.
+    fn object_response(&self, status: StatusCode, obj: &Arc<CachedObject>, rep: Representation) -> Result<Response<Body>, ApiError> {
+        let meta = ListMeta { resource_version: obj.mod_revision.to_string(), ..Default::default() };
+        match rep.transform {
+            Transform::Table => {
+                let table = self.resource.table(std::slice::from_ref(obj), &meta, self.query.include_object()?, true)?;
+                body::value_response(status, &table, rep.encoding)
+            }
+            Transform::PartialObjectMetadata => body::value_response(status, &self.resource.partial(obj)?, rep.encoding),
+            _ => body::json_bytes_response(status, obj.json.clone(), rep.encoding),
+        }
+    }
+
+    fn write_response(&self, outcome: WriteOutcome, success: StatusCode) -> Result<Response<Body>, ApiError> {
+        let status = if outcome.created { StatusCode::CREATED } else { success };
+        let mut resp = self.object_response(status, &outcome.object, self.representation()?)?;
+        add_warnings(&mut resp, &outcome.warnings);
+        Ok(resp)
+    }
+
+    async fn get(&self, head: bool) -> Result<Response<Body>, ApiError> {
+        let rep = self.representation()?;
+        let obj = self.resource.get(&self.info.namespace, &self.info.name, self.query.get("resourceVersion")).await?;
+        let mut resp = self.object_response(StatusCode::OK, &obj, rep)?;
+        if head {
+            *resp.body_mut() = body::empty();
+        }
+        Ok(resp)
+    }
+
+    fn list_options(&self) -> Result<ListOptions, ApiError> {
+        Ok(ListOptions {
+            namespace: self.info.namespace.clone(),
+            filter: self.query.filter()?,
+            limit: self.query.limit()?,
+            continue_token: self.query.get("continue").filter(|c| !c.is_empty()).map(String::from),
+            resource_version: self.query.get("resourceVersion").map(String::from),
+            resource_version_match: self.query.resource_version_match()?,
+        })
+    }
+
+    async fn list(&self) -> Result<Response<Body>, ApiError> {
+        let rep = self.representation()?;
+        let result = self.resource.list(&self.list_options()?).await?;
+        let meta = ListMeta {
+            resource_version: result.revision.to_string(),
+            continue_token: result.continue_token,
+            remaining: result.remaining,
+        };
+        match rep.transform {
+            Transform::Table => {
+                let table = self.resource.table(&result.items, &meta, self.query.include_object()?, true)?;
+                body::value_response(StatusCode::OK, &table, rep.encoding)
+            }
+            Transform::PartialObjectMetadata => {
+                body::value_response(StatusCode::OK, &self.resource.partial_list(&result.items, &meta)?, rep.encoding)
+            }
+            _ => body::json_bytes_response(StatusCode::OK, self.resource.list_json(&result.items, &meta), rep.encoding),
+        }
+    }
+
+    async fn watch(&self) -> Result<Response<Body>, ApiError> {
+        let rep = self.representation()?;
+        let mut filter = self.query.filter()?;
+        if !self.info.name.is_empty() {
+            // `/watch/.../<name>` (deprecated form): a watch of one object.
+            filter.fields = crate::selectors::FieldSelectorExpr::parse(
+                &format!("metadata.name={}", self.info.name),
+                crate::registry::object::SELECTABLE_FIELDS,
+            )
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        }
+        let rv = self.query.get("resourceVersion").filter(|rv| !rv.is_empty());
+        let send_initial = match self.query.get("sendInitialEvents") {
+            None | Some("") => None,
+            Some(_) => Some(self.query.flag("sendInitialEvents")?),
+        };
+        let bookmarks = self.query.flag("allowWatchBookmarks")?;
+        if send_initial.is_some() {
+            if !bookmarks {
+                return Err(ApiError::BadRequest("sendInitialEvents requires allowWatchBookmarks=true".into()));
+            }
+            if self.query.resource_version_match()? != Some(crate::registry::ResourceVersionMatch::NotOlderThan) {
+                return Err(ApiError::BadRequest(
+                    "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan".into(),
+                ));
+            }
+        }
+        let start = match rv {
+            None => WatchStart::Consistent,
+            Some("0") => WatchStart::Any,
+            Some(rv) => WatchStart::After(crate::registry::parse_revision(rv)?),
+        };
+        let initial_events = match (send_initial, start) {
+            (Some(send), _) => send,
+            (None, WatchStart::After(_)) => false,
+            (None, _) => true,
+        };
+        let timeout = self.query.timeout()?.unwrap_or_else(|| {
+            let base = MIN_REQUEST_TIMEOUT.as_secs();
+            Duration::from_secs(rand::rng().random_range(base..2 * base))
+        });
+        let opts = WatchOptions {
+            namespace: self.info.namespace.clone(),
+            filter,
+            start,
+            initial_events,
+            initial_events_end: send_initial == Some(true),
+            bookmarks,
+            timeout,
+        };
+        let frames = self.resource.watch(opts).await?;
+        let encoder = WatchEncoder {
+            resource: self.resource.clone(),
+            rep,
+            include: self.query.include_object()?,
+        };
+        let stream = tokio_stream::wrappers::ReceiverStream::new(frames)
+            .map(move |frame| Ok::<_, std::convert::Infallible>(http_body::Frame::data(encoder.encode(frame))));
+        let mut resp = Response::new(StreamBody::new(stream).boxed_unsync());
+        let content_type = match rep.encoding {
+            Encoding::Json => "application/json",
+            Encoding::Yaml => "application/yaml",
+        };
+        resp.headers_mut().insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+        Ok(resp)
+    }
+
+    async fn create(&self, bytes: Bytes) -> Result<Response<Body>, ApiError> {
+        let body_type = negotiation::body_type(self.header(CONTENT_TYPE))?;
+        if !matches!(body_type, BodyType::Json | BodyType::Yaml) {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "the body of a create must be application/json or application/yaml, not {}",
+                self.header(CONTENT_TYPE).unwrap_or_default()
+            )));
+        }
+        let obj = self.parse_body(&bytes, body_type)?;
+        let outcome = self.resource.create(self.registry, &self.info.namespace, obj, &self.write_options()?).await?;
+        self.write_response(outcome, StatusCode::CREATED)
+    }
+
+    async fn update(&self, target: Target, bytes: Bytes) -> Result<Response<Body>, ApiError> {
+        let body_type = negotiation::body_type(self.header(CONTENT_TYPE))?;
+        if !matches!(body_type, BodyType::Json | BodyType::Yaml) {
+            return Err(ApiError::UnsupportedMediaType(
+                "the body of an update must be application/json or application/yaml".into(),
+            ));
+        }
+        let obj = self.parse_body(&bytes, body_type)?;
+        let outcome = self
+            .resource
+            .replace(&self.info.namespace, &self.info.name, target, obj, &self.write_options()?)
+            .await?;
+        self.write_response(outcome, StatusCode::OK)
+    }
+
+    async fn patch(&self, target: Target, bytes: Bytes) -> Result<Response<Body>, ApiError> {
+        let body_type = negotiation::body_type(self.header(CONTENT_TYPE))?;
+        let opts = self.write_options()?;
+        if opts.force && body_type != BodyType::ApplyPatch {
+            return Err(ApiError::BadRequest("force: Forbidden: may not be specified for non-apply patch".into()));
+        }
+        let patch = match body_type {
+            BodyType::JsonPatch => {
+                let value = self.parse_body(&bytes, body_type)?;
+                Patch::Json(serde_json::from_value(value).map_err(|e| {
+                    ApiError::BadRequest(format!("the JSON patch is not a list of operations: {e}"))
+                })?)
+            }
+            BodyType::MergePatch => Patch::Merge(self.parse_body(&bytes, body_type)?),
+            BodyType::ApplyPatch => Patch::Apply(self.parse_body(&bytes, body_type)?),
+            BodyType::StrategicMergePatch => {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                    "strategic merge patch is not supported for {} (as for custom resources); use one of: {}",
+                    self.resource.group_resource,
+                    negotiation::PATCH_TYPES
+                )))
+            }
+            BodyType::Json | BodyType::Yaml => {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                    "the body of the request was in an unknown format - accepted media types include: {}",
+                    negotiation::PATCH_TYPES
+                )))
+            }
+        };
+        let outcome = self
+            .resource
+            .patch(self.registry, &self.info.namespace, &self.info.name, target, patch, &opts)
+            .await?;
+        self.write_response(outcome, StatusCode::OK)
+    }
+
+    /// `metav1.DeleteOptions` from the body (optional) and query.
+    fn delete_options(&self, bytes: &[u8]) -> Result<DeleteOptions, ApiError> {
+        let mut opts = DeleteOptions { dry_run: self.query.dry_run()?, ..Default::default() };
+        if !bytes.iter().all(u8::is_ascii_whitespace) {
+            let body = self.parse_body(bytes, BodyType::Json)?;
+            if let Some(dry) = body.get("dryRun").and_then(Value::as_array) {
+                if dry.iter().any(|v| v != "All") {
+                    return Err(ApiError::BadRequest("dryRun: Unsupported value: supported values: \"All\"".into()));
+                }
+                opts.dry_run |= !dry.is_empty();
+            }
+            let pre = body.get("preconditions");
+            opts.precondition_uid = pre.and_then(|p| p.get("uid")).and_then(Value::as_str).map(String::from);
+            opts.precondition_resource_version =
+                pre.and_then(|p| p.get("resourceVersion")).and_then(Value::as_str).map(String::from);
+        }
+        Ok(opts)
+    }
+
+    async fn delete(&self, bytes: Bytes) -> Result<Response<Body>, ApiError> {
+        let opts = self.delete_options(&bytes)?;
+        let obj = self.resource.delete(self.registry, &self.info.namespace, &self.info.name, &opts).await?;
+        self.object_response(StatusCode::OK, &obj, self.representation()?)
+    }
+
+    async fn delete_collection(&self, bytes: Bytes) -> Result<Response<Body>, ApiError> {
+        let opts = self.delete_options(&bytes)?;
+        let deleted = self.resource.delete_collection(self.registry, &self.list_options()?, &opts).await?;
+        let meta = ListMeta::default();
+        body::json_bytes_response(StatusCode::OK, self.resource.list_json(&deleted, &meta), self.representation()?.encoding)
+    }
+}
+
+/// Turns watch frames into `{"type": ..., "object": ...}` lines.
+struct WatchEncoder {
+    resource: Arc<Resource>,
+    rep: Representation,
+    include: IncludeObject,
+}
+
+impl WatchEncoder {
+    fn encode(&self, frame: Frame) -> Bytes {
+        let line = match frame {
+            Frame::Event { kind, object } => match self.rep.transform {
+                Transform::Table | Transform::PartialObjectMetadata => {
+                    let meta = ListMeta { resource_version: object.mod_revision.to_string(), ..Default::default() };
+                    let converted = match self.rep.transform {
+                        Transform::Table => self.resource.table(std::slice::from_ref(&object), &meta, self.include, true),
+                        _ => self.resource.partial(&object),
+                    };
+                    match converted {
+                        Ok(value) => serde_json::to_vec(&json!({"type": kind, "object": value})).unwrap_or_default(),
+                        Err(err) => error_line(&err),
+                    }
+                }
+                _ => {
+                    let mut line = Vec::with_capacity(object.json.len() + 32);
+                    line.extend_from_slice(b"{\"type\":\"");
+                    line.extend_from_slice(kind.as_bytes());
+                    line.extend_from_slice(b"\",\"object\":");
+                    line.extend_from_slice(&object.json);
+                    line.push(b'}');
+                    line
+                }
+            },
+            Frame::Bookmark { revision, initial_events_end } => {
+                let (kind, api_version) = match self.rep.transform {
+                    Transform::PartialObjectMetadata => ("PartialObjectMetadata", "meta.k8s.io/v1"),
+                    Transform::Table => ("Table", "meta.k8s.io/v1"),
+                    _ => (self.resource.kind(), edgefleet_api::API_VERSION),
+                };
+                let mut metadata = json!({"resourceVersion": revision.to_string()});
+                if initial_events_end {
+                    metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+                }
+                serde_json::to_vec(&json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version, "metadata": metadata}}))
+                    .unwrap_or_default()
+            }
+            Frame::Error(err) => error_line(&err),
+        };
+        let mut line = line;
+        line.push(b'\n');
+        match self.rep.encoding {
+            Encoding::Json => Bytes::from(line),
+            // YAML watch streams are documents separated by `---`.
+            Encoding::Yaml => {
+                let value: Value = serde_json::from_slice(&line).unwrap_or(Value::Null);
+                let mut doc = serde_yaml_ng::to_string(&value).unwrap_or_default();
+                doc.push_str("---\n");
+                Bytes::from(doc)
+            }
+        }
+    }
+}
+
+fn error_line(err: &ApiError) -> Vec<u8> {
+    serde_json::to_vec(&json!({"type": "ERROR", "object": err.status()})).unwrap_or_default()
+}

@@ -1,0 +1,126 @@
+//! A kind as the generic store sees it: JSON in, JSON out.
+//!
+//! [`KindStrategy`] is the object-safe face of `edgefleet_api::ApiKind`; [`Typed<K>`] implements
+//! it for every kind by round-tripping through the Rust type, which applies defaults and drops
+//! fields the type does not have (pruning).
+
+use std::marker::PhantomData;
+
+use edgefleet_api::jiff::Timestamp;
+use edgefleet_api::table::PrinterColumn;
+use edgefleet_api::validation::{validate_object_meta, ErrorList, MetaRules};
+use edgefleet_api::{ApiKind, ResourceInfo, Scope};
+use serde_json::{Map, Value};
+
+/// Per-kind behaviour of the generic store.
+pub trait KindStrategy: Send + Sync + 'static {
+    fn info(&self) -> &'static ResourceInfo;
+
+    /// The kind's OpenAPI v3 schema.
+    fn schema(&self) -> Value;
+
+    /// Decodes, defaults and re-encodes. Fails with the decoder's message when the JSON does not
+    /// fit the type (the structural check normally reports such problems first, with paths).
+    fn canonicalize(&self, obj: Value) -> Result<Value, String>;
+
+    /// Metadata and spec validation of a canonical object.
+    fn validate(&self, obj: &Value) -> ErrorList;
+
+    /// Status validation of a canonical object, for writes through `/status`.
+    fn validate_status(&self, obj: &Value) -> ErrorList;
+
+    fn columns(&self) -> &'static [PrinterColumn];
+
+    /// Table cells of a canonical object.
+    fn cells(&self, obj: &Value, now: Timestamp) -> Vec<Value>;
+
+    fn namespaced(&self) -> bool {
+        self.info().scope == Scope::Namespaced
+    }
+}
+
+/// [`KindStrategy`] for an [`ApiKind`].
+pub struct Typed<K>(PhantomData<fn() -> K>);
+
+impl<K> Typed<K> {
+    pub fn new() -> Self {
+        Typed(PhantomData)
+    }
+}
+
+impl<K> Default for Typed<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: ApiKind> Typed<K> {
+    fn decode(obj: &Value) -> Option<K> {
+        serde_json::from_value(obj.clone()).ok()
+    }
+}
+
+/// Names that end up in namespaces, DNS names or certificate subjects must be DNS labels.
+fn meta_rules(info: &ResourceInfo) -> MetaRules {
+    MetaRules {
+        namespaced: info.scope == Scope::Namespaced,
+        name_is_label: matches!(info.plural, "environments" | "clusters"),
+    }
+}
+
+impl<K: ApiKind> KindStrategy for Typed<K> {
+    fn info(&self) -> &'static ResourceInfo {
+        &K::INFO
+    }
+
+    fn schema(&self) -> Value {
+        edgefleet_api::schema::kind_schema::<K>()
+    }
+
+    fn canonicalize(&self, obj: Value) -> Result<Value, String> {
+        let mut typed: K = serde_path_to_error::deserialize(obj).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                e.inner().to_string()
+            } else {
+                format!("{path}: {}", e.inner())
+            }
+        })?;
+        typed.default_fields();
+        let mut out = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
+        // Keep `metadata` exactly as given: ObjectMeta's serializer already drops empty fields.
+        if let Value::Object(map) = &mut out {
+            drop_empty(map, "status");
+        }
+        Ok(out)
+    }
+
+    fn validate(&self, obj: &Value) -> ErrorList {
+        let Some(typed) = Self::decode(obj) else { return ErrorList::default() };
+        let mut errs = validate_object_meta(typed.metadata(), meta_rules(&K::INFO));
+        errs.extend(typed.validate());
+        errs
+    }
+
+    fn validate_status(&self, obj: &Value) -> ErrorList {
+        Self::decode(obj).map(|t| t.validate_status()).unwrap_or_default()
+    }
+
+    fn columns(&self) -> &'static [PrinterColumn] {
+        K::columns()
+    }
+
+    fn cells(&self, obj: &Value, now: Timestamp) -> Vec<Value> {
+        match Self::decode(obj) {
+            Some(typed) => typed.cells(now),
+            None => vec![Value::Null; K::columns().len()],
+        }
+    }
+}
+
+/// Removes `key` when it holds an empty object (an all-default status).
+fn drop_empty(map: &mut Map<String, Value>, key: &str) {
+    if map.get(key).is_some_and(|v| v.as_object().is_some_and(Map::is_empty)) {
+        map.remove(key);
+    }
+}

@@ -1,0 +1,1 @@
+//! Placeholder until the etcd backend lands.
