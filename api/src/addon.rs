@@ -142,7 +142,11 @@ impl ApiKind for ClusterAddon {
         }
         if let Some(ns) = &self.spec.target_namespace {
             for p in is_dns1123_label(ns) {
-                errs.push(FieldError::invalid(&spec.child("targetNamespace"), ns.as_str(), p));
+                errs.push(FieldError::invalid(
+                    &spec.child("targetNamespace"),
+                    ns.as_str(),
+                    p,
+                ));
             }
         }
         match (&self.spec.helm, self.spec.manifests.is_empty()) {
@@ -161,13 +165,21 @@ impl ApiKind for ClusterAddon {
         }
         if let Some(helm) = &self.spec.helm {
             let p = spec.child("helm");
-            for (field, value) in [("repository", &helm.repository), ("chart", &helm.chart), ("version", &helm.version)] {
+            for (field, value) in [
+                ("repository", &helm.repository),
+                ("chart", &helm.chart),
+                ("version", &helm.version),
+            ] {
                 if value.is_empty() {
                     errs.push(FieldError::required(&p.child(field), ""));
                 }
             }
             let repo = &helm.repository;
-            if !repo.is_empty() && !["https://", "http://", "oci://"].iter().any(|s| repo.starts_with(s)) {
+            if !repo.is_empty()
+                && !["https://", "http://", "oci://"]
+                    .iter()
+                    .any(|s| repo.starts_with(s))
+            {
                 errs.push(FieldError::invalid(
                     &p.child("repository"),
                     repo.as_str(),
@@ -183,8 +195,16 @@ impl ApiKind for ClusterAddon {
     }
 
     fn cells(&self, now: Timestamp) -> Vec<Value> {
-        let source = if self.spec.helm.is_some() { "helm" } else { "manifests" };
-        let chart = self.spec.helm.as_ref().map(|h| format!("{}:{}", h.chart, h.version));
+        let source = if self.spec.helm.is_some() {
+            "helm"
+        } else {
+            "manifests"
+        };
+        let chart = self
+            .spec
+            .helm
+            .as_ref()
+            .map(|h| format!("{}:{}", h.chart, h.version));
         let clusters = self.status.as_ref().and_then(|s| s.clusters);
         vec![
             Value::from(self.metadata.name.clone().unwrap_or_default()),
@@ -201,17 +221,31 @@ impl ApiKind for ClusterAddon {
 fn validate_manifest(manifest: &Value, path: &Path) -> ErrorList {
     let mut errs = ErrorList::default();
     let Some(obj) = manifest.as_object() else {
-        errs.push(FieldError::invalid(path, manifest.clone(), "must be a Kubernetes object"));
+        errs.push(FieldError::invalid(
+            path,
+            manifest.clone(),
+            "must be a Kubernetes object",
+        ));
         return errs;
     };
     for field in ["apiVersion", "kind"] {
-        if !obj.get(field).and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+        if !obj
+            .get(field)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+        {
             errs.push(FieldError::required(&path.child(field), ""));
         }
     }
-    let name = obj.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str);
+    let name = obj
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str);
     if name.is_none_or(str::is_empty) {
-        errs.push(FieldError::required(&path.child("metadata").child("name"), ""));
+        errs.push(FieldError::required(
+            &path.child("metadata").child("name"),
+            "",
+        ));
     }
     errs
 }

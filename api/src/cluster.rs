@@ -189,8 +189,14 @@ pub const CLUSTER_STATE_PENDING: &str = "Pending";
 
 const CLUSTER_COLUMNS: &[PrinterColumn] = &[
     PrinterColumn::NAME,
-    PrinterColumn::string("Environment", "The Environment (namespace) the cluster belongs to."),
-    PrinterColumn::string("Status", "Connected, Disconnected, or Pending before the agent's first contact."),
+    PrinterColumn::string(
+        "Environment",
+        "The Environment (namespace) the cluster belongs to.",
+    ),
+    PrinterColumn::string(
+        "Status",
+        "Connected, Disconnected, or Pending before the agent's first contact.",
+    ),
     PrinterColumn::string("Version", "Kubernetes version the cluster reports."),
     PrinterColumn::string("Nodes", "Ready/total nodes."),
     PrinterColumn::integer("GPUs", "Total GPUs."),
@@ -221,7 +227,10 @@ impl ApiKind for Cluster {
         let spec = Path::new("spec");
         let mut errs = ErrorList::default();
         if let Some(v) = &self.spec.kubernetes_version {
-            errs.extend(validate_kubernetes_version(v, &spec.child("kubernetesVersion")));
+            errs.extend(validate_kubernetes_version(
+                v,
+                &spec.child("kubernetesVersion"),
+            ));
         }
         let pools = spec.child("nodePools");
         errs.extend(validate_unique_names(
@@ -235,10 +244,17 @@ impl ApiKind for Cluster {
                 errs.push(FieldError::required(&p.child("name"), ""));
             } else {
                 for problem in is_dns1123_label(&pool.name) {
-                    errs.push(FieldError::invalid(&p.child("name"), pool.name.as_str(), problem));
+                    errs.push(FieldError::invalid(
+                        &p.child("name"),
+                        pool.name.as_str(),
+                        problem,
+                    ));
                 }
             }
-            errs.extend(validate_non_negative(pool.replicas.into(), &p.child("replicas")));
+            errs.extend(validate_non_negative(
+                pool.replicas.into(),
+                &p.child("replicas"),
+            ));
             errs.extend(validate_labels(&pool.labels, &p.child("labels")));
         }
         errs
@@ -246,20 +262,29 @@ impl ApiKind for Cluster {
 
     fn validate_status(&self) -> ErrorList {
         let mut errs = ErrorList::default();
-        let Some(status) = &self.status else { return errs };
+        let Some(status) = &self.status else {
+            return errs;
+        };
         let path = Path::new("status");
         if let Some(nodes) = &status.nodes {
             let p = path.child("nodes");
             errs.extend(validate_non_negative(nodes.ready.into(), &p.child("ready")));
             errs.extend(validate_non_negative(nodes.total.into(), &p.child("total")));
             if nodes.ready > nodes.total {
-                errs.push(FieldError::invalid(&p.child("ready"), nodes.ready, "must not exceed total"));
+                errs.push(FieldError::invalid(
+                    &p.child("ready"),
+                    nodes.ready,
+                    "must not exceed total",
+                ));
             }
         }
         for (i, gpu) in status.gpus.iter().enumerate() {
             let p = path.child("gpus").index(i);
             errs.extend(validate_non_negative(gpu.count.into(), &p.child("count")));
-            errs.extend(validate_non_negative(gpu.allocatable.into(), &p.child("allocatable")));
+            errs.extend(validate_non_negative(
+                gpu.allocatable.into(),
+                &p.child("allocatable"),
+            ));
         }
         errs
     }
@@ -287,7 +312,12 @@ impl ApiKind for Cluster {
             table::age(self.metadata.creation_timestamp.as_ref(), now),
             table::text(self.spec.kubernetes_version.as_deref()),
             table::text(Some(&models.join(","))),
-            table::text(status.connection.as_ref().and_then(|c| c.hub_replica.as_deref())),
+            table::text(
+                status
+                    .connection
+                    .as_ref()
+                    .and_then(|c| c.hub_replica.as_deref()),
+            ),
         ]
     }
 }

@@ -85,7 +85,10 @@ pub(crate) fn validate_addon_refs(refs: &[AddonRef], path: &Path) -> ErrorList {
         if addon.name.is_empty() {
             errs.push(FieldError::required(&p, ""));
         }
-        for problem in is_dns1123_subdomain(&addon.name).into_iter().filter(|_| !addon.name.is_empty()) {
+        for problem in is_dns1123_subdomain(&addon.name)
+            .into_iter()
+            .filter(|_| !addon.name.is_empty())
+        {
             errs.push(FieldError::invalid(&p, addon.name.as_str(), problem));
         }
     }

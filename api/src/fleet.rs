@@ -10,8 +10,8 @@ use serde_json::Value;
 use crate::kind::{kind_accessors, ApiKind, ResourceInfo, Scope};
 use crate::table::{self, PrinterColumn};
 use crate::validation::{
-    validate_int_or_percent, validate_kubernetes_version, validate_label_selector,
-    IntOrPercentRules, ErrorList, FieldError, Path,
+    validate_int_or_percent, validate_kubernetes_version, validate_label_selector, ErrorList,
+    FieldError, IntOrPercentRules, Path,
 };
 
 /// Fleet is a set of clusters of one environment, chosen by label selector, that share a
@@ -165,7 +165,10 @@ impl ApiKind for Fleet {
         let spec = Path::new("spec");
         let mut errs = validate_label_selector(&self.spec.selector, &spec.child("selector"));
         if let Some(v) = &self.spec.kubernetes_version {
-            errs.extend(validate_kubernetes_version(v, &spec.child("kubernetesVersion")));
+            errs.extend(validate_kubernetes_version(
+                v,
+                &spec.child("kubernetesVersion"),
+            ));
         }
         if let Some(v) = &self.spec.agent_version {
             if v.is_empty() || v.chars().any(char::is_whitespace) {

@@ -48,7 +48,16 @@ pub struct ResourceInfo {
 /// optional `status`. The registry stores them as JSON; it decodes into the typed form to default
 /// and validate, which also drops fields the schema does not know (pruning).
 pub trait ApiKind:
-    Serialize + DeserializeOwned + JsonSchema + Clone + Debug + Default + PartialEq + Send + Sync + 'static
+    Serialize
+    + DeserializeOwned
+    + JsonSchema
+    + Clone
+    + Debug
+    + Default
+    + PartialEq
+    + Send
+    + Sync
+    + 'static
 {
     type Spec: Serialize + DeserializeOwned + Clone + Debug + Default + PartialEq;
     type Status: Serialize + DeserializeOwned + Clone + Debug + Default + PartialEq;

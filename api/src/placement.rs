@@ -217,7 +217,8 @@ impl ApiKind for Placement {
         let s = &mut self.spec.strategy;
         let kind = *s.type_.get_or_insert(RolloutType::Progressive);
         if kind == RolloutType::Progressive {
-            s.max_unavailable.get_or_insert_with(|| IntOrString::String("25%".into()));
+            s.max_unavailable
+                .get_or_insert_with(|| IntOrString::String("25%".into()));
             s.pause_on_failure.get_or_insert(true);
         }
     }
@@ -226,14 +227,23 @@ impl ApiKind for Placement {
         let spec = Path::new("spec");
         let mut errs = ErrorList::default();
         if self.spec.addons.is_empty() {
-            errs.push(FieldError::required(&spec.child("addons"), "at least one add-on"));
+            errs.push(FieldError::required(
+                &spec.child("addons"),
+                "at least one add-on",
+            ));
         }
-        errs.extend(validate_addon_refs(&self.spec.addons, &spec.child("addons")));
+        errs.extend(validate_addon_refs(
+            &self.spec.addons,
+            &spec.child("addons"),
+        ));
 
         let targets = &self.spec.clusters;
         let tp = spec.child("clusters");
         if targets.fleets.is_empty() && targets.names.is_empty() && targets.selector.is_none() {
-            errs.push(FieldError::required(&tp, "one of `fleets`, `selector` or `names`"));
+            errs.push(FieldError::required(
+                &tp,
+                "one of `fleets`, `selector` or `names`",
+            ));
         }
         for (field, list) in [("fleets", &targets.fleets), ("names", &targets.names)] {
             let p = tp.child(field);
@@ -242,7 +252,11 @@ impl ApiKind for Placement {
                     errs.push(FieldError::invalid(&p.index(i), name.as_str(), problem));
                 }
             }
-            errs.extend(validate_unique_names(list.iter().map(String::as_str), &p, ""));
+            errs.extend(validate_unique_names(
+                list.iter().map(String::as_str),
+                &p,
+                "",
+            ));
         }
         if let Some(selector) = &targets.selector {
             errs.extend(validate_label_selector(selector, &tp.child("selector")));
@@ -265,10 +279,16 @@ impl ApiKind for Placement {
             ));
         }
         if let Some(soak) = s.min_soak_seconds {
-            errs.extend(validate_non_negative(soak.into(), &sp.child("minSoakSeconds")));
+            errs.extend(validate_non_negative(
+                soak.into(),
+                &sp.child("minSoakSeconds"),
+            ));
         }
         if s.type_ == Some(RolloutType::AllAtOnce) {
-            for (field, set) in [("canary", s.canary.is_some()), ("minSoakSeconds", s.min_soak_seconds.is_some())] {
+            for (field, set) in [
+                ("canary", s.canary.is_some()),
+                ("minSoakSeconds", s.min_soak_seconds.is_some()),
+            ] {
                 if set {
                     errs.push(FieldError::forbidden(
                         &sp.child(field),
@@ -291,7 +311,10 @@ impl ApiKind for Placement {
                     &p,
                     IntOrPercentRules { positive: false },
                 )),
-                (_, Some(_)) => errs.push(FieldError::forbidden(&p, "only GPUHealthy takes minAvailable")),
+                (_, Some(_)) => errs.push(FieldError::forbidden(
+                    &p,
+                    "only GPUHealthy takes minAvailable",
+                )),
                 _ => {}
             }
         }

@@ -61,11 +61,20 @@ pub fn components() -> Map<String, Value> {
         if let Some(f) = props.get_mut("finalizers").and_then(Value::as_object_mut) {
             f.insert("x-kubernetes-list-type".into(), "set".into());
         }
-        if let Some(o) = props.get_mut("ownerReferences").and_then(Value::as_object_mut) {
+        if let Some(o) = props
+            .get_mut("ownerReferences")
+            .and_then(Value::as_object_mut)
+        {
             o.insert("x-kubernetes-list-type".into(), "map".into());
-            o.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["uid"]));
+            o.insert(
+                "x-kubernetes-list-map-keys".into(),
+                serde_json::json!(["uid"]),
+            );
         }
-        if let Some(m) = props.get_mut("managedFields").and_then(Value::as_object_mut) {
+        if let Some(m) = props
+            .get_mut("managedFields")
+            .and_then(Value::as_object_mut)
+        {
             m.insert("x-kubernetes-list-type".into(), "atomic".into());
         }
     }
@@ -111,11 +120,17 @@ fn structural(value: &mut Value) {
 /// - Descriptions: doc comments wrap lines; single line breaks become spaces so that kubectl
 ///   explain can re-flow the text, paragraph breaks stay.
 fn kubernetes_style(schema: &mut Schema) {
-    let Some(obj) = schema.as_object_mut() else { return };
+    let Some(obj) = schema.as_object_mut() else {
+        return;
+    };
     obj.remove("default");
     obj.remove("nullable");
     if let Some(Value::String(d)) = obj.get_mut("description") {
-        *d = d.split("\n\n").map(|p| p.replace('\n', " ")).collect::<Vec<_>>().join("\n\n");
+        *d = d
+            .split("\n\n")
+            .map(|p| p.replace('\n', " "))
+            .collect::<Vec<_>>()
+            .join("\n\n");
     }
     if let Some(Value::Array(values)) = obj.get_mut("enum") {
         values.retain(|v| !v.is_null());
@@ -128,10 +143,14 @@ fn kubernetes_style(schema: &mut Schema) {
         }
     }
     for key in ["anyOf", "oneOf"] {
-        let Some(Value::Array(variants)) = obj.get_mut(key) else { continue };
+        let Some(Value::Array(variants)) = obj.get_mut(key) else {
+            continue;
+        };
         variants.retain(|v| v.get("type").is_none_or(|t| t != "null"));
         if variants.len() == 1 {
-            let Some(Value::Object(only)) = variants.pop() else { continue };
+            let Some(Value::Object(only)) = variants.pop() else {
+                continue;
+            };
             obj.remove(key);
             for (k, v) in only {
                 obj.entry(k).or_insert(v);

@@ -22,11 +22,23 @@ pub struct PrinterColumn {
 
 impl PrinterColumn {
     pub const fn string(name: &'static str, description: &'static str) -> Self {
-        Self { name, type_: "string", format: "", description, priority: 0 }
+        Self {
+            name,
+            type_: "string",
+            format: "",
+            description,
+            priority: 0,
+        }
     }
 
     pub const fn integer(name: &'static str, description: &'static str) -> Self {
-        Self { name, type_: "integer", format: "", description, priority: 0 }
+        Self {
+            name,
+            type_: "integer",
+            format: "",
+            description,
+            priority: 0,
+        }
     }
 
     pub const fn wide(mut self) -> Self {
@@ -38,7 +50,8 @@ impl PrinterColumn {
         name: "Name",
         type_: "string",
         format: "name",
-        description: "Name must be unique within a namespace. More info: \
+        description:
+            "Name must be unique within a namespace. More info: \
                       https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names",
         priority: 0,
     };
@@ -83,7 +96,11 @@ pub fn human_duration(seconds: i64) -> String {
     let minutes = seconds / 60;
     if minutes < 10 {
         let s = seconds % 60;
-        return if s == 0 { format!("{minutes}m") } else { format!("{minutes}m{s}s") };
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
     }
     if minutes < 60 * 3 {
         return format!("{minutes}m");
@@ -91,14 +108,22 @@ pub fn human_duration(seconds: i64) -> String {
     let hours = seconds / 3600;
     if hours < 8 {
         let m = minutes % 60;
-        return if m == 0 { format!("{hours}h") } else { format!("{hours}h{m}m") };
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
     }
     if hours < 48 {
         return format!("{hours}h");
     }
     if hours < 24 * 8 {
         let h = hours % 24;
-        return if h == 0 { format!("{}d", hours / 24) } else { format!("{}d{h}h", hours / 24) };
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{h}h", hours / 24)
+        };
     }
     if hours < 24 * 365 * 2 {
         return format!("{}d", hours / 24);
@@ -106,7 +131,11 @@ pub fn human_duration(seconds: i64) -> String {
     if hours < 24 * 365 * 8 {
         let days = (hours / 24) % 365;
         let years = hours / 24 / 365;
-        return if days == 0 { format!("{years}y") } else { format!("{years}y{days}d") };
+        return if days == 0 {
+            format!("{years}y")
+        } else {
+            format!("{years}y{days}d")
+        };
     }
     format!("{}y", hours / 24 / 365)
 }

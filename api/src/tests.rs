@@ -13,7 +13,11 @@ use crate::table::human_duration;
 use crate::*;
 
 fn meta(name: &str, ns: Option<&str>) -> ObjectMeta {
-    ObjectMeta { name: Some(name.into()), namespace: ns.map(Into::into), ..Default::default() }
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: ns.map(Into::into),
+        ..Default::default()
+    }
 }
 
 fn error_fields<K: ApiKind>(obj: &K) -> Vec<String> {
@@ -22,25 +26,46 @@ fn error_fields<K: ApiKind>(obj: &K) -> Vec<String> {
 
 #[test]
 fn cluster_validation_names_fields() {
-    let mut c = Cluster { metadata: meta("edge-1", Some("retail")), ..Default::default() };
+    let mut c = Cluster {
+        metadata: meta("edge-1", Some("retail")),
+        ..Default::default()
+    };
     assert!(c.validate().is_empty());
     c.spec.kubernetes_version = Some("1.31".into());
     c.spec.node_pools = vec![
-        NodePool { name: "gpu".into(), replicas: 2, ..Default::default() },
-        NodePool { name: "gpu".into(), replicas: -1, ..Default::default() },
+        NodePool {
+            name: "gpu".into(),
+            replicas: 2,
+            ..Default::default()
+        },
+        NodePool {
+            name: "gpu".into(),
+            replicas: -1,
+            ..Default::default()
+        },
     ];
     assert_eq!(
         error_fields(&c),
-        ["spec.kubernetesVersion", "spec.nodePools[1].name", "spec.nodePools[1].replicas"]
+        [
+            "spec.kubernetesVersion",
+            "spec.nodePools[1].name",
+            "spec.nodePools[1].replicas"
+        ]
     );
 }
 
 #[test]
 fn placement_defaults_and_validation() {
-    let mut p = Placement { metadata: meta("gpu", Some("retail")), ..Default::default() };
+    let mut p = Placement {
+        metadata: meta("gpu", Some("retail")),
+        ..Default::default()
+    };
     p.default_fields();
     assert_eq!(p.spec.strategy.type_, Some(RolloutType::Progressive));
-    assert_eq!(p.spec.strategy.max_unavailable, Some(IntOrString::String("25%".into())));
+    assert_eq!(
+        p.spec.strategy.max_unavailable,
+        Some(IntOrString::String("25%".into()))
+    );
     assert_eq!(p.spec.strategy.pause_on_failure, Some(true));
     let before = p.clone();
     p.default_fields();
@@ -48,12 +73,20 @@ fn placement_defaults_and_validation() {
 
     assert_eq!(error_fields(&p), ["spec.addons", "spec.clusters"]);
 
-    p.spec.addons = vec![AddonRef { name: "gpu-operator".into() }];
+    p.spec.addons = vec![AddonRef {
+        name: "gpu-operator".into(),
+    }];
     p.spec.clusters.fleets = vec!["a100".into()];
     p.spec.strategy.max_unavailable = Some(IntOrString::String("150%".into()));
     p.spec.strategy.health_gates = vec![
-        HealthGate { type_: HealthGateType::AddonsReady, min_available: Some(IntOrString::Int(1)) },
-        HealthGate { type_: HealthGateType::AddonsReady, min_available: None },
+        HealthGate {
+            type_: HealthGateType::AddonsReady,
+            min_available: Some(IntOrString::Int(1)),
+        },
+        HealthGate {
+            type_: HealthGateType::AddonsReady,
+            min_available: None,
+        },
     ];
     assert_eq!(
         error_fields(&p),
@@ -67,7 +100,10 @@ fn placement_defaults_and_validation() {
 
 #[test]
 fn all_at_once_forbids_progressive_knobs() {
-    let mut p = Placement { metadata: meta("p", Some("e")), ..Default::default() };
+    let mut p = Placement {
+        metadata: meta("p", Some("e")),
+        ..Default::default()
+    };
     p.spec.addons = vec![AddonRef { name: "a".into() }];
     p.spec.clusters.names = vec!["edge-1".into()];
     p.spec.strategy.type_ = Some(RolloutType::AllAtOnce);
@@ -79,7 +115,10 @@ fn all_at_once_forbids_progressive_knobs() {
 
 #[test]
 fn fleet_defaults_and_selector() {
-    let mut f = Fleet { metadata: meta("a100", Some("retail")), ..Default::default() };
+    let mut f = Fleet {
+        metadata: meta("a100", Some("retail")),
+        ..Default::default()
+    };
     f.default_fields();
     assert_eq!(f.spec.strategy.max_unavailable, Some(IntOrString::Int(1)));
     f.spec.strategy.max_unavailable = Some(IntOrString::Int(0));
@@ -87,12 +126,21 @@ fn fleet_defaults_and_selector() {
         match_labels: Some(BTreeMap::from([("gpu".into(), "has space".into())])),
         ..Default::default()
     };
-    assert_eq!(error_fields(&f), ["spec.selector.matchLabels[gpu]", "spec.strategy.maxUnavailable"]);
+    assert_eq!(
+        error_fields(&f),
+        [
+            "spec.selector.matchLabels[gpu]",
+            "spec.strategy.maxUnavailable"
+        ]
+    );
 }
 
 #[test]
 fn addon_needs_exactly_one_source() {
-    let mut a = ClusterAddon { metadata: meta("gpu-operator", Some("retail")), ..Default::default() };
+    let mut a = ClusterAddon {
+        metadata: meta("gpu-operator", Some("retail")),
+        ..Default::default()
+    };
     a.spec.version = "v25.3.0".into();
     assert_eq!(error_fields(&a), ["spec"]);
     a.spec.helm = Some(HelmChart {
@@ -103,7 +151,10 @@ fn addon_needs_exactly_one_source() {
     });
     assert!(a.validate().is_empty());
     a.spec.manifests = vec![json!({"apiVersion": "v1", "kind": "Namespace"})];
-    assert_eq!(error_fields(&a), ["spec.helm", "spec.manifests[0].metadata.name"]);
+    assert_eq!(
+        error_fields(&a),
+        ["spec.helm", "spec.manifests[0].metadata.name"]
+    );
 }
 
 #[test]
@@ -117,24 +168,63 @@ fn cluster_cells_follow_columns() {
         ..Default::default()
     };
     let names: Vec<&str> = Cluster::columns().iter().map(|c| c.name).collect();
-    assert_eq!(&names[..7], ["Name", "Environment", "Status", "Version", "Nodes", "GPUs", "Age"]);
+    assert_eq!(
+        &names[..7],
+        [
+            "Name",
+            "Environment",
+            "Status",
+            "Version",
+            "Nodes",
+            "GPUs",
+            "Age"
+        ]
+    );
     assert_eq!(
         c.cells(now)[..7],
-        [json!("edge-1"), json!("retail"), json!("Pending"), Value::Null, Value::Null, json!(0), json!("61m")]
+        [
+            json!("edge-1"),
+            json!("retail"),
+            json!("Pending"),
+            Value::Null,
+            Value::Null,
+            json!(0),
+            json!("61m")
+        ]
     );
     c.status = Some(ClusterStatus {
-        connection: Some(ConnectionStatus { state: ConnectionState::Connected, since: None, hub_replica: None }),
+        connection: Some(ConnectionStatus {
+            state: ConnectionState::Connected,
+            since: None,
+            hub_replica: None,
+        }),
         kubernetes_version: Some("v1.31.4".into()),
         nodes: Some(NodeCounts { ready: 2, total: 3 }),
         gpus: vec![
-            GpuInventory { model: "A100".into(), count: 8, allocatable: 8 },
-            GpuInventory { model: "L4".into(), count: 2, allocatable: 1 },
+            GpuInventory {
+                model: "A100".into(),
+                count: 8,
+                allocatable: 8,
+            },
+            GpuInventory {
+                model: "L4".into(),
+                count: 2,
+                allocatable: 1,
+            },
         ],
         ..Default::default()
     });
     let cells = c.cells(now);
     assert_eq!(cells.len(), Cluster::columns().len());
-    assert_eq!(cells[2..6], [json!("Connected"), json!("v1.31.4"), json!("2/3"), json!(10)]);
+    assert_eq!(
+        cells[2..6],
+        [
+            json!("Connected"),
+            json!("v1.31.4"),
+            json!("2/3"),
+            json!(10)
+        ]
+    );
     assert_eq!(cells[8], json!("A100,L4"));
 }
 
@@ -177,8 +267,9 @@ fn human_durations_match_kubectl() {
 fn contains_null_type(v: &Value) -> bool {
     match v {
         Value::Object(m) => {
-            m.get("type").is_some_and(|t| t == "null" || t.as_array().is_some_and(|a| a.contains(&json!("null"))))
-                || m.contains_key("nullable")
+            m.get("type").is_some_and(|t| {
+                t == "null" || t.as_array().is_some_and(|a| a.contains(&json!("null")))
+            }) || m.contains_key("nullable")
                 || m.values().any(contains_null_type)
         }
         Value::Array(a) => a.iter().any(contains_null_type),
@@ -193,7 +284,10 @@ fn schemas_are_structural() {
         s["x-kubernetes-group-version-kind"],
         json!([{"group": "edgefleet.io", "kind": "Cluster", "version": "v1alpha1"}])
     );
-    assert!(s["properties"]["metadata"]["allOf"][0]["$ref"].as_str().unwrap().ends_with(OBJECT_META));
+    assert!(s["properties"]["metadata"]["allOf"][0]["$ref"]
+        .as_str()
+        .unwrap()
+        .ends_with(OBJECT_META));
     let pools = &s["properties"]["spec"]["properties"]["nodePools"];
     assert_eq!(pools["x-kubernetes-list-type"], "map");
     assert_eq!(pools["items"]["required"], json!(["name"]));
@@ -207,15 +301,24 @@ fn schemas_are_structural() {
     let rollout = &p["properties"]["spec"]["properties"]["strategy"]["properties"]["type"];
     assert_eq!(rollout["enum"], json!(["AllAtOnce", "Progressive"]));
     let targets = &p["properties"]["spec"]["properties"]["clusters"]["description"];
-    assert!(!targets.as_str().unwrap().contains('\n'), "line breaks within a paragraph are joined");
+    assert!(
+        !targets.as_str().unwrap().contains('\n'),
+        "line breaks within a paragraph are joined"
+    );
 
     let a = kind_schema::<ClusterAddon>();
     let manifests = &a["properties"]["spec"]["properties"]["manifests"];
-    assert_eq!(manifests["items"]["x-kubernetes-preserve-unknown-fields"], true);
+    assert_eq!(
+        manifests["items"]["x-kubernetes-preserve-unknown-fields"],
+        true
+    );
 
     let c = components();
     assert!(c.contains_key(OBJECT_META));
-    assert_eq!(c[OBJECT_META]["properties"]["finalizers"]["x-kubernetes-list-type"], "set");
+    assert_eq!(
+        c[OBJECT_META]["properties"]["finalizers"]["x-kubernetes-list-type"],
+        "set"
+    );
     assert!(!contains_null_type(&Value::Object(c)));
 }
 
@@ -224,7 +327,10 @@ fn name() -> impl Strategy<Value = String> {
 }
 
 fn int_or_string() -> impl Strategy<Value = IntOrString> {
-    prop_oneof![(0..100i32).prop_map(IntOrString::Int), (0..=100i32).prop_map(|p| IntOrString::String(format!("{p}%")))]
+    prop_oneof![
+        (0..100i32).prop_map(IntOrString::Int),
+        (0..=100i32).prop_map(|p| IntOrString::String(format!("{p}%")))
+    ]
 }
 
 prop_compose! {
@@ -327,4 +433,3 @@ proptest! {
         prop_assert_eq!(p, once);
     }
 }
-

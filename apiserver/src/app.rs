@@ -13,7 +13,10 @@ use crate::http::pipeline::Pipeline;
 use crate::http::router::Router;
 use crate::http::{server, tls};
 use crate::registry::{Registry, RegistryConfig};
-use crate::storage::{embedded::EmbeddedStore, etcd::{EtcdConfig, EtcdStore}, DynStorage};
+use crate::storage::compactor::Compactor;
+use crate::storage::embedded::EmbeddedStore;
+use crate::storage::etcd::{EtcdConfig, EtcdStore};
+use crate::storage::DynStorage;
 
 /// Where objects are stored.
 #[derive(Clone, Debug)]
@@ -43,34 +46,43 @@ pub struct BoundServer {
 
 impl BoundServer {
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// Serves until `shutdown` resolves.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let pipeline = Arc::new(Pipeline { router: self.router });
+        let pipeline = Arc::new(Pipeline {
+            router: self.router,
+        });
         server::serve(self.listener, self.tls, pipeline, shutdown).await;
     }
 }
 
-/// Opens the configured storage.
-pub async fn open_storage(config: &StorageConfig) -> anyhow::Result<DynStorage> {
+/// Opens the configured storage, with the compactor that suits it.
+pub async fn open_storage(config: &StorageConfig) -> anyhow::Result<(DynStorage, Compactor)> {
     Ok(match config {
         StorageConfig::Embedded { dir } => {
-            Arc::new(EmbeddedStore::open(dir).with_context(|| format!("opening the embedded store in {}", dir.display()))?)
+            let store: DynStorage = Arc::new(
+                EmbeddedStore::open(dir)
+                    .with_context(|| format!("opening the embedded store in {}", dir.display()))?,
+            );
+            (store.clone(), Compactor::new(store))
         }
-        StorageConfig::Etcd(etcd) => Arc::new(
-            EtcdStore::connect(etcd.clone())
+        StorageConfig::Etcd(etcd) => {
+            let store = EtcdStore::connect(etcd.clone())
                 .await
-                .with_context(|| format!("connecting to etcd at {}", etcd.endpoints.join(",")))?,
-        ),
+                .with_context(|| format!("connecting to etcd at {}", etcd.endpoints.join(",")))?;
+            (Arc::new(store.clone()), Compactor::for_etcd(store))
+        }
     })
 }
 
 /// Opens storage, starts the registry and binds the listener.
 pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
-    let store = open_storage(&config.storage).await?;
-    crate::storage::compactor::spawn(store.clone(), config.compaction_interval);
+    let (store, compactor) = open_storage(&config.storage).await?;
+    tokio::spawn(compactor.with_interval(config.compaction_interval).run());
     let registry = Registry::new(store, config.registry.clone());
     let router = Router::new(registry);
 
@@ -81,8 +93,14 @@ pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
         None => Vec::new(),
     };
     let tls = tls::server_config(cert_chain, key, &client_cas)?;
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
-    Ok(BoundServer { listener, tls, router })
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    Ok(BoundServer {
+        listener,
+        tls,
+        router,
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -37,7 +37,8 @@ pub struct DevLayout {
 
 impl DevLayout {
     pub fn new(data_dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
         let data_dir = data_dir.canonicalize()?;
         let pki = data_dir.join("pki");
         std::fs::create_dir_all(&pki)?;
@@ -57,7 +58,8 @@ impl DevLayout {
     }
 
     fn write(&self, name: &str, contents: &str) -> anyhow::Result<()> {
-        kubeconfig::write_private(&self.pki.join(name), contents).with_context(|| format!("writing {name}"))
+        kubeconfig::write_private(&self.pki.join(name), contents)
+            .with_context(|| format!("writing {name}"))
     }
 
     /// The dev CA, generated on first use.
@@ -72,7 +74,13 @@ impl DevLayout {
     }
 
     /// A kubeconfig for `user` in `groups`, with a fresh client certificate from the dev CA.
-    pub fn user_kubeconfig(&self, server: &str, user: &str, groups: &[&str], namespace: Option<&str>) -> anyhow::Result<String> {
+    pub fn user_kubeconfig(
+        &self,
+        server: &str,
+        user: &str,
+        groups: &[&str],
+        namespace: Option<&str>,
+    ) -> anyhow::Result<String> {
         let ca = self.ca()?;
         let leaf = ca.issue(&LeafSpec::client(user, groups))?;
         Ok(kubeconfig::render(
@@ -80,7 +88,10 @@ impl DevLayout {
             server,
             &ca.cert.cert_pem,
             user,
-            Credentials::ClientCertificate { cert_pem: &leaf.cert_pem, key_pem: &leaf.key_pem },
+            Credentials::ClientCertificate {
+                cert_pem: &leaf.cert_pem,
+                key_pem: &leaf.key_pem,
+            },
             namespace,
         ))
     }
@@ -89,14 +100,19 @@ impl DevLayout {
     pub fn server_url(&self) -> Option<String> {
         let text = std::fs::read_to_string(self.kubeconfig()).ok()?;
         let config: serde_json::Value = serde_yaml_ng::from_str(&text).ok()?;
-        config["clusters"][0]["cluster"]["server"].as_str().map(String::from)
+        config["clusters"][0]["cluster"]["server"]
+            .as_str()
+            .map(String::from)
     }
 }
 
 /// Names the serving certificate must carry for `listen`.
 fn serving_names(listen: SocketAddr) -> (Vec<String>, Vec<IpAddr>) {
     let mut dns = vec!["localhost".to_string()];
-    let mut ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)];
+    let mut ips = vec![
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ];
     if listen.ip().is_unspecified() {
         if let Ok(host) = std::fs::read_to_string("/etc/hostname") {
             let host = host.trim();
@@ -125,7 +141,9 @@ pub fn prepare(layout: &DevLayout, listen: SocketAddr) -> anyhow::Result<ServerC
     }
     Ok(ServerConfig {
         listen,
-        storage: StorageConfig::Embedded { dir: layout.store() },
+        storage: StorageConfig::Embedded {
+            dir: layout.store(),
+        },
         tls_cert_file: layout.pki.join("apiserver.crt"),
         tls_private_key_file: layout.pki.join("apiserver.key"),
         client_ca_file: Some(layout.pki.join("ca.crt")),
@@ -137,11 +155,29 @@ pub fn prepare(layout: &DevLayout, listen: SocketAddr) -> anyhow::Result<ServerC
 /// Writes the admin kubeconfig pointing at `addr`.
 pub fn write_admin_kubeconfig(layout: &DevLayout, addr: SocketAddr) -> anyhow::Result<PathBuf> {
     let ca = layout.read("ca.crt").context("the dev CA is missing")?;
-    let cert = layout.read("admin.crt").context("the admin certificate is missing")?;
-    let key = layout.read("admin.key").context("the admin key is missing")?;
-    let host = if addr.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { addr.ip() };
+    let cert = layout
+        .read("admin.crt")
+        .context("the admin certificate is missing")?;
+    let key = layout
+        .read("admin.key")
+        .context("the admin key is missing")?;
+    let host = if addr.ip().is_unspecified() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        addr.ip()
+    };
     let server = format!("https://{}", SocketAddr::new(host, addr.port()));
-    let config = kubeconfig::render(CONTEXT, &server, &ca, ADMIN_USER, Credentials::ClientCertificate { cert_pem: &cert, key_pem: &key }, None);
+    let config = kubeconfig::render(
+        CONTEXT,
+        &server,
+        &ca,
+        ADMIN_USER,
+        Credentials::ClientCertificate {
+            cert_pem: &cert,
+            key_pem: &key,
+        },
+        None,
+    );
     let path = layout.kubeconfig();
     kubeconfig::write_private(&path, &config)?;
     Ok(path)

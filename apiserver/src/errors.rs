@@ -25,7 +25,10 @@ pub struct GroupResource {
 
 impl GroupResource {
     pub fn new(group: &'static str, resource: impl Into<String>) -> Self {
-        Self { group, resource: resource.into() }
+        Self {
+            group,
+            resource: resource.into(),
+        }
     }
 }
 
@@ -43,26 +46,50 @@ impl fmt::Display for GroupResource {
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{resource} {name:?} not found")]
-    NotFound { resource: GroupResource, name: String },
+    NotFound {
+        resource: GroupResource,
+        name: String,
+    },
 
     /// Not found with a message of its own (e.g. the Environment of a namespace is missing).
     #[error("{message}")]
-    NotFoundMessage { resource: GroupResource, name: String, message: String },
+    NotFoundMessage {
+        resource: GroupResource,
+        name: String,
+        message: String,
+    },
 
     #[error("{resource} {name:?} already exists")]
-    AlreadyExists { resource: GroupResource, name: String },
+    AlreadyExists {
+        resource: GroupResource,
+        name: String,
+    },
 
     /// Optimistic concurrency failed, or the request conflicts with the object's state.
     #[error("Operation cannot be fulfilled on {resource} {name:?}: {reason}")]
-    Conflict { resource: GroupResource, name: String, reason: String },
+    Conflict {
+        resource: GroupResource,
+        name: String,
+        reason: String,
+    },
 
     /// Server-side apply found fields owned by other managers.
     #[error("{message}")]
-    ApplyConflict { resource: GroupResource, name: String, message: String, fields: Vec<(String, String)> },
+    ApplyConflict {
+        resource: GroupResource,
+        name: String,
+        message: String,
+        fields: Vec<(String, String)>,
+    },
 
     /// The object fails validation (422), one cause per field error.
     #[error("{kind}.{group} {name:?} is invalid: {errors}")]
-    Invalid { kind: &'static str, group: &'static str, name: String, errors: ErrorList },
+    Invalid {
+        kind: &'static str,
+        group: &'static str,
+        name: String,
+        errors: ErrorList,
+    },
 
     #[error("{0}")]
     BadRequest(String),
@@ -72,7 +99,11 @@ pub enum ApiError {
 
     /// The authorizer said no; the message names user, verb and resource.
     #[error("{message}")]
-    Forbidden { message: String, resource: Option<GroupResource>, name: String },
+    Forbidden {
+        message: String,
+        resource: Option<GroupResource>,
+        name: String,
+    },
 
     /// A resource version or continue token older than the retained history.
     #[error("{0}")]
@@ -112,9 +143,9 @@ impl ApiError {
             ApiError::NotFound { .. } | ApiError::NotFoundMessage { .. } | ApiError::NoSuchPath => {
                 StatusCode::NOT_FOUND
             }
-            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } | ApiError::ApplyConflict { .. } => {
-                StatusCode::CONFLICT
-            }
+            ApiError::AlreadyExists { .. }
+            | ApiError::Conflict { .. }
+            | ApiError::ApplyConflict { .. } => StatusCode::CONFLICT,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -133,7 +164,9 @@ impl ApiError {
     /// The `metav1.StatusReason`.
     pub fn reason(&self) -> &'static str {
         match self {
-            ApiError::NotFound { .. } | ApiError::NotFoundMessage { .. } | ApiError::NoSuchPath => "NotFound",
+            ApiError::NotFound { .. } | ApiError::NotFoundMessage { .. } | ApiError::NoSuchPath => {
+                "NotFound"
+            }
             ApiError::AlreadyExists { .. } => "AlreadyExists",
             ApiError::Conflict { .. } | ApiError::ApplyConflict { .. } => "Conflict",
             ApiError::Invalid { .. } => "Invalid",
@@ -175,8 +208,17 @@ impl ApiError {
             | ApiError::NotFoundMessage { resource, name, .. }
             | ApiError::AlreadyExists { resource, name }
             | ApiError::Conflict { resource, name, .. } => Some(named(resource, name)),
-            ApiError::Forbidden { resource: Some(resource), name, .. } => Some(named(resource, name)),
-            ApiError::ApplyConflict { resource, name, fields, .. } => Some(StatusDetails {
+            ApiError::Forbidden {
+                resource: Some(resource),
+                name,
+                ..
+            } => Some(named(resource, name)),
+            ApiError::ApplyConflict {
+                resource,
+                name,
+                fields,
+                ..
+            } => Some(StatusDetails {
                 causes: Some(
                     fields
                         .iter()
@@ -189,7 +231,12 @@ impl ApiError {
                 ),
                 ..named(resource, name)
             }),
-            ApiError::Invalid { kind, group, name, errors } => Some(StatusDetails {
+            ApiError::Invalid {
+                kind,
+                group,
+                name,
+                errors,
+            } => Some(StatusDetails {
                 name: Some(name.clone()),
                 group: Some((*group).to_string()),
                 kind: Some((*kind).to_string()),
@@ -215,7 +262,10 @@ impl ApiError {
                 ..Default::default()
             }),
             ApiError::Internal(message) => Some(StatusDetails {
-                causes: Some(vec![StatusCause { message: Some(message.clone()), ..Default::default() }]),
+                causes: Some(vec![StatusCause {
+                    message: Some(message.clone()),
+                    ..Default::default()
+                }]),
                 ..Default::default()
             }),
             _ => None,
@@ -225,10 +275,14 @@ impl ApiError {
     /// A storage failure while working on `resource`/`name`.
     pub fn from_storage(err: StorageError, resource: &GroupResource, name: &str) -> Self {
         match err {
-            StorageError::NotFound { .. } => ApiError::NotFound { resource: resource.clone(), name: name.into() },
-            StorageError::AlreadyExists { .. } => {
-                ApiError::AlreadyExists { resource: resource.clone(), name: name.into() }
-            }
+            StorageError::NotFound { .. } => ApiError::NotFound {
+                resource: resource.clone(),
+                name: name.into(),
+            },
+            StorageError::AlreadyExists { .. } => ApiError::AlreadyExists {
+                resource: resource.clone(),
+                name: name.into(),
+            },
             StorageError::Conflict { .. } => ApiError::Conflict {
                 resource: resource.clone(),
                 name: name.into(),
@@ -246,9 +300,12 @@ pub const OBJECT_MODIFIED: &str =
 impl From<StorageError> for ApiError {
     fn from(err: StorageError) -> Self {
         match err {
-            StorageError::Compacted { requested, compacted } => {
-                ApiError::Expired(format!("too old resource version: {requested} ({compacted})"))
-            }
+            StorageError::Compacted {
+                requested,
+                compacted,
+            } => ApiError::Expired(format!(
+                "too old resource version: {requested} ({compacted})"
+            )),
             StorageError::FutureRevision { requested, current } => {
                 ApiError::TooLargeResourceVersion { requested, current }
             }

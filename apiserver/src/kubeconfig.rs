@@ -70,14 +70,24 @@ struct ContextFields {
 }
 
 /// Renders a single-context kubeconfig.
-pub fn render(name: &str, server: &str, ca_pem: &str, user: &str, credentials: Credentials<'_>, namespace: Option<&str>) -> String {
+pub fn render(
+    name: &str,
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    credentials: Credentials<'_>,
+    namespace: Option<&str>,
+) -> String {
     let user_fields = match credentials {
         Credentials::ClientCertificate { cert_pem, key_pem } => UserFields {
             client_certificate_data: Some(STANDARD.encode(cert_pem)),
             client_key_data: Some(STANDARD.encode(key_pem)),
             ..Default::default()
         },
-        Credentials::Token(token) => UserFields { token: Some(token.to_string()), ..Default::default() },
+        Credentials::Token(token) => UserFields {
+            token: Some(token.to_string()),
+            ..Default::default()
+        },
     };
     let config = Kubeconfig {
         api_version: "v1",
@@ -85,14 +95,24 @@ pub fn render(name: &str, server: &str, ca_pem: &str, user: &str, credentials: C
         clusters: vec![Named {
             name: name.into(),
             entry: ClusterEntry {
-                cluster: ClusterFields { server: server.into(), certificate_authority_data: STANDARD.encode(ca_pem) },
+                cluster: ClusterFields {
+                    server: server.into(),
+                    certificate_authority_data: STANDARD.encode(ca_pem),
+                },
             },
         }],
-        users: vec![Named { name: user.into(), entry: UserEntry { user: user_fields } }],
+        users: vec![Named {
+            name: user.into(),
+            entry: UserEntry { user: user_fields },
+        }],
         contexts: vec![Named {
             name: name.into(),
             entry: ContextEntry {
-                context: ContextFields { cluster: name.into(), user: user.into(), namespace: namespace.map(String::from) },
+                context: ContextFields {
+                    cluster: name.into(),
+                    user: user.into(),
+                    namespace: namespace.map(String::from),
+                },
             },
         }],
         current_context: name,
@@ -105,7 +125,12 @@ pub fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     file.write_all(contents.as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)
@@ -122,14 +147,26 @@ mod tests {
             "https://127.0.0.1:6443",
             "CA",
             "admin",
-            Credentials::ClientCertificate { cert_pem: "CERT", key_pem: "KEY" },
+            Credentials::ClientCertificate {
+                cert_pem: "CERT",
+                key_pem: "KEY",
+            },
             None,
         );
         let v: serde_json::Value = serde_yaml_ng::from_str(&yaml).unwrap();
         assert_eq!(v["current-context"], "edgefleet-dev");
-        assert_eq!(v["clusters"][0]["cluster"]["server"], "https://127.0.0.1:6443");
-        assert_eq!(v["clusters"][0]["cluster"]["certificate-authority-data"], STANDARD.encode("CA"));
-        assert_eq!(v["users"][0]["user"]["client-key-data"], STANDARD.encode("KEY"));
+        assert_eq!(
+            v["clusters"][0]["cluster"]["server"],
+            "https://127.0.0.1:6443"
+        );
+        assert_eq!(
+            v["clusters"][0]["cluster"]["certificate-authority-data"],
+            STANDARD.encode("CA")
+        );
+        assert_eq!(
+            v["users"][0]["user"]["client-key-data"],
+            STANDARD.encode("KEY")
+        );
         assert_eq!(v["contexts"][0]["context"]["user"], "admin");
     }
 }

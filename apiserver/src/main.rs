@@ -12,7 +12,11 @@ use edgefleet_apiserver::registry::RegistryConfig;
 use edgefleet_apiserver::storage::etcd::EtcdConfig;
 
 #[derive(Parser)]
-#[command(name = "edgefleet-apiserver", version, about = "The edgefleet hub: an aggregated Kubernetes API server for edge clusters")]
+#[command(
+    name = "edgefleet-apiserver",
+    version,
+    about = "The edgefleet hub: an aggregated Kubernetes API server for edge clusters"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -109,7 +113,9 @@ struct KubeconfigArgs {
 /// `30s`, `5m`, `1h`, or plain seconds.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = digits.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}"))?;
     let secs = match unit {
         "" | "s" => n,
         "m" => n * 60,
@@ -120,8 +126,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 #[tokio::main]
@@ -137,7 +147,10 @@ async fn main() -> anyhow::Result<()> {
                 .or_else(|| layout.server_url())
                 .context("no --server given and no admin.kubeconfig in the data directory")?;
             let groups: Vec<&str> = args.groups.iter().map(String::as_str).collect();
-            print!("{}", layout.user_kubeconfig(&server, &args.user, &groups, args.namespace.as_deref())?);
+            print!(
+                "{}",
+                layout.user_kubeconfig(&server, &args.user, &groups, args.namespace.as_deref())?
+            );
             Ok(())
         }
     }
@@ -150,8 +163,14 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     let server = app::bind(&config).await?;
     let addr = server.local_addr();
     let kubeconfig = dev::write_admin_kubeconfig(&layout, addr)?;
-    println!("edgefleet hub (dev) serving on https://{addr}, embedded store in {}", layout.store().display());
-    println!("Point kubectl at it:\n\n  export KUBECONFIG={}\n  kubectl get clusters -A\n", kubeconfig.display());
+    println!(
+        "edgefleet hub (dev) serving on https://{addr}, embedded store in {}",
+        layout.store().display()
+    );
+    println!(
+        "Point kubectl at it:\n\n  export KUBECONFIG={}\n  kubectl get clusters -A\n",
+        kubeconfig.display()
+    );
     server.run(app::shutdown_signal()).await;
     Ok(())
 }
@@ -161,7 +180,10 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let storage = match args.storage {
         StorageKind::Embedded => StorageConfig::Embedded { dir: args.data_dir },
         StorageKind::Etcd => {
-            anyhow::ensure!(!args.etcd_endpoints.is_empty(), "--storage etcd needs --etcd-endpoints");
+            anyhow::ensure!(
+                !args.etcd_endpoints.is_empty(),
+                "--storage etcd needs --etcd-endpoints"
+            );
             StorageConfig::Etcd(EtcdConfig {
                 endpoints: args.etcd_endpoints,
                 prefix: args.etcd_prefix,

@@ -44,7 +44,10 @@ pub struct Representation {
 }
 
 impl Representation {
-    pub const JSON: Representation = Representation { encoding: Encoding::Json, transform: Transform::None };
+    pub const JSON: Representation = Representation {
+        encoding: Encoding::Json,
+        transform: Transform::None,
+    };
 }
 
 /// One entry of an `Accept` header.
@@ -63,11 +66,18 @@ impl<'a> MediaRange<'a> {
             .filter_map(|p| p.split_once('='))
             .map(|(k, v)| (k.trim(), v.trim().trim_matches('"')))
             .collect();
-        Some(MediaRange { type_: type_.trim(), subtype: subtype.trim(), params })
+        Some(MediaRange {
+            type_: type_.trim(),
+            subtype: subtype.trim(),
+            params,
+        })
     }
 
     fn param(&self, name: &str) -> Option<&'a str> {
-        self.params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+        self.params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
     }
 
     fn encoding(&self) -> Option<Encoding> {
@@ -79,7 +89,9 @@ impl<'a> MediaRange<'a> {
     }
 
     fn quality_is_zero(&self) -> bool {
-        self.param("q").and_then(|q| q.parse::<f32>().ok()).is_some_and(|q| q <= 0.0)
+        self.param("q")
+            .and_then(|q| q.parse::<f32>().ok())
+            .is_some_and(|q| q <= 0.0)
     }
 }
 
@@ -92,9 +104,21 @@ pub struct Offers {
 }
 
 impl Offers {
-    pub const OBJECTS: Offers = Offers { table: true, partial_metadata: true, aggregated_discovery: false };
-    pub const DISCOVERY: Offers = Offers { table: false, partial_metadata: false, aggregated_discovery: true };
-    pub const PLAIN: Offers = Offers { table: false, partial_metadata: false, aggregated_discovery: false };
+    pub const OBJECTS: Offers = Offers {
+        table: true,
+        partial_metadata: true,
+        aggregated_discovery: false,
+    };
+    pub const DISCOVERY: Offers = Offers {
+        table: false,
+        partial_metadata: false,
+        aggregated_discovery: true,
+    };
+    pub const PLAIN: Offers = Offers {
+        table: false,
+        partial_metadata: false,
+        aggregated_discovery: false,
+    };
 }
 
 /// Chooses a representation from an `Accept` header (absent or empty means JSON).
@@ -106,15 +130,19 @@ pub fn negotiate(accept: Option<&str>, offers: Offers) -> Result<Representation,
         if range.quality_is_zero() {
             continue;
         }
-        let Some(encoding) = range.encoding() else { continue };
+        let Some(encoding) = range.encoding() else {
+            continue;
+        };
         let transform = match (range.param("as"), range.param("g"), range.param("v")) {
             (None, _, _) => Transform::None,
-            (Some("Table"), Some("meta.k8s.io"), Some("v1" | "v1beta1")) if offers.table => Transform::Table,
-            (Some("PartialObjectMetadata" | "PartialObjectMetadataList"), Some("meta.k8s.io"), Some("v1" | "v1beta1"))
-                if offers.partial_metadata =>
-            {
-                Transform::PartialObjectMetadata
+            (Some("Table"), Some("meta.k8s.io"), Some("v1" | "v1beta1")) if offers.table => {
+                Transform::Table
             }
+            (
+                Some("PartialObjectMetadata" | "PartialObjectMetadataList"),
+                Some("meta.k8s.io"),
+                Some("v1" | "v1beta1"),
+            ) if offers.partial_metadata => Transform::PartialObjectMetadata,
             (Some("APIGroupDiscoveryList"), Some("apidiscovery.k8s.io"), Some("v2"))
                 if offers.aggregated_discovery =>
             {
@@ -123,7 +151,10 @@ pub fn negotiate(accept: Option<&str>, offers: Offers) -> Result<Representation,
             // A transform we do not offer here: try the next entry, as kube does.
             _ => continue,
         };
-        return Ok(Representation { encoding, transform });
+        return Ok(Representation {
+            encoding,
+            transform,
+        });
     }
     Err(ApiError::NotAcceptable(format!(
         "only the following media types are accepted: application/json, application/yaml (asked for {accept:?})"
@@ -146,7 +177,12 @@ pub const PATCH_TYPES: &str =
 
 /// Reads `Content-Type` (parameters such as `charset` are ignored).
 pub fn body_type(content_type: Option<&str>) -> Result<BodyType, ApiError> {
-    let essence = content_type.unwrap_or("application/json").split(';').next().unwrap_or_default().trim();
+    let essence = content_type
+        .unwrap_or("application/json")
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim();
     Ok(match essence.to_ascii_lowercase().as_str() {
         "application/json" | "" => BodyType::Json,
         "application/yaml" => BodyType::Yaml,
@@ -173,33 +209,61 @@ mod tests {
     #[test]
     fn kubectl_get_gets_a_table() {
         let r = negotiate(Some(KUBECTL_GET), Offers::OBJECTS).unwrap();
-        assert_eq!(r, Representation { encoding: Encoding::Json, transform: Transform::Table });
+        assert_eq!(
+            r,
+            Representation {
+                encoding: Encoding::Json,
+                transform: Transform::Table
+            }
+        );
         // Where tables are not offered the plain JSON fallback is used.
-        assert_eq!(negotiate(Some(KUBECTL_GET), Offers::PLAIN).unwrap(), Representation::JSON);
+        assert_eq!(
+            negotiate(Some(KUBECTL_GET), Offers::PLAIN).unwrap(),
+            Representation::JSON
+        );
     }
 
     #[test]
     fn discovery_prefers_aggregated_v2() {
         let r = negotiate(Some(KUBECTL_DISCOVERY), Offers::DISCOVERY).unwrap();
         assert_eq!(r.transform, Transform::AggregatedDiscovery);
-        assert_eq!(negotiate(Some(KUBECTL_DISCOVERY), Offers::OBJECTS).unwrap(), Representation::JSON);
+        assert_eq!(
+            negotiate(Some(KUBECTL_DISCOVERY), Offers::OBJECTS).unwrap(),
+            Representation::JSON
+        );
     }
 
     #[test]
     fn protobuf_only_is_not_acceptable() {
-        let err = negotiate(Some("application/vnd.kubernetes.protobuf"), Offers::OBJECTS).unwrap_err();
+        let err =
+            negotiate(Some("application/vnd.kubernetes.protobuf"), Offers::OBJECTS).unwrap_err();
         assert_eq!(err.code(), http::StatusCode::NOT_ACCEPTABLE);
-        let ok = negotiate(Some("application/vnd.kubernetes.protobuf, */*"), Offers::OBJECTS).unwrap();
+        let ok = negotiate(
+            Some("application/vnd.kubernetes.protobuf, */*"),
+            Offers::OBJECTS,
+        )
+        .unwrap();
         assert_eq!(ok, Representation::JSON);
-        assert_eq!(negotiate(Some("application/yaml"), Offers::OBJECTS).unwrap().encoding, Encoding::Yaml);
+        assert_eq!(
+            negotiate(Some("application/yaml"), Offers::OBJECTS)
+                .unwrap()
+                .encoding,
+            Encoding::Yaml
+        );
         assert!(negotiate(Some("application/json;q=0"), Offers::OBJECTS).is_err());
     }
 
     #[test]
     fn body_types() {
         assert_eq!(body_type(None).unwrap(), BodyType::Json);
-        assert_eq!(body_type(Some("application/json; charset=utf-8")).unwrap(), BodyType::Json);
-        assert_eq!(body_type(Some("application/apply-patch+yaml")).unwrap(), BodyType::ApplyPatch);
+        assert_eq!(
+            body_type(Some("application/json; charset=utf-8")).unwrap(),
+            BodyType::Json
+        );
+        assert_eq!(
+            body_type(Some("application/apply-patch+yaml")).unwrap(),
+            BodyType::ApplyPatch
+        );
         let err = body_type(Some("text/plain")).unwrap_err();
         assert_eq!(err.code(), http::StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use time::OffsetDateTime;
 
@@ -36,7 +36,9 @@ pub struct CertifiedKey {
 
 impl std::fmt::Debug for CertifiedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertifiedKey").field("cert_pem", &self.cert_pem).finish_non_exhaustive()
+        f.debug_struct("CertifiedKey")
+            .field("cert_pem", &self.cert_pem)
+            .finish_non_exhaustive()
     }
 }
 
@@ -102,13 +104,25 @@ impl CertificateAuthority {
     pub fn generate(common_name: &str) -> Result<Self> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         validity(&mut params, CA_VALIDITY);
         let cert = params.self_signed(&key)?;
-        let certified = CertifiedKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() };
-        Ok(CertificateAuthority { issuer: Issuer::new(params, key), cert: certified })
+        let certified = CertifiedKey {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        };
+        Ok(CertificateAuthority {
+            issuer: Issuer::new(params, key),
+            cert: certified,
+        })
     }
 
     pub fn load(cert_pem: &str, key_pem: &str) -> Result<Self> {
@@ -116,7 +130,10 @@ impl CertificateAuthority {
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
         Ok(CertificateAuthority {
             issuer,
-            cert: CertifiedKey { cert_pem: cert_pem.into(), key_pem: key_pem.into() },
+            cert: CertifiedKey {
+                cert_pem: cert_pem.into(),
+                key_pem: key_pem.into(),
+            },
         })
     }
 
@@ -124,17 +141,26 @@ impl CertificateAuthority {
     pub fn issue(&self, spec: &LeafSpec) -> Result<CertifiedKey> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, spec.common_name.as_str());
+        params
+            .distinguished_name
+            .push(DnType::CommonName, spec.common_name.as_str());
         for org in &spec.organizations {
-            params.distinguished_name.push(DnType::OrganizationName, org.as_str());
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, org.as_str());
         }
         for dns in &spec.dns_names {
-            params.subject_alt_names.push(SanType::DnsName(dns.clone().try_into()?));
+            params
+                .subject_alt_names
+                .push(SanType::DnsName(dns.clone().try_into()?));
         }
         for ip in &spec.ip_addresses {
             params.subject_alt_names.push(SanType::IpAddress(*ip));
         }
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         params.extended_key_usages = match spec.usage {
             Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
             Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
@@ -142,7 +168,10 @@ impl CertificateAuthority {
         params.use_authority_key_identifier_extension = true;
         validity(&mut params, spec.validity);
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(CertifiedKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(CertifiedKey {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
     }
 }
 
@@ -153,15 +182,31 @@ mod tests {
     #[test]
     fn issues_client_certificates_with_groups() {
         let ca = CertificateAuthority::generate("test-ca").unwrap();
-        let leaf = ca.issue(&LeafSpec::client("alice", &["ops", "viewers"])).unwrap();
+        let leaf = ca
+            .issue(&LeafSpec::client("alice", &["ops", "viewers"]))
+            .unwrap();
         let (_, pem) = x509_parser::pem::parse_x509_pem(leaf.cert_pem.as_bytes()).unwrap();
         let cert = pem.parse_x509().unwrap();
-        let cn: Vec<&str> = cert.subject().iter_common_name().filter_map(|a| a.as_str().ok()).collect();
-        let orgs: Vec<&str> = cert.subject().iter_organization().filter_map(|a| a.as_str().ok()).collect();
+        let cn: Vec<&str> = cert
+            .subject()
+            .iter_common_name()
+            .filter_map(|a| a.as_str().ok())
+            .collect();
+        let orgs: Vec<&str> = cert
+            .subject()
+            .iter_organization()
+            .filter_map(|a| a.as_str().ok())
+            .collect();
         assert_eq!(cn, ["alice"]);
         assert_eq!(orgs, ["ops", "viewers"]);
 
         let reloaded = CertificateAuthority::load(&ca.cert.cert_pem, &ca.cert.key_pem).unwrap();
-        assert!(reloaded.issue(&LeafSpec::server("hub", &["localhost"], &["127.0.0.1".parse().unwrap()])).is_ok());
+        assert!(reloaded
+            .issue(&LeafSpec::server(
+                "hub",
+                &["localhost"],
+                &["127.0.0.1".parse().unwrap()]
+            ))
+            .is_ok());
     }
 }

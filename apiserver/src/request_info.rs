@@ -35,7 +35,8 @@ pub struct RequestInfo {
 /// Query flag that turns a GET of a collection into a watch.
 fn is_watch_query(query: Option<&str>) -> bool {
     query.is_some_and(|q| {
-        q.split('&').any(|kv| matches!(kv, "watch=true" | "watch=1" | "watch=True" | "watch"))
+        q.split('&')
+            .any(|kv| matches!(kv, "watch=true" | "watch=1" | "watch=True" | "watch"))
     })
 }
 
@@ -47,7 +48,11 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> RequestInfo {
         ..Default::default()
     };
     let trimmed = path.trim_matches('/');
-    let mut parts: Vec<&str> = if trimmed.is_empty() { vec![] } else { trimmed.split('/').collect() };
+    let mut parts: Vec<&str> = if trimmed.is_empty() {
+        vec![]
+    } else {
+        trimmed.split('/').collect()
+    };
 
     let prefix = parts.first().copied().unwrap_or_default();
     let min_parts = match prefix {
@@ -148,42 +153,105 @@ mod tests {
 
     #[test]
     fn namespaced_resources() {
-        let i = p(Method::GET, "/apis/edgefleet.io/v1alpha1/namespaces/retail/clusters", None);
+        let i = p(
+            Method::GET,
+            "/apis/edgefleet.io/v1alpha1/namespaces/retail/clusters",
+            None,
+        );
         assert!(i.is_resource_request);
         assert_eq!(
-            (i.verb.as_str(), i.api_group.as_str(), i.api_version.as_str(), i.namespace.as_str(), i.resource.as_str()),
+            (
+                i.verb.as_str(),
+                i.api_group.as_str(),
+                i.api_version.as_str(),
+                i.namespace.as_str(),
+                i.resource.as_str()
+            ),
             ("list", "edgefleet.io", "v1alpha1", "retail", "clusters")
         );
-        let w = p(Method::GET, "/apis/edgefleet.io/v1alpha1/namespaces/retail/clusters", Some("watch=true&rv=1"));
+        let w = p(
+            Method::GET,
+            "/apis/edgefleet.io/v1alpha1/namespaces/retail/clusters",
+            Some("watch=true&rv=1"),
+        );
         assert_eq!(w.verb, "watch");
-        let g = p(Method::GET, "/apis/edgefleet.io/v1alpha1/namespaces/retail/clusters/edge-1", None);
+        let g = p(
+            Method::GET,
+            "/apis/edgefleet.io/v1alpha1/namespaces/retail/clusters/edge-1",
+            None,
+        );
         assert_eq!((g.verb.as_str(), g.name.as_str()), ("get", "edge-1"));
-        let s = p(Method::PUT, "/apis/edgefleet.io/v1alpha1/namespaces/retail/clusters/edge-1/status", None);
-        assert_eq!((s.verb.as_str(), s.subresource.as_str()), ("update", "status"));
-        let d = p(Method::DELETE, "/apis/edgefleet.io/v1alpha1/namespaces/retail/clusters", None);
+        let s = p(
+            Method::PUT,
+            "/apis/edgefleet.io/v1alpha1/namespaces/retail/clusters/edge-1/status",
+            None,
+        );
+        assert_eq!(
+            (s.verb.as_str(), s.subresource.as_str()),
+            ("update", "status")
+        );
+        let d = p(
+            Method::DELETE,
+            "/apis/edgefleet.io/v1alpha1/namespaces/retail/clusters",
+            None,
+        );
         assert_eq!(d.verb, "deletecollection");
     }
 
     #[test]
     fn proxy_keeps_the_rest_of_the_path() {
         let i = p(Method::POST, "/apis/edgefleet.io/v1alpha1/namespaces/retail/clusters/edge-1/proxy/api/v1/namespaces/default/pods", None);
-        assert_eq!((i.verb.as_str(), i.subresource.as_str()), ("create", "proxy"));
+        assert_eq!(
+            (i.verb.as_str(), i.subresource.as_str()),
+            ("create", "proxy")
+        );
         assert_eq!(i.rest, "api/v1/namespaces/default/pods");
     }
 
     #[test]
     fn cluster_scoped_and_all_namespaces() {
-        let e = p(Method::DELETE, "/apis/edgefleet.io/v1alpha1/environments/retail", None);
-        assert_eq!((e.verb.as_str(), e.namespace.as_str(), e.resource.as_str(), e.name.as_str()), ("delete", "", "environments", "retail"));
-        let all = p(Method::GET, "/apis/edgefleet.io/v1alpha1/clusters", Some("watch=1"));
+        let e = p(
+            Method::DELETE,
+            "/apis/edgefleet.io/v1alpha1/environments/retail",
+            None,
+        );
+        assert_eq!(
+            (
+                e.verb.as_str(),
+                e.namespace.as_str(),
+                e.resource.as_str(),
+                e.name.as_str()
+            ),
+            ("delete", "", "environments", "retail")
+        );
+        let all = p(
+            Method::GET,
+            "/apis/edgefleet.io/v1alpha1/clusters",
+            Some("watch=1"),
+        );
         assert_eq!((all.verb.as_str(), all.namespace.as_str()), ("watch", ""));
-        let old = p(Method::GET, "/apis/edgefleet.io/v1alpha1/watch/namespaces/retail/clusters", None);
-        assert_eq!((old.verb.as_str(), old.namespace.as_str()), ("watch", "retail"));
+        let old = p(
+            Method::GET,
+            "/apis/edgefleet.io/v1alpha1/watch/namespaces/retail/clusters",
+            None,
+        );
+        assert_eq!(
+            (old.verb.as_str(), old.namespace.as_str()),
+            ("watch", "retail")
+        );
     }
 
     #[test]
     fn non_resource_paths() {
-        for path in ["/healthz", "/apis", "/apis/edgefleet.io", "/apis/edgefleet.io/v1alpha1", "/api", "/openapi/v3", "/"] {
+        for path in [
+            "/healthz",
+            "/apis",
+            "/apis/edgefleet.io",
+            "/apis/edgefleet.io/v1alpha1",
+            "/api",
+            "/openapi/v3",
+            "/",
+        ] {
             let i = p(Method::GET, path, None);
             assert!(!i.is_resource_request, "{path}");
             assert_eq!(i.verb, "get");
@@ -191,6 +259,9 @@ mod tests {
         }
         let core = p(Method::GET, "/api/v1/namespaces/default/pods", None);
         assert!(core.is_resource_request);
-        assert_eq!((core.api_group.as_str(), core.resource.as_str()), ("", "pods"));
+        assert_eq!(
+            (core.api_group.as_str(), core.resource.as_str()),
+            ("", "pods")
+        );
     }
 }

@@ -39,8 +39,12 @@ impl Requirement {
             Op::DoesNotExist => value.is_none(),
             Op::In(values) => value.is_some_and(|v| values.contains(v)),
             Op::NotIn(values) => value.is_none_or(|v| !values.contains(v)),
-            Op::Gt(n) => value.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v > *n),
-            Op::Lt(n) => value.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v < *n),
+            Op::Gt(n) => value
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_some_and(|v| v > *n),
+            Op::Lt(n) => value
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_some_and(|v| v < *n),
         }
     }
 }
@@ -82,7 +86,10 @@ impl LabelSelectorExpr {
             .match_labels
             .iter()
             .flatten()
-            .map(|(k, v)| Requirement { key: k.clone(), op: Op::In(vec![v.clone()]) })
+            .map(|(k, v)| Requirement {
+                key: k.clone(),
+                op: Op::In(vec![v.clone()]),
+            })
             .collect();
         for expr in sel.match_expressions.iter().flatten() {
             let values = expr.values.clone().unwrap_or_default();
@@ -91,9 +98,16 @@ impl LabelSelectorExpr {
                 "NotIn" => Op::NotIn(values),
                 "Exists" => Op::Exists,
                 "DoesNotExist" => Op::DoesNotExist,
-                other => return Err(SelectorError(format!("{other:?} is not a valid label selector operator"))),
+                other => {
+                    return Err(SelectorError(format!(
+                        "{other:?} is not a valid label selector operator"
+                    )))
+                }
             };
-            requirements.push(Requirement { key: expr.key.clone(), op });
+            requirements.push(Requirement {
+                key: expr.key.clone(),
+                op,
+            });
         }
         Ok(Self { requirements })
     }
@@ -129,14 +143,18 @@ fn split_top_level(s: &str) -> Result<Vec<&str>, SelectorError> {
 fn check_key(key: &str) -> Result<(), SelectorError> {
     match is_qualified_name(key).first() {
         None => Ok(()),
-        Some(problem) => Err(SelectorError(format!("invalid label key {key:?}: {problem}"))),
+        Some(problem) => Err(SelectorError(format!(
+            "invalid label key {key:?}: {problem}"
+        ))),
     }
 }
 
 fn check_value(value: &str) -> Result<(), SelectorError> {
     match is_label_value(value).first() {
         None => Ok(()),
-        Some(problem) => Err(SelectorError(format!("invalid label value: {value:?}: {problem}"))),
+        Some(problem) => Err(SelectorError(format!(
+            "invalid label value: {value:?}: {problem}"
+        ))),
     }
 }
 
@@ -144,7 +162,10 @@ fn parse_requirement(part: &str) -> Result<Requirement, SelectorError> {
     if let Some(key) = part.strip_prefix('!') {
         let key = key.trim();
         check_key(key)?;
-        return Ok(Requirement { key: key.into(), op: Op::DoesNotExist });
+        return Ok(Requirement {
+            key: key.into(),
+            op: Op::DoesNotExist,
+        });
     }
     // Set-based: `key in (a,b)`, `key notin (a,b)`.
     for (word, is_in) in [(" in ", true), (" notin ", false)] {
@@ -160,16 +181,38 @@ fn parse_requirement(part: &str) -> Result<Requirement, SelectorError> {
             for v in &values {
                 check_value(v)?;
             }
-            let op = if is_in { Op::In(values) } else { Op::NotIn(values) };
-            return Ok(Requirement { key: key.into(), op });
+            let op = if is_in {
+                Op::In(values)
+            } else {
+                Op::NotIn(values)
+            };
+            return Ok(Requirement {
+                key: key.into(),
+                op,
+            });
         }
     }
     for (sym, build) in [
-        ("!=", (|v: String| Ok(Op::NotIn(vec![v]))) as fn(String) -> Result<Op, SelectorError>),
+        (
+            "!=",
+            (|v: String| Ok(Op::NotIn(vec![v]))) as fn(String) -> Result<Op, SelectorError>,
+        ),
         ("==", |v| Ok(Op::In(vec![v]))),
         ("=", |v| Ok(Op::In(vec![v]))),
-        (">", |v: String| v.parse().map(Op::Gt).map_err(|_| SelectorError(format!("for 'Gt', 'Lt' operators, the value must be an integer: {v:?}")))),
-        ("<", |v: String| v.parse().map(Op::Lt).map_err(|_| SelectorError(format!("for 'Gt', 'Lt' operators, the value must be an integer: {v:?}")))),
+        (">", |v: String| {
+            v.parse().map(Op::Gt).map_err(|_| {
+                SelectorError(format!(
+                    "for 'Gt', 'Lt' operators, the value must be an integer: {v:?}"
+                ))
+            })
+        }),
+        ("<", |v: String| {
+            v.parse().map(Op::Lt).map_err(|_| {
+                SelectorError(format!(
+                    "for 'Gt', 'Lt' operators, the value must be an integer: {v:?}"
+                ))
+            })
+        }),
     ] {
         if let Some((key, value)) = part.split_once(sym) {
             let (key, value) = (key.trim(), value.trim());
@@ -177,17 +220,26 @@ fn parse_requirement(part: &str) -> Result<Requirement, SelectorError> {
             if sym != ">" && sym != "<" {
                 check_value(value)?;
             }
-            return Ok(Requirement { key: key.into(), op: build(value.to_string())? });
+            return Ok(Requirement {
+                key: key.into(),
+                op: build(value.to_string())?,
+            });
         }
     }
     check_key(part)?;
-    Ok(Requirement { key: part.into(), op: Op::Exists })
+    Ok(Requirement {
+        key: part.into(),
+        op: Op::Exists,
+    })
 }
 
 /// Position of ` in ` / ` notin ` surrounded by whitespace, before any `(`.
 fn find_word(part: &str, word: &str) -> Option<usize> {
     let paren = part.find('(').unwrap_or(part.len());
-    let normalized: String = part.chars().map(|c| if c.is_whitespace() { ' ' } else { c }).collect();
+    let normalized: String = part
+        .chars()
+        .map(|c| if c.is_whitespace() { ' ' } else { c })
+        .collect();
     normalized[..paren].find(word).or_else(|| {
         // `key in(a)`: the word followed directly by the parenthesis.
         let trimmed = word.trim_end();
@@ -227,16 +279,26 @@ impl FieldSelectorExpr {
             } else if let Some((f, v)) = split_once_unescaped(&part, "=") {
                 (f, v, true)
             } else {
-                return Err(SelectorError(format!("invalid field selector: {part:?}: expected field=value")));
+                return Err(SelectorError(format!(
+                    "invalid field selector: {part:?}: expected field=value"
+                )));
             };
             let field = field.trim().to_string();
             if !supported.contains(&field.as_str()) {
-                let list = supported.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", ");
+                let list = supported
+                    .iter()
+                    .map(|f| format!("{f:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 return Err(SelectorError(format!(
                     "field label not supported: {field:?}: supported field selectors are {list}"
                 )));
             }
-            terms.push(FieldTerm { field, value: unescape(value.trim()), equal });
+            terms.push(FieldTerm {
+                field,
+                value: unescape(value.trim()),
+                equal,
+            });
         }
         Ok(Self { terms })
     }
@@ -256,7 +318,10 @@ impl FieldSelectorExpr {
     /// The value required for `field` by an equality term, if any (used to narrow a list to one
     /// name or namespace before scanning).
     pub fn required_value(&self, field: &str) -> Option<&str> {
-        self.terms.iter().find(|t| t.equal && t.field == field).map(|t| t.value.as_str())
+        self.terms
+            .iter()
+            .find(|t| t.equal && t.field == field)
+            .map(|t| t.value.as_str())
     }
 }
 

@@ -30,7 +30,11 @@ pub struct Findings {
 
 impl<'a> Schema<'a> {
     pub fn new(root: &'a Value, components: &'a Map<String, Value>) -> Self {
-        Schema { node: root, components }.resolve()
+        Schema {
+            node: root,
+            components,
+        }
+        .resolve()
     }
 
     /// Follows `$ref` and single-element `allOf` wrappers.
@@ -43,21 +47,35 @@ impl<'a> Schema<'a> {
                     Some(target) => node = target,
                     None => break,
                 }
-            } else if let Some([only]) = node.get("allOf").and_then(Value::as_array).map(Vec::as_slice) {
+            } else if let Some([only]) = node
+                .get("allOf")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+            {
                 node = only;
             } else {
                 break;
             }
         }
-        Schema { node, components: self.components }
+        Schema {
+            node,
+            components: self.components,
+        }
     }
 
     fn child(self, node: &'a Value) -> Self {
-        Schema { node, components: self.components }.resolve()
+        Schema {
+            node,
+            components: self.components,
+        }
+        .resolve()
     }
 
     fn flag(self, name: &str) -> bool {
-        self.node.get(name).and_then(Value::as_bool).unwrap_or(false)
+        self.node
+            .get(name)
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
     }
 
     fn type_name(self) -> Option<&'a str> {
@@ -66,7 +84,10 @@ impl<'a> Schema<'a> {
 
     /// Schema of property `name`, if declared.
     pub fn property(self, name: &str) -> Option<Self> {
-        self.node.get("properties").and_then(|p| p.get(name)).map(|n| self.child(n))
+        self.node
+            .get("properties")
+            .and_then(|p| p.get(name))
+            .map(|n| self.child(n))
     }
 
     /// Schema of the values of a map (`additionalProperties`).
@@ -92,7 +113,8 @@ impl<'a> Schema<'a> {
     fn walk(self, value: &mut Value, path: &Path, out: &mut Findings) {
         if self.flag("x-kubernetes-int-or-string") {
             if !(value.is_string() || value.is_i64() || value.is_u64()) {
-                out.errors.push(type_error(path, value, "integer or string"));
+                out.errors
+                    .push(type_error(path, value, "integer or string"));
             }
             return;
         }
@@ -107,7 +129,11 @@ impl<'a> Schema<'a> {
                 let additional = self.additional();
                 let mut unknown = Vec::new();
                 for (key, field) in map.iter_mut() {
-                    let field_path = if props.is_some() { path.child(key) } else { path.key(key) };
+                    let field_path = if props.is_some() {
+                        path.child(key)
+                    } else {
+                        path.key(key)
+                    };
                     let schema = props
                         .and_then(|p| p.get(key))
                         .map(|n| self.child(n))
@@ -125,7 +151,13 @@ impl<'a> Schema<'a> {
                         out.unknown.push(path.child(&key).to_string());
                     }
                 }
-                for required in self.node.get("required").and_then(Value::as_array).into_iter().flatten() {
+                for required in self
+                    .node
+                    .get("required")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(name) = required.as_str() {
                         if !map.contains_key(name) {
                             out.errors.push(FieldError::required(&path.child(name), ""));
@@ -151,7 +183,8 @@ impl<'a> Schema<'a> {
                 } else if let Some(allowed) = self.node.get("enum").and_then(Value::as_array) {
                     if !allowed.contains(value) {
                         let names: Vec<&str> = allowed.iter().filter_map(Value::as_str).collect();
-                        out.errors.push(FieldError::not_supported(path, value.clone(), &names));
+                        out.errors
+                            .push(FieldError::not_supported(path, value.clone(), &names));
                     }
                 }
             }
@@ -186,7 +219,11 @@ fn type_error(path: &Path, value: &Value, want: &str) -> FieldError {
         Value::Array(_) => "array",
         Value::Object(_) => "object",
     };
-    FieldError::invalid(path, actual, format!("{path} in body must be of type {want}: {actual:?}"))
+    FieldError::invalid(
+        path,
+        actual,
+        format!("{path} in body must be of type {want}: {actual:?}"),
+    )
 }
 
 #[cfg(test)]
@@ -211,9 +248,15 @@ mod tests {
             "metadata": {"name": "edge-1", "labels": {"gpu": "a100"}, "bogus": 1},
             "spec": {"kubernetesVersion": "v1.31.4", "replicas": 3, "nodePools": [{"name": "a", "extra": true}]},
         }));
-        assert_eq!(f.unknown, ["metadata.bogus", "spec.nodePools[0].extra", "spec.replicas"]);
+        assert_eq!(
+            f.unknown,
+            ["metadata.bogus", "spec.nodePools[0].extra", "spec.replicas"]
+        );
         assert!(f.errors.is_empty(), "{:?}", f.errors);
-        assert_eq!(obj["spec"], json!({"kubernetesVersion": "v1.31.4", "nodePools": [{"name": "a"}]}));
+        assert_eq!(
+            obj["spec"],
+            json!({"kubernetesVersion": "v1.31.4", "nodePools": [{"name": "a"}]})
+        );
         assert_eq!(obj["metadata"]["labels"], json!({"gpu": "a100"}));
     }
 
@@ -227,7 +270,11 @@ mod tests {
                 "paused": "yes"
             },
         }));
-        let fields: Vec<(&str, &str)> = f.errors.iter().map(|e| (e.field.as_str(), e.kind.reason())).collect();
+        let fields: Vec<(&str, &str)> = f
+            .errors
+            .iter()
+            .map(|e| (e.field.as_str(), e.kind.reason()))
+            .collect();
         assert_eq!(
             fields,
             [
@@ -256,6 +303,9 @@ mod tests {
         assert!(f.unknown.is_empty() && f.errors.is_empty(), "{f:?}");
         assert!(obj["metadata"].get("annotations").is_none());
         assert!(obj["spec"].get("description").is_none());
-        assert_eq!(obj["spec"]["manifests"][0]["anything"], json!({"goes": [1]}));
+        assert_eq!(
+            obj["spec"]["manifests"][0]["anything"],
+            json!({"goes": [1]})
+        );
     }
 }

@@ -50,7 +50,10 @@ pub fn validate_object_meta(meta: &ObjectMeta, rules: MetaRules) -> ErrorList {
             }
         }
         (false, Some(ns)) if !ns.is_empty() => {
-            errs.push(FieldError::forbidden(&path.child("namespace"), "not allowed on this type"));
+            errs.push(FieldError::forbidden(
+                &path.child("namespace"),
+                "not allowed on this type",
+            ));
         }
         (false, _) => {}
     }
@@ -68,14 +71,21 @@ pub fn validate_object_meta(meta: &ObjectMeta, rules: MetaRules) -> ErrorList {
             }
         }
         if total > ANNOTATIONS_MAX_BYTES {
-            errs.push(FieldError::too_long(&annotations_path, ANNOTATIONS_MAX_BYTES));
+            errs.push(FieldError::too_long(
+                &annotations_path,
+                ANNOTATIONS_MAX_BYTES,
+            ));
         }
     }
     if let Some(finalizers) = &meta.finalizers {
         let finalizers_path = path.child("finalizers");
         for (i, f) in finalizers.iter().enumerate() {
             for p in is_qualified_name(f) {
-                errs.push(FieldError::invalid(&finalizers_path.index(i), f.as_str(), p));
+                errs.push(FieldError::invalid(
+                    &finalizers_path.index(i),
+                    f.as_str(),
+                    p,
+                ));
             }
         }
     }

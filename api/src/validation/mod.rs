@@ -15,7 +15,7 @@ mod values;
 mod tests;
 
 pub use meta::{validate_labels, validate_object_meta, MetaRules};
-pub use names::{is_dns1123_label, is_dns1123_subdomain, is_qualified_name, is_label_value};
+pub use names::{is_dns1123_label, is_dns1123_subdomain, is_label_value, is_qualified_name};
 pub use path::Path;
 pub use selector::validate_label_selector;
 pub use values::{
@@ -75,7 +75,11 @@ impl FieldError {
     }
 
     pub fn not_supported(path: &Path, value: impl Into<Value>, supported: &[&str]) -> Self {
-        let list = supported.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+        let list = supported
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         Self::new(
             ErrorType::NotSupported,
             path,
@@ -93,7 +97,12 @@ impl FieldError {
     }
 
     pub fn too_long(path: &Path, max: usize) -> Self {
-        Self::new(ErrorType::TooLong, path, None, format!("may not be more than {max} bytes"))
+        Self::new(
+            ErrorType::TooLong,
+            path,
+            None,
+            format!("may not be more than {max} bytes"),
+        )
     }
 
     pub fn too_many(path: &Path, actual: usize, max: usize) -> Self {
@@ -106,7 +115,12 @@ impl FieldError {
     }
 
     fn new(kind: ErrorType, path: &Path, value: Option<Value>, detail: impl Into<String>) -> Self {
-        Self { kind, field: path.to_string(), value, detail: detail.into() }
+        Self {
+            kind,
+            field: path.to_string(),
+            value,
+            detail: detail.into(),
+        }
     }
 
     /// The message without the field name, as `field.Error.ErrorBody` renders it.

@@ -27,7 +27,9 @@ fn label_shape(s: &str) -> bool {
 pub fn is_dns1123_label(s: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if s.len() > DNS1123_LABEL_MAX {
-        errs.push(format!("must be no more than {DNS1123_LABEL_MAX} characters"));
+        errs.push(format!(
+            "must be no more than {DNS1123_LABEL_MAX} characters"
+        ));
     }
     if !label_shape(s) {
         errs.push(
@@ -44,7 +46,9 @@ pub fn is_dns1123_label(s: &str) -> Vec<String> {
 pub fn is_dns1123_subdomain(s: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if s.len() > DNS1123_SUBDOMAIN_MAX {
-        errs.push(format!("must be no more than {DNS1123_SUBDOMAIN_MAX} characters"));
+        errs.push(format!(
+            "must be no more than {DNS1123_SUBDOMAIN_MAX} characters"
+        ));
     }
     if s.is_empty() || !s.split('.').all(label_shape) {
         errs.push(
@@ -63,7 +67,8 @@ fn name_part_ok(s: &str) -> bool {
         && s.len() <= QUALIFIED_NAME_MAX
         && s.starts_with(is_alnum)
         && s.ends_with(is_alnum)
-        && s.chars().all(|c| is_alnum(c) || matches!(c, '-' | '_' | '.'))
+        && s.chars()
+            .all(|c| is_alnum(c) || matches!(c, '-' | '_' | '.'))
 }
 
 /// `[prefix/]name` where prefix is a DNS subdomain and name is at most 63 characters of
@@ -78,14 +83,20 @@ pub fn is_qualified_name(s: &str) -> Vec<String> {
         if prefix.is_empty() {
             errs.push("prefix part must be non-empty".into());
         } else {
-            errs.extend(is_dns1123_subdomain(prefix).into_iter().map(|e| format!("prefix part {e}")));
+            errs.extend(
+                is_dns1123_subdomain(prefix)
+                    .into_iter()
+                    .map(|e| format!("prefix part {e}")),
+            );
         }
     }
     if name.contains('/') || !name_part_ok(name) {
         if name.is_empty() {
             errs.push("name part must be non-empty".into());
         } else if name.len() > QUALIFIED_NAME_MAX {
-            errs.push(format!("name part must be no more than {QUALIFIED_NAME_MAX} characters"));
+            errs.push(format!(
+                "name part must be no more than {QUALIFIED_NAME_MAX} characters"
+            ));
         } else {
             errs.push(
                 "name part must consist of alphanumeric characters, '-', '_' or '.', and must \

@@ -16,7 +16,11 @@ pub fn validate_label_selector(selector: &LabelSelector, path: &Path) -> ErrorLi
     for (i, req) in selector.match_expressions.iter().flatten().enumerate() {
         let req_path = path.child("matchExpressions").index(i);
         for p in is_qualified_name(&req.key) {
-            errs.push(FieldError::invalid(&req_path.child("key"), req.key.as_str(), p));
+            errs.push(FieldError::invalid(
+                &req_path.child("key"),
+                req.key.as_str(),
+                p,
+            ));
         }
         let values = req.values.as_deref().unwrap_or_default();
         match req.operator.as_str() {
@@ -44,7 +48,11 @@ pub fn validate_label_selector(selector: &LabelSelector, path: &Path) -> ErrorLi
         }
         for (j, v) in values.iter().enumerate() {
             for p in is_label_value(v) {
-                errs.push(FieldError::invalid(&req_path.child("values").index(j), v.as_str(), p));
+                errs.push(FieldError::invalid(
+                    &req_path.child("values").index(j),
+                    v.as_str(),
+                    p,
+                ));
             }
         }
     }

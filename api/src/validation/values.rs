@@ -23,12 +23,20 @@ pub fn parse_percent(s: &str) -> Option<i32> {
 }
 
 /// An integer ≥ 0, or a percentage `"0%"`–`"100%"` (as Deployments' `maxUnavailable`).
-pub fn validate_int_or_percent(value: &IntOrString, path: &Path, rules: IntOrPercentRules) -> ErrorList {
+pub fn validate_int_or_percent(
+    value: &IntOrString,
+    path: &Path,
+    rules: IntOrPercentRules,
+) -> ErrorList {
     let mut errs = ErrorList::default();
     match value {
         IntOrString::Int(n) => {
             if *n < 0 {
-                errs.push(FieldError::invalid(path, *n, "must be greater than or equal to 0"));
+                errs.push(FieldError::invalid(
+                    path,
+                    *n,
+                    "must be greater than or equal to 0",
+                ));
             } else if rules.positive && *n == 0 {
                 errs.push(FieldError::invalid(path, *n, "must be greater than 0"));
             }
@@ -40,12 +48,16 @@ pub fn validate_int_or_percent(value: &IntOrString, path: &Path, rules: IntOrPer
                 "a valid percent string must be a numeric string followed by an ending '%' (e.g. \
                  '1%',  or '93%')",
             )),
-            Some(p) if p > 100 => {
-                errs.push(FieldError::invalid(path, s.as_str(), "must not be greater than 100%"))
-            }
-            Some(0) if rules.positive => {
-                errs.push(FieldError::invalid(path, s.as_str(), "must be greater than 0%"))
-            }
+            Some(p) if p > 100 => errs.push(FieldError::invalid(
+                path,
+                s.as_str(),
+                "must not be greater than 100%",
+            )),
+            Some(0) if rules.positive => errs.push(FieldError::invalid(
+                path,
+                s.as_str(),
+                "must be greater than 0%",
+            )),
             Some(_) => {}
         },
     }
@@ -67,7 +79,9 @@ pub fn validate_kubernetes_version(version: &str, path: &Path) -> ErrorList {
 }
 
 fn is_kubernetes_version(v: &str) -> bool {
-    let Some(rest) = v.strip_prefix('v') else { return false };
+    let Some(rest) = v.strip_prefix('v') else {
+        return false;
+    };
     let (core, suffix) = match rest.find(['-', '+']) {
         Some(i) => (&rest[..i], &rest[i + 1..]),
         None => (rest, ""),
@@ -84,7 +98,11 @@ fn is_kubernetes_version(v: &str) -> bool {
 pub fn validate_non_negative(value: i64, path: &Path) -> ErrorList {
     let mut errs = ErrorList::default();
     if value < 0 {
-        errs.push(FieldError::invalid(path, value, "must be greater than or equal to 0"));
+        errs.push(FieldError::invalid(
+            path,
+            value,
+            "must be greater than or equal to 0",
+        ));
     }
     errs
 }
@@ -100,7 +118,11 @@ pub fn validate_unique_names<'a>(
     let mut errs = ErrorList::default();
     for (i, name) in names.into_iter().enumerate() {
         if !seen.insert(name) {
-            let at = if field.is_empty() { path.index(i) } else { path.index(i).child(field) };
+            let at = if field.is_empty() {
+                path.index(i)
+            } else {
+                path.index(i).child(field)
+            };
             errs.push(FieldError::duplicate(&at, name));
         }
     }

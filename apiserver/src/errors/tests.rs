@@ -9,7 +9,10 @@ fn clusters() -> GroupResource {
 
 #[test]
 fn not_found_reads_like_kube() {
-    let err = ApiError::NotFound { resource: clusters(), name: "edge-1".into() };
+    let err = ApiError::NotFound {
+        resource: clusters(),
+        name: "edge-1".into(),
+    };
     let status = serde_json::to_value(err.status()).unwrap();
     assert_eq!(
         status,
@@ -24,12 +27,21 @@ fn not_found_reads_like_kube() {
 #[test]
 fn invalid_carries_one_cause_per_field() {
     let errors: ErrorList = [
-        FieldError::invalid(&Path::new("spec").child("kubernetesVersion"), "1.31", "must be a version"),
+        FieldError::invalid(
+            &Path::new("spec").child("kubernetesVersion"),
+            "1.31",
+            "must be a version",
+        ),
         FieldError::required(&Path::new("spec").child("addons"), ""),
     ]
     .into_iter()
     .collect();
-    let err = ApiError::Invalid { kind: "Cluster", group: "edgefleet.io", name: "edge-1".into(), errors };
+    let err = ApiError::Invalid {
+        kind: "Cluster",
+        group: "edgefleet.io",
+        name: "edge-1".into(),
+        errors,
+    };
     assert_eq!(err.code(), StatusCode::UNPROCESSABLE_ENTITY);
     let status = err.status();
     assert_eq!(
@@ -42,19 +54,33 @@ fn invalid_carries_one_cause_per_field() {
     let causes = status.details.unwrap().causes.unwrap();
     assert_eq!(causes[0].reason.as_deref(), Some("FieldValueInvalid"));
     assert_eq!(causes[0].field.as_deref(), Some("spec.kubernetesVersion"));
-    assert_eq!(causes[0].message.as_deref(), Some("Invalid value: \"1.31\": must be a version"));
+    assert_eq!(
+        causes[0].message.as_deref(),
+        Some("Invalid value: \"1.31\": must be a version")
+    );
     assert_eq!(causes[1].reason.as_deref(), Some("FieldValueRequired"));
 }
 
 #[test]
 fn storage_errors_map_to_kube_reasons() {
-    let gone: ApiError = StorageError::Compacted { requested: 3, compacted: 10 }.into();
+    let gone: ApiError = StorageError::Compacted {
+        requested: 3,
+        compacted: 10,
+    }
+    .into();
     assert_eq!((gone.code(), gone.reason()), (StatusCode::GONE, "Expired"));
     assert_eq!(gone.to_string(), "too old resource version: 3 (10)");
 
-    let future: ApiError = StorageError::FutureRevision { requested: 99, current: 5 }.into();
+    let future: ApiError = StorageError::FutureRevision {
+        requested: 99,
+        current: 5,
+    }
+    .into();
     assert_eq!(future.code(), StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(future.status().details.unwrap().retry_after_seconds, Some(1));
+    assert_eq!(
+        future.status().details.unwrap().retry_after_seconds,
+        Some(1)
+    );
 
     let conflict = ApiError::from_storage(
         StorageError::Conflict {

@@ -27,7 +27,11 @@ pub fn empty() -> Body {
 }
 
 /// A response with `bytes` as `content_type`.
-pub fn bytes_response(status: StatusCode, content_type: &str, bytes: impl Into<Bytes>) -> Response<Body> {
+pub fn bytes_response(
+    status: StatusCode,
+    content_type: &str,
+    bytes: impl Into<Bytes>,
+) -> Response<Body> {
     let mut resp = Response::new(full(bytes));
     *resp.status_mut() = status;
     if let Ok(v) = HeaderValue::from_str(content_type) {
@@ -39,7 +43,9 @@ pub fn bytes_response(status: StatusCode, content_type: &str, bytes: impl Into<B
 /// Serializes `value` in `encoding`.
 pub fn encode<T: Serialize>(value: &T, encoding: Encoding) -> Result<Bytes, ApiError> {
     match encoding {
-        Encoding::Json => serde_json::to_vec(value).map(Bytes::from).map_err(|e| ApiError::Internal(e.to_string())),
+        Encoding::Json => serde_json::to_vec(value)
+            .map(Bytes::from)
+            .map_err(|e| ApiError::Internal(e.to_string())),
         Encoding::Yaml => serde_yaml_ng::to_string(value)
             .map(Bytes::from)
             .map_err(|e| ApiError::Internal(e.to_string())),
@@ -47,12 +53,24 @@ pub fn encode<T: Serialize>(value: &T, encoding: Encoding) -> Result<Bytes, ApiE
 }
 
 /// A serialized value as a response.
-pub fn value_response<T: Serialize>(status: StatusCode, value: &T, encoding: Encoding) -> Result<Response<Body>, ApiError> {
-    Ok(bytes_response(status, encoding.content_type(), encode(value, encoding)?))
+pub fn value_response<T: Serialize>(
+    status: StatusCode,
+    value: &T,
+    encoding: Encoding,
+) -> Result<Response<Body>, ApiError> {
+    Ok(bytes_response(
+        status,
+        encoding.content_type(),
+        encode(value, encoding)?,
+    ))
 }
 
 /// JSON bytes re-encoded when YAML was asked for.
-pub fn json_bytes_response(status: StatusCode, json: Bytes, encoding: Encoding) -> Result<Response<Body>, ApiError> {
+pub fn json_bytes_response(
+    status: StatusCode,
+    json: Bytes,
+    encoding: Encoding,
+) -> Result<Response<Body>, ApiError> {
     match encoding {
         Encoding::Json => Ok(bytes_response(status, "application/json", json)),
         Encoding::Yaml => {
@@ -68,7 +86,8 @@ pub fn error_response(err: &ApiError) -> Response<Body> {
     let body = serde_json::to_vec(&err.status()).unwrap_or_default();
     let mut resp = bytes_response(err.code(), "application/json", body);
     if matches!(err, ApiError::TooLargeResourceVersion { .. }) {
-        resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     resp
 }
@@ -91,9 +110,11 @@ where
 {
     match Limited::new(body, MAX_REQUEST_BODY_BYTES).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::RequestEntityTooLarge(format!(
-            "limit is {MAX_REQUEST_BODY_BYTES} bytes"
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(
+            ApiError::RequestEntityTooLarge(format!("limit is {MAX_REQUEST_BODY_BYTES} bytes")),
+        ),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "reading the request body failed: {e}"
         ))),
-        Err(e) => Err(ApiError::BadRequest(format!("reading the request body failed: {e}"))),
     }
 }

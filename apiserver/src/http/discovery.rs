@@ -16,11 +16,21 @@ use edgefleet_api::{GROUP, VERSION};
 use crate::registry::Registry;
 
 /// Verbs of every object resource.
-const OBJECT_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const OBJECT_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 /// Verbs of the `status` subresource.
 const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
 /// Content type of an aggregated discovery response.
-pub const AGGREGATED_CONTENT_TYPE: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_CONTENT_TYPE: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 fn group_version() -> String {
     format!("{GROUP}/{VERSION}")

@@ -31,7 +31,11 @@ impl OpenApi {
         let digest = ring::digest::digest(&ring::digest::SHA256, &v3_bytes);
         let v3_hash = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
         let v2 = Bytes::from(serde_json::to_vec(&v2_document(&v3)).unwrap_or_default());
-        OpenApi { v3_group_version: v3_bytes, v3_hash, v2 }
+        OpenApi {
+            v3_group_version: v3_bytes,
+            v3_hash,
+            v2,
+        }
     }
 
     /// `/openapi/v3`: where each group version's document is.
@@ -118,7 +122,14 @@ fn json_content(schema: Value) -> Value {
     json!({"application/json": {"schema": schema}, "application/yaml": {"schema": schema}})
 }
 
-fn op(id: &str, action: &str, kind: &str, params: Vec<Value>, response: Value, body: Option<(Vec<&str>, Value)>) -> Value {
+fn op(
+    id: &str,
+    action: &str,
+    kind: &str,
+    params: Vec<Value>,
+    response: Value,
+    body: Option<(Vec<&str>, Value)>,
+) -> Value {
     let mut o = json!({
         "operationId": id,
         "tags": ["edgefleetIo_v1alpha1"],
@@ -131,10 +142,14 @@ fn op(id: &str, action: &str, kind: &str, params: Vec<Value>, response: Value, b
         },
     });
     if matches!(action, "post" | "put" | "patch") {
-        o["responses"]["201"] = json!({"description": "Created", "content": json_content(response)});
+        o["responses"]["201"] =
+            json!({"description": "Created", "content": json_content(response)});
     }
     if let Some((types, schema)) = body {
-        let content: Map<String, Value> = types.into_iter().map(|t| (t.to_string(), json!({"schema": schema}))).collect();
+        let content: Map<String, Value> = types
+            .into_iter()
+            .map(|t| (t.to_string(), json!({"schema": schema})))
+            .collect();
         o["requestBody"] = json!({"required": true, "content": content});
     }
     o
@@ -173,7 +188,13 @@ fn v3_document(registry: &Registry) -> Value {
         let object = reference(&obj_name);
         let list = reference(&list_name);
         let (base, id_scope) = if r.namespaced() {
-            (format!("/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{}", info.plural), "Namespaced")
+            (
+                format!(
+                    "/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{}",
+                    info.plural
+                ),
+                "Namespaced",
+            )
         } else {
             (format!("/apis/{GROUP}/{VERSION}/{}", info.plural), "")
         };
@@ -185,63 +206,170 @@ fn v3_document(registry: &Registry) -> Value {
             if r.namespaced() {
                 p.push(json!({"name": "namespace", "in": "path", "required": true, "description": "object name and auth scope, such as for teams and projects", "schema": {"type": "string", "uniqueItems": true}}));
             }
-            p.push(query_param("pretty", "If 'true', then the output is pretty printed.", "string"));
+            p.push(query_param(
+                "pretty",
+                "If 'true', then the output is pretty printed.",
+                "string",
+            ));
             Value::Array(p)
         };
-        let id = |verb: &str, suffix: &str| format!("{verb}EdgefleetIoV1alpha1{id_scope}{kind}{suffix}");
+        let id =
+            |verb: &str, suffix: &str| format!("{verb}EdgefleetIoV1alpha1{id_scope}{kind}{suffix}");
 
         let mut collection = Map::new();
-        collection.insert("get".into(), op(&id("list", ""), "list", kind, list_params(), list.clone(), None));
+        collection.insert(
+            "get".into(),
+            op(
+                &id("list", ""),
+                "list",
+                kind,
+                list_params(),
+                list.clone(),
+                None,
+            ),
+        );
         collection.insert(
             "post".into(),
-            op(&id("create", ""), "post", kind, write_params(false), object.clone(), Some((vec!["application/json", "application/yaml"], object.clone()))),
+            op(
+                &id("create", ""),
+                "post",
+                kind,
+                write_params(false),
+                object.clone(),
+                Some((vec!["application/json", "application/yaml"], object.clone())),
+            ),
         );
         let mut dc_params = list_params();
-        dc_params.push(query_param("dryRun", "When present, indicates that modifications should not be persisted.", "string"));
+        dc_params.push(query_param(
+            "dryRun",
+            "When present, indicates that modifications should not be persisted.",
+            "string",
+        ));
         collection.insert(
             "delete".into(),
-            op(&id("deletecollection", ""), "deletecollection", kind, dc_params, status.clone(), None),
+            op(
+                &id("deletecollection", ""),
+                "deletecollection",
+                kind,
+                dc_params,
+                status.clone(),
+                None,
+            ),
         );
         collection.insert("parameters".into(), path_params(false));
         paths.insert(base.clone(), Value::Object(collection));
 
         let mut item = Map::new();
-        item.insert("get".into(), op(&id("read", ""), "get", kind, vec![], object.clone(), None));
+        item.insert(
+            "get".into(),
+            op(&id("read", ""), "get", kind, vec![], object.clone(), None),
+        );
         item.insert(
             "put".into(),
-            op(&id("replace", ""), "put", kind, write_params(false), object.clone(), Some((vec!["application/json", "application/yaml"], object.clone()))),
+            op(
+                &id("replace", ""),
+                "put",
+                kind,
+                write_params(false),
+                object.clone(),
+                Some((vec!["application/json", "application/yaml"], object.clone())),
+            ),
         );
         item.insert(
             "patch".into(),
-            op(&id("patch", ""), "patch", kind, write_params(true), object.clone(), Some((patch_types.clone(), reference("io.k8s.apimachinery.pkg.apis.meta.v1.Patch")))),
+            op(
+                &id("patch", ""),
+                "patch",
+                kind,
+                write_params(true),
+                object.clone(),
+                Some((
+                    patch_types.clone(),
+                    reference("io.k8s.apimachinery.pkg.apis.meta.v1.Patch"),
+                )),
+            ),
         );
         item.insert(
             "delete".into(),
-            op(&id("delete", ""), "delete", kind, vec![query_param("dryRun", "When present, indicates that modifications should not be persisted.", "string")], object.clone(), Some((vec!["application/json"], reference("io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions")))),
+            op(
+                &id("delete", ""),
+                "delete",
+                kind,
+                vec![query_param(
+                    "dryRun",
+                    "When present, indicates that modifications should not be persisted.",
+                    "string",
+                )],
+                object.clone(),
+                Some((
+                    vec!["application/json"],
+                    reference("io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions"),
+                )),
+            ),
         );
         item.insert("parameters".into(), path_params(true));
         paths.insert(format!("{base}/{{name}}"), Value::Object(item));
 
         let mut status_path = Map::new();
-        status_path.insert("get".into(), op(&id("read", "Status"), "get", kind, vec![], object.clone(), None));
+        status_path.insert(
+            "get".into(),
+            op(
+                &id("read", "Status"),
+                "get",
+                kind,
+                vec![],
+                object.clone(),
+                None,
+            ),
+        );
         status_path.insert(
             "put".into(),
-            op(&id("replace", "Status"), "put", kind, write_params(false), object.clone(), Some((vec!["application/json", "application/yaml"], object.clone()))),
+            op(
+                &id("replace", "Status"),
+                "put",
+                kind,
+                write_params(false),
+                object.clone(),
+                Some((vec!["application/json", "application/yaml"], object.clone())),
+            ),
         );
         status_path.insert(
             "patch".into(),
-            op(&id("patch", "Status"), "patch", kind, write_params(true), object.clone(), Some((patch_types.clone(), reference("io.k8s.apimachinery.pkg.apis.meta.v1.Patch")))),
+            op(
+                &id("patch", "Status"),
+                "patch",
+                kind,
+                write_params(true),
+                object.clone(),
+                Some((
+                    patch_types.clone(),
+                    reference("io.k8s.apimachinery.pkg.apis.meta.v1.Patch"),
+                )),
+            ),
         );
         status_path.insert("parameters".into(), path_params(true));
-        paths.insert(format!("{base}/{{name}}/status"), Value::Object(status_path));
+        paths.insert(
+            format!("{base}/{{name}}/status"),
+            Value::Object(status_path),
+        );
 
         if r.namespaced() {
             let mut all = Map::new();
             all.insert(
                 "get".into(),
-                op(&format!("list{kind}ForAllNamespaces"), "list", kind, list_params(), list.clone(), None),
+                op(
+                    &format!("list{kind}ForAllNamespaces"),
+                    "list",
+                    kind,
+                    list_params(),
+                    list.clone(),
+                    None,
+                ),
             );
-            paths.insert(format!("/apis/{GROUP}/{VERSION}/{}", info.plural), Value::Object(all));
+            paths.insert(
+                format!("/apis/{GROUP}/{VERSION}/{}", info.plural),
+                Value::Object(all),
+            );
         }
     }
     json!({
@@ -264,24 +392,54 @@ fn v2_document(v3: &Value) -> Value {
         let mut out = Map::new();
         for (method, operation) in item.as_object().into_iter().flatten() {
             if method == "parameters" {
-                out.insert(method.clone(), Value::Array(operation.as_array().cloned().unwrap_or_default().into_iter().map(v2_param).collect()));
+                out.insert(
+                    method.clone(),
+                    Value::Array(
+                        operation
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(v2_param)
+                            .collect(),
+                    ),
+                );
                 continue;
             }
             let mut o = operation.clone();
-            let mut params: Vec<Value> = o["parameters"].as_array().cloned().unwrap_or_default().into_iter().map(v2_param).collect();
+            let mut params: Vec<Value> = o["parameters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(v2_param)
+                .collect();
             if let Some(body) = o.as_object_mut().and_then(|m| m.remove("requestBody")) {
                 let content = body["content"].as_object().cloned().unwrap_or_default();
-                let schema = content.values().next().map(|c| c["schema"].clone()).unwrap_or(Value::Null);
-                o["consumes"] = Value::Array(content.keys().map(|k| Value::from(k.as_str())).collect());
-                params.push(json!({"name": "body", "in": "body", "required": true, "schema": schema}));
+                let schema = content
+                    .values()
+                    .next()
+                    .map(|c| c["schema"].clone())
+                    .unwrap_or(Value::Null);
+                o["consumes"] =
+                    Value::Array(content.keys().map(|k| Value::from(k.as_str())).collect());
+                params.push(
+                    json!({"name": "body", "in": "body", "required": true, "schema": schema}),
+                );
             }
             o["parameters"] = Value::Array(params);
             o["produces"] = json!(["application/json", "application/yaml"]);
             o["schemes"] = json!(["https"]);
             if let Some(responses) = o["responses"].as_object_mut() {
                 for response in responses.values_mut() {
-                    if let Some(schema) = response.get("content").and_then(|c| c.get("application/json")).and_then(|c| c.get("schema")).cloned() {
-                        *response = json!({"description": response["description"], "schema": schema});
+                    if let Some(schema) = response
+                        .get("content")
+                        .and_then(|c| c.get("application/json"))
+                        .and_then(|c| c.get("schema"))
+                        .cloned()
+                    {
+                        *response =
+                            json!({"description": response["description"], "schema": schema});
                     }
                 }
             }

@@ -37,15 +37,20 @@ impl Query {
         match self.get(key) {
             None | Some("" | "false" | "0" | "False") => Ok(false),
             Some("true" | "1" | "True") => Ok(true),
-            Some(other) => Err(ApiError::BadRequest(format!("invalid value for {key}: {other:?}"))),
+            Some(other) => Err(ApiError::BadRequest(format!(
+                "invalid value for {key}: {other:?}"
+            ))),
         }
     }
 
     pub fn filter(&self) -> Result<Filter, ApiError> {
         let labels = LabelSelectorExpr::parse(self.get("labelSelector").unwrap_or_default())
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let fields = FieldSelectorExpr::parse(self.get("fieldSelector").unwrap_or_default(), SELECTABLE_FIELDS)
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let fields = FieldSelectorExpr::parse(
+            self.get("fieldSelector").unwrap_or_default(),
+            SELECTABLE_FIELDS,
+        )
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         Ok(Filter { labels, fields })
     }
 
@@ -110,7 +115,9 @@ impl Query {
             Some(v) => v
                 .parse::<u64>()
                 .map(|s| Some(Duration::from_secs(s)))
-                .map_err(|_| ApiError::BadRequest(format!("invalid value for timeoutSeconds: {v:?}"))),
+                .map_err(|_| {
+                    ApiError::BadRequest(format!("invalid value for timeoutSeconds: {v:?}"))
+                }),
         }
     }
 
@@ -124,7 +131,11 @@ impl Query {
             }
             return Ok(m.to_string());
         }
-        let product = user_agent.unwrap_or("unknown").split('/').next().unwrap_or("unknown");
+        let product = user_agent
+            .unwrap_or("unknown")
+            .split('/')
+            .next()
+            .unwrap_or("unknown");
         Ok(product.chars().take(128).collect())
     }
 }
@@ -140,13 +151,24 @@ mod tests {
         assert!(q.dry_run().unwrap());
         assert_eq!(q.field_validation().unwrap(), FieldValidation::Strict);
         let f = q.filter().unwrap();
-        let labels = [("gpu".to_string(), "a100".to_string()), ("region".to_string(), "eu".to_string())].into();
+        let labels = [
+            ("gpu".to_string(), "a100".to_string()),
+            ("region".to_string(), "eu".to_string()),
+        ]
+        .into();
         assert!(f.labels.matches(&labels));
     }
 
     #[test]
     fn rejects_bad_values() {
-        for q in ["limit=x", "fieldValidation=Loose", "dryRun=Some", "labelSelector=a+in+b", "fieldSelector=spec.x%3D1", "watch=maybe"] {
+        for q in [
+            "limit=x",
+            "fieldValidation=Loose",
+            "dryRun=Some",
+            "labelSelector=a+in+b",
+            "fieldSelector=spec.x%3D1",
+            "watch=maybe",
+        ] {
             let query = Query::parse(Some(q));
             let failed = query.limit().is_err()
                 || query.field_validation().is_err()
@@ -160,7 +182,11 @@ mod tests {
     #[test]
     fn field_manager_defaults_to_the_user_agent_product() {
         let q = Query::parse(None);
-        assert_eq!(q.field_manager(Some("kubectl/v1.32.4 (linux/amd64) kubernetes/abc")).unwrap(), "kubectl");
+        assert_eq!(
+            q.field_manager(Some("kubectl/v1.32.4 (linux/amd64) kubernetes/abc"))
+                .unwrap(),
+            "kubectl"
+        );
         let q = Query::parse(Some("fieldManager=ops"));
         assert_eq!(q.field_manager(Some("kubectl/v1.32.4")).unwrap(), "ops");
     }

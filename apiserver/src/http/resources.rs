@@ -19,7 +19,9 @@ use crate::negotiation::{self, BodyType, Encoding, Offers, Representation, Trans
 use crate::registry::cacher::CachedObject;
 use crate::registry::table::{IncludeObject, ListMeta};
 use crate::registry::watch::{Frame, WatchOptions, WatchStart};
-use crate::registry::{DeleteOptions, ListOptions, Patch, Registry, Resource, Target, WriteOptions, WriteOutcome};
+use crate::registry::{
+    DeleteOptions, ListOptions, Patch, Registry, Resource, Target, WriteOptions, WriteOutcome,
+};
 use crate::request_info::RequestInfo;
 
 /// kube-apiserver's `--min-request-timeout`: watches without `timeoutSeconds` end after a random
@@ -27,7 +29,11 @@ use crate::request_info::RequestInfo;
 const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// Serves one resource request.
-pub async fn handle<B>(registry: &Registry, info: &RequestInfo, req: Request<B>) -> Result<Response<Body>, ApiError>
+pub async fn handle<B>(
+    registry: &Registry,
+    info: &RequestInfo,
+    req: Request<B>,
+) -> Result<Response<Body>, ApiError>
 where
     B: http_body::Body<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -35,12 +41,17 @@ where
     if info.api_group != edgefleet_api::GROUP || info.api_version != edgefleet_api::VERSION {
         return Err(ApiError::NoSuchPath);
     }
-    let resource = registry.resource(&info.resource).ok_or(ApiError::NoSuchPath)?.clone();
+    let resource = registry
+        .resource(&info.resource)
+        .ok_or(ApiError::NoSuchPath)?
+        .clone();
     match (resource.namespaced(), info.namespace.is_empty()) {
         // A cluster-scoped kind has no namespaced URLs.
         (false, false) => return Err(ApiError::NoSuchPath),
         // A namespaced kind across all namespaces: only list and watch.
-        (true, true) if !matches!(info.verb.as_str(), "list" | "watch") => return Err(ApiError::NoSuchPath),
+        (true, true) if !matches!(info.verb.as_str(), "list" | "watch") => {
+            return Err(ApiError::NoSuchPath)
+        }
         _ => {}
     }
     let target = match info.subresource.as_str() {
@@ -54,7 +65,13 @@ where
 
     let (parts, body) = req.into_parts();
     let query = Query::parse(parts.uri.query());
-    let ctx = Ctx { registry, resource: &resource, info, headers: &parts.headers, query: &query };
+    let ctx = Ctx {
+        registry,
+        resource: &resource,
+        info,
+        headers: &parts.headers,
+        query: &query,
+    };
 
     match (info.verb.as_str(), target) {
         ("get", _) => ctx.get(parts.method == Method::HEAD).await,
@@ -64,7 +81,9 @@ where
         ("update", _) => ctx.update(target, body::read_body(body).await?).await,
         ("patch", _) => ctx.patch(target, body::read_body(body).await?).await,
         ("delete", Target::Main) => ctx.delete(body::read_body(body).await?).await,
-        ("deletecollection", Target::Main) => ctx.delete_collection(body::read_body(body).await?).await,
+        ("deletecollection", Target::Main) => {
+            ctx.delete_collection(body::read_body(body).await?).await
+        }
         _ => Err(ApiError::MethodNotAllowed),
     }
 }
@@ -98,7 +117,9 @@ impl Ctx<'_> {
     /// Parses a JSON (or YAML) request body.
     fn parse_body(&self, bytes: &[u8], body_type: BodyType) -> Result<Value, ApiError> {
         let parsed = match body_type {
-            BodyType::Yaml | BodyType::ApplyPatch => serde_yaml_ng::from_slice::<Value>(bytes).map_err(|e| e.to_string()),
+            BodyType::Yaml | BodyType::ApplyPatch => {
+                serde_yaml_ng::from_slice::<Value>(bytes).map_err(|e| e.to_string())
+            }
             _ => serde_json::from_slice::<Value>(bytes).map_err(|e| e.to_string()),
         };
         parsed.map_err(|e| {
@@ -113,20 +134,43 @@ impl Ctx<'_> {
     }
 
     /// One object in the negotiated representation.
-    fn object_response(&self, status: StatusCode, obj: &Arc<CachedObject>, rep: Representation) -> Result<Response<Body>, ApiError> {
-        let meta = ListMeta { resource_version: obj.mod_revision.to_string(), ..Default::default() };
+    fn object_response(
+        &self,
+        status: StatusCode,
+        obj: &Arc<CachedObject>,
+        rep: Representation,
+    ) -> Result<Response<Body>, ApiError> {
+        let meta = ListMeta {
+            resource_version: obj.mod_revision.to_string(),
+            ..Default::default()
+        };
         match rep.transform {
             Transform::Table => {
-                let table = self.resource.table(std::slice::from_ref(obj), &meta, self.query.include_object()?, true)?;
+                let table = self.resource.table(
+                    std::slice::from_ref(obj),
+                    &meta,
+                    self.query.include_object()?,
+                    true,
+                )?;
                 body::value_response(status, &table, rep.encoding)
             }
-            Transform::PartialObjectMetadata => body::value_response(status, &self.resource.partial(obj)?, rep.encoding),
+            Transform::PartialObjectMetadata => {
+                body::value_response(status, &self.resource.partial(obj)?, rep.encoding)
+            }
             _ => body::json_bytes_response(status, obj.json.clone(), rep.encoding),
         }
     }
 
-    fn write_response(&self, outcome: WriteOutcome, success: StatusCode) -> Result<Response<Body>, ApiError> {
-        let status = if outcome.created { StatusCode::CREATED } else { success };
+    fn write_response(
+        &self,
+        outcome: WriteOutcome,
+        success: StatusCode,
+    ) -> Result<Response<Body>, ApiError> {
+        let status = if outcome.created {
+            StatusCode::CREATED
+        } else {
+            success
+        };
         let mut resp = self.object_response(status, &outcome.object, self.representation()?)?;
         add_warnings(&mut resp, &outcome.warnings);
         Ok(resp)
@@ -134,7 +178,14 @@ impl Ctx<'_> {
 
     async fn get(&self, head: bool) -> Result<Response<Body>, ApiError> {
         let rep = self.representation()?;
-        let obj = self.resource.get(&self.info.namespace, &self.info.name, self.query.get("resourceVersion")).await?;
+        let obj = self
+            .resource
+            .get(
+                &self.info.namespace,
+                &self.info.name,
+                self.query.get("resourceVersion"),
+            )
+            .await?;
         let mut resp = self.object_response(StatusCode::OK, &obj, rep)?;
         if head {
             *resp.body_mut() = body::empty();
@@ -147,7 +198,11 @@ impl Ctx<'_> {
             namespace: self.info.namespace.clone(),
             filter: self.query.filter()?,
             limit: self.query.limit()?,
-            continue_token: self.query.get("continue").filter(|c| !c.is_empty()).map(String::from),
+            continue_token: self
+                .query
+                .get("continue")
+                .filter(|c| !c.is_empty())
+                .map(String::from),
             resource_version: self.query.get("resourceVersion").map(String::from),
             resource_version_match: self.query.resource_version_match()?,
         })
@@ -163,13 +218,24 @@ impl Ctx<'_> {
         };
         match rep.transform {
             Transform::Table => {
-                let table = self.resource.table(&result.items, &meta, self.query.include_object()?, true)?;
+                let table = self.resource.table(
+                    &result.items,
+                    &meta,
+                    self.query.include_object()?,
+                    true,
+                )?;
                 body::value_response(StatusCode::OK, &table, rep.encoding)
             }
-            Transform::PartialObjectMetadata => {
-                body::value_response(StatusCode::OK, &self.resource.partial_list(&result.items, &meta)?, rep.encoding)
-            }
-            _ => body::json_bytes_response(StatusCode::OK, self.resource.list_json(&result.items, &meta), rep.encoding),
+            Transform::PartialObjectMetadata => body::value_response(
+                StatusCode::OK,
+                &self.resource.partial_list(&result.items, &meta)?,
+                rep.encoding,
+            ),
+            _ => body::json_bytes_response(
+                StatusCode::OK,
+                self.resource.list_json(&result.items, &meta),
+                rep.encoding,
+            ),
         }
     }
 
@@ -184,7 +250,10 @@ impl Ctx<'_> {
             )
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         }
-        let rv = self.query.get("resourceVersion").filter(|rv| !rv.is_empty());
+        let rv = self
+            .query
+            .get("resourceVersion")
+            .filter(|rv| !rv.is_empty());
         let send_initial = match self.query.get("sendInitialEvents") {
             None | Some("") => None,
             Some(_) => Some(self.query.flag("sendInitialEvents")?),
@@ -192,11 +261,16 @@ impl Ctx<'_> {
         let bookmarks = self.query.flag("allowWatchBookmarks")?;
         if send_initial.is_some() {
             if !bookmarks {
-                return Err(ApiError::BadRequest("sendInitialEvents requires allowWatchBookmarks=true".into()));
-            }
-            if self.query.resource_version_match()? != Some(crate::registry::ResourceVersionMatch::NotOlderThan) {
                 return Err(ApiError::BadRequest(
-                    "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan".into(),
+                    "sendInitialEvents requires allowWatchBookmarks=true".into(),
+                ));
+            }
+            if self.query.resource_version_match()?
+                != Some(crate::registry::ResourceVersionMatch::NotOlderThan)
+            {
+                return Err(ApiError::BadRequest(
+                    "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"
+                        .into(),
                 ));
             }
         }
@@ -229,14 +303,16 @@ impl Ctx<'_> {
             rep,
             include: self.query.include_object()?,
         };
-        let stream = tokio_stream::wrappers::ReceiverStream::new(frames)
-            .map(move |frame| Ok::<_, std::convert::Infallible>(http_body::Frame::data(encoder.encode(frame))));
+        let stream = tokio_stream::wrappers::ReceiverStream::new(frames).map(move |frame| {
+            Ok::<_, std::convert::Infallible>(http_body::Frame::data(encoder.encode(frame)))
+        });
         let mut resp = Response::new(StreamBody::new(stream).boxed_unsync());
         let content_type = match rep.encoding {
             Encoding::Json => "application/json",
             Encoding::Yaml => "application/yaml",
         };
-        resp.headers_mut().insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
         Ok(resp)
     }
 
@@ -249,7 +325,15 @@ impl Ctx<'_> {
             )));
         }
         let obj = self.parse_body(&bytes, body_type)?;
-        let outcome = self.resource.create(self.registry, &self.info.namespace, obj, &self.write_options()?).await?;
+        let outcome = self
+            .resource
+            .create(
+                self.registry,
+                &self.info.namespace,
+                obj,
+                &self.write_options()?,
+            )
+            .await?;
         self.write_response(outcome, StatusCode::CREATED)
     }
 
@@ -263,7 +347,13 @@ impl Ctx<'_> {
         let obj = self.parse_body(&bytes, body_type)?;
         let outcome = self
             .resource
-            .replace(&self.info.namespace, &self.info.name, target, obj, &self.write_options()?)
+            .replace(
+                &self.info.namespace,
+                &self.info.name,
+                target,
+                obj,
+                &self.write_options()?,
+            )
             .await?;
         self.write_response(outcome, StatusCode::OK)
     }
@@ -272,7 +362,9 @@ impl Ctx<'_> {
         let body_type = negotiation::body_type(self.header(CONTENT_TYPE))?;
         let opts = self.write_options()?;
         if opts.force && body_type != BodyType::ApplyPatch {
-            return Err(ApiError::BadRequest("force: Forbidden: may not be specified for non-apply patch".into()));
+            return Err(ApiError::BadRequest(
+                "force: Forbidden: may not be specified for non-apply patch".into(),
+            ));
         }
         let patch = match body_type {
             BodyType::JsonPatch => {
@@ -299,41 +391,68 @@ impl Ctx<'_> {
         };
         let outcome = self
             .resource
-            .patch(self.registry, &self.info.namespace, &self.info.name, target, patch, &opts)
+            .patch(
+                self.registry,
+                &self.info.namespace,
+                &self.info.name,
+                target,
+                patch,
+                &opts,
+            )
             .await?;
         self.write_response(outcome, StatusCode::OK)
     }
 
     /// `metav1.DeleteOptions` from the body (optional) and query.
     fn delete_options(&self, bytes: &[u8]) -> Result<DeleteOptions, ApiError> {
-        let mut opts = DeleteOptions { dry_run: self.query.dry_run()?, ..Default::default() };
+        let mut opts = DeleteOptions {
+            dry_run: self.query.dry_run()?,
+            ..Default::default()
+        };
         if !bytes.iter().all(u8::is_ascii_whitespace) {
             let body = self.parse_body(bytes, BodyType::Json)?;
             if let Some(dry) = body.get("dryRun").and_then(Value::as_array) {
                 if dry.iter().any(|v| v != "All") {
-                    return Err(ApiError::BadRequest("dryRun: Unsupported value: supported values: \"All\"".into()));
+                    return Err(ApiError::BadRequest(
+                        "dryRun: Unsupported value: supported values: \"All\"".into(),
+                    ));
                 }
                 opts.dry_run |= !dry.is_empty();
             }
             let pre = body.get("preconditions");
-            opts.precondition_uid = pre.and_then(|p| p.get("uid")).and_then(Value::as_str).map(String::from);
-            opts.precondition_resource_version =
-                pre.and_then(|p| p.get("resourceVersion")).and_then(Value::as_str).map(String::from);
+            opts.precondition_uid = pre
+                .and_then(|p| p.get("uid"))
+                .and_then(Value::as_str)
+                .map(String::from);
+            opts.precondition_resource_version = pre
+                .and_then(|p| p.get("resourceVersion"))
+                .and_then(Value::as_str)
+                .map(String::from);
         }
         Ok(opts)
     }
 
     async fn delete(&self, bytes: Bytes) -> Result<Response<Body>, ApiError> {
         let opts = self.delete_options(&bytes)?;
-        let obj = self.resource.delete(self.registry, &self.info.namespace, &self.info.name, &opts).await?;
+        let obj = self
+            .resource
+            .delete(self.registry, &self.info.namespace, &self.info.name, &opts)
+            .await?;
         self.object_response(StatusCode::OK, &obj, self.representation()?)
     }
 
     async fn delete_collection(&self, bytes: Bytes) -> Result<Response<Body>, ApiError> {
         let opts = self.delete_options(&bytes)?;
-        let deleted = self.resource.delete_collection(self.registry, &self.list_options()?, &opts).await?;
+        let deleted = self
+            .resource
+            .delete_collection(self.registry, &self.list_options()?, &opts)
+            .await?;
         let meta = ListMeta::default();
-        body::json_bytes_response(StatusCode::OK, self.resource.list_json(&deleted, &meta), self.representation()?.encoding)
+        body::json_bytes_response(
+            StatusCode::OK,
+            self.resource.list_json(&deleted, &meta),
+            self.representation()?.encoding,
+        )
     }
 }
 
@@ -349,13 +468,22 @@ impl WatchEncoder {
         let line = match frame {
             Frame::Event { kind, object } => match self.rep.transform {
                 Transform::Table | Transform::PartialObjectMetadata => {
-                    let meta = ListMeta { resource_version: object.mod_revision.to_string(), ..Default::default() };
+                    let meta = ListMeta {
+                        resource_version: object.mod_revision.to_string(),
+                        ..Default::default()
+                    };
                     let converted = match self.rep.transform {
-                        Transform::Table => self.resource.table(std::slice::from_ref(&object), &meta, self.include, true),
+                        Transform::Table => self.resource.table(
+                            std::slice::from_ref(&object),
+                            &meta,
+                            self.include,
+                            true,
+                        ),
                         _ => self.resource.partial(&object),
                     };
                     match converted {
-                        Ok(value) => serde_json::to_vec(&json!({"type": kind, "object": value})).unwrap_or_default(),
+                        Ok(value) => serde_json::to_vec(&json!({"type": kind, "object": value}))
+                            .unwrap_or_default(),
                         Err(err) => error_line(&err),
                     }
                 }
@@ -369,7 +497,10 @@ impl WatchEncoder {
                     line
                 }
             },
-            Frame::Bookmark { revision, initial_events_end } => {
+            Frame::Bookmark {
+                revision,
+                initial_events_end,
+            } => {
                 let (kind, api_version) = match self.rep.transform {
                     Transform::PartialObjectMetadata => ("PartialObjectMetadata", "meta.k8s.io/v1"),
                     Transform::Table => ("Table", "meta.k8s.io/v1"),

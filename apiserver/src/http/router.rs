@@ -46,16 +46,33 @@ impl Router {
         result.unwrap_or_else(|err| error_response(&err))
     }
 
-    async fn non_resource<B>(&self, info: &RequestInfo, req: &Request<B>) -> Result<Response<Body>, ApiError> {
+    async fn non_resource<B>(
+        &self,
+        info: &RequestInfo,
+        req: &Request<B>,
+    ) -> Result<Response<Body>, ApiError> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return Err(if self.serves(&info.path) { ApiError::MethodNotAllowed } else { ApiError::NoSuchPath });
+            return Err(if self.serves(&info.path) {
+                ApiError::MethodNotAllowed
+            } else {
+                ApiError::NoSuchPath
+            });
         }
         let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
         let path = info.path.trim_end_matches('/');
         let group_path = format!("/apis/{}", edgefleet_api::GROUP);
         let version_path = format!("/apis/{}/{}", edgefleet_api::GROUP, edgefleet_api::VERSION);
-        let verbose = req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv.starts_with("verbose")));
-        let plain = |v: Value| value_response(StatusCode::OK, &v, negotiate(accept, Offers::PLAIN)?.encoding);
+        let verbose = req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("verbose")));
+        let plain = |v: Value| {
+            value_response(
+                StatusCode::OK,
+                &v,
+                negotiate(accept, Offers::PLAIN)?.encoding,
+            )
+        };
         match path {
             "" => plain(json!({"paths": self.paths()})),
             "/version" => plain(version()),
@@ -69,11 +86,18 @@ impl Router {
                 let (aggregated, legacy) = if path == "/api" {
                     (discovery::aggregated_core(), discovery::core_versions())
                 } else {
-                    (discovery::aggregated_groups(&self.registry), discovery::groups())
+                    (
+                        discovery::aggregated_groups(&self.registry),
+                        discovery::groups(),
+                    )
                 };
                 if rep.transform == Transform::AggregatedDiscovery {
                     let bytes = body::encode(&aggregated, Encoding::Json)?;
-                    Ok(bytes_response(StatusCode::OK, discovery::AGGREGATED_CONTENT_TYPE, bytes))
+                    Ok(bytes_response(
+                        StatusCode::OK,
+                        discovery::AGGREGATED_CONTENT_TYPE,
+                        bytes,
+                    ))
                 } else {
                     value_response(StatusCode::OK, &legacy, rep.encoding)
                 }
@@ -82,14 +106,22 @@ impl Router {
             p if p == group_path => plain(discovery::api_group()),
             p if p == version_path => plain(discovery::resources(&self.registry)),
             "/openapi/v3" => plain(self.openapi.v3_root()),
-            p if p.strip_prefix("/openapi/v3/") == Some(GROUP_VERSION_PATH) => Ok(self.openapi_v3(req)),
+            p if p.strip_prefix("/openapi/v3/") == Some(GROUP_VERSION_PATH) => {
+                Ok(self.openapi_v3(req))
+            }
             "/openapi/v2" => {
                 // kubectl asks for protobuf only; JSON clients get JSON, protobuf-only is a 406.
                 let rep = negotiate(accept, Offers::PLAIN)?;
                 if rep.encoding != Encoding::Json {
-                    return Err(ApiError::NotAcceptable("only application/json is served for /openapi/v2".into()));
+                    return Err(ApiError::NotAcceptable(
+                        "only application/json is served for /openapi/v2".into(),
+                    ));
                 }
-                Ok(bytes_response(StatusCode::OK, "application/json", self.openapi.v2.clone()))
+                Ok(bytes_response(
+                    StatusCode::OK,
+                    "application/json",
+                    self.openapi.v2.clone(),
+                ))
             }
             _ => Err(ApiError::NoSuchPath),
         }
@@ -115,7 +147,11 @@ impl Router {
         .map(String::from)
         .collect();
         p.push(format!("/apis/{}", edgefleet_api::GROUP));
-        p.push(format!("/apis/{}/{}", edgefleet_api::GROUP, edgefleet_api::VERSION));
+        p.push(format!(
+            "/apis/{}/{}",
+            edgefleet_api::GROUP,
+            edgefleet_api::VERSION
+        ));
         p.push(format!("/openapi/v3/{GROUP_VERSION_PATH}"));
         p.sort();
         p
@@ -125,23 +161,35 @@ impl Router {
     fn openapi_v3<B>(&self, req: &Request<B>) -> Response<Body> {
         let hash = &self.openapi.v3_hash;
         let asked = req.uri().query().and_then(|q| {
-            form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "hash").map(|(_, v)| v.into_owned())
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "hash")
+                .map(|(_, v)| v.into_owned())
         });
         if asked.as_ref().is_some_and(|a| a != hash) {
             // An old hash: point the client at the current document, as kube-apiserver does.
-            let mut resp = bytes_response(StatusCode::MOVED_PERMANENTLY, "text/plain", Bytes::new());
-            if let Ok(v) = http::HeaderValue::from_str(&format!("/openapi/v3/{GROUP_VERSION_PATH}?hash={hash}")) {
+            let mut resp =
+                bytes_response(StatusCode::MOVED_PERMANENTLY, "text/plain", Bytes::new());
+            if let Ok(v) = http::HeaderValue::from_str(&format!(
+                "/openapi/v3/{GROUP_VERSION_PATH}?hash={hash}"
+            )) {
                 resp.headers_mut().insert(http::header::LOCATION, v);
             }
             return resp;
         }
-        let mut resp = bytes_response(StatusCode::OK, "application/json", self.openapi.v3_group_version.clone());
+        let mut resp = bytes_response(
+            StatusCode::OK,
+            "application/json",
+            self.openapi.v3_group_version.clone(),
+        );
         let cache = if req.uri().query().is_some_and(|q| q.contains("hash=")) {
             "public, immutable"
         } else {
             "no-cache, private"
         };
-        resp.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static(cache));
+        resp.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static(cache),
+        );
         if let Ok(v) = http::HeaderValue::from_str(&format!("\"{hash}\"")) {
             resp.headers_mut().insert(http::header::ETAG, v);
         }
@@ -166,16 +214,31 @@ fn version() -> Value {
 
 /// `ok`, or kube's check list with `?verbose`.
 fn health(checks: &[&str], healthy: bool, verbose: bool) -> Response<Body> {
-    let status = if healthy { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
     if !verbose && healthy {
         return bytes_response(status, "text/plain; charset=utf-8", "ok");
     }
     let mut text = String::new();
     for (i, check) in checks.iter().enumerate() {
         let ok = healthy || i == 0;
-        text.push_str(&format!("[{}]{check} {}\n", if ok { "+" } else { "-" }, if ok { "ok" } else { "failed" }));
+        text.push_str(&format!(
+            "[{}]{check} {}\n",
+            if ok { "+" } else { "-" },
+            if ok { "ok" } else { "failed" }
+        ));
     }
-    let name = if checks.len() > 1 { "readyz" } else { "healthz" };
-    text.push_str(&format!("{name} check {}\n", if healthy { "passed" } else { "failed" }));
+    let name = if checks.len() > 1 {
+        "readyz"
+    } else {
+        "healthz"
+    };
+    text.push_str(&format!(
+        "{name} check {}\n",
+        if healthy { "passed" } else { "failed" }
+    ));
     bytes_response(status, "text/plain; charset=utf-8", text)
 }

@@ -51,7 +51,10 @@ pub async fn serve(
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http2().max_concurrent_streams(MAX_CONCURRENT_STREAMS).enable_connect_protocol();
+    builder
+        .http2()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .enable_connect_protocol();
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
@@ -72,7 +75,8 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(err)) => {
                     tracing::debug!(%remote, %err, "TLS handshake failed");
@@ -85,7 +89,12 @@ pub async fn serve(
             };
             let info = Arc::new(ConnectionInfo {
                 remote: Some(remote),
-                peer_certificates: tls.get_ref().1.peer_certificates().map(<[_]>::to_vec).unwrap_or_default(),
+                peer_certificates: tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(<[_]>::to_vec)
+                    .unwrap_or_default(),
             });
             let service = service_fn(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(info.clone());
@@ -99,7 +108,10 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::info!("connections still open after the shutdown grace period; closing them");
     }
 }

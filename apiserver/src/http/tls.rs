@@ -15,7 +15,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("reading {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} holds no usable PEM {what}")]
     Pem { path: String, what: &'static str },
     #[error("TLS configuration: {0}")]
@@ -24,20 +27,34 @@ pub enum TlsError {
 
 /// Certificates from a PEM file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = std::fs::read(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source })?;
-    certs_from_pem(&pem).ok_or_else(|| TlsError::Pem { path: path.display().to_string(), what: "certificate" })
+    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    certs_from_pem(&pem).ok_or_else(|| TlsError::Pem {
+        path: path.display().to_string(),
+        what: "certificate",
+    })
 }
 
 /// Certificates from PEM bytes; `None` if there are none.
 pub fn certs_from_pem(pem: &[u8]) -> Option<Vec<CertificateDer<'static>>> {
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem).filter_map(Result::ok).collect();
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .collect();
     (!certs.is_empty()).then_some(certs)
 }
 
 /// A private key from a PEM file.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = std::fs::read(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source })?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| TlsError::Pem { path: path.display().to_string(), what: "private key" })
+    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| TlsError::Pem {
+        path: path.display().to_string(),
+        what: "private key",
+    })
 }
 
 /// The rustls provider: ring only.
@@ -60,7 +77,9 @@ pub fn server_config(
     } else {
         let mut roots = RootCertStore::empty();
         for ca in client_cas {
-            roots.add(ca.clone()).map_err(|e| TlsError::Config(format!("client CA: {e}")))?;
+            roots
+                .add(ca.clone())
+                .map_err(|e| TlsError::Config(format!("client CA: {e}")))?;
         }
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
             .allow_unauthenticated()
@@ -68,7 +87,9 @@ pub fn server_config(
             .map_err(|e| TlsError::Config(e.to_string()))?;
         builder.with_client_cert_verifier(verifier)
     };
-    let mut config = builder.with_single_cert(cert_chain, key).map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut config = builder
+        .with_single_cert(cert_chain, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

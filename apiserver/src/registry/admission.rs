@@ -31,7 +31,11 @@ impl Registry {
     }
 
     /// Admits a create in `namespace`; returns the guard the write must hold.
-    pub(crate) async fn admit_create(&self, resource: &Resource, namespace: &str) -> Result<Option<Guard>, ApiError> {
+    pub(crate) async fn admit_create(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+    ) -> Result<Option<Guard>, ApiError> {
         if !resource.namespaced() {
             return Ok(None);
         }
@@ -50,11 +54,18 @@ impl Registry {
                 name: String::new(),
             });
         }
-        Ok(Some(Guard { key, mod_revision: env.mod_revision }))
+        Ok(Some(Guard {
+            key,
+            mod_revision: env.mod_revision,
+        }))
     }
 
     /// Deletes an Environment if its namespace holds nothing; see the module docs.
-    pub(crate) async fn delete_environment(&self, current: &KeyValue, dry_run: bool) -> Result<Value, ApiError> {
+    pub(crate) async fn delete_environment(
+        &self,
+        current: &KeyValue,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
         let environments = self.environments()?;
         let mut env = decode_object(current)?;
         let name = object::name(&env).to_string();
@@ -63,7 +74,11 @@ impl Registry {
         let marked = if was_deleting || dry_run {
             current.clone()
         } else {
-            set_meta(&mut env, "deletionTimestamp", object::time_string(Timestamp::now()));
+            set_meta(
+                &mut env,
+                "deletionTimestamp",
+                object::time_string(Timestamp::now()),
+            );
             set_meta(&mut env, "deletionGracePeriodSeconds", 0);
             self.storage()
                 .update(&current.key, current.mod_revision, encode_object(&env)?)
@@ -78,7 +93,10 @@ impl Registry {
                 object::remove_meta(&mut unmarked, "deletionTimestamp");
                 object::remove_meta(&mut unmarked, "deletionGracePeriodSeconds");
                 // Best effort: if someone changed the Environment meanwhile, their write stands.
-                let _ = self.storage().update(&marked.key, marked.mod_revision, encode_object(&unmarked)?).await;
+                let _ = self
+                    .storage()
+                    .update(&marked.key, marked.mod_revision, encode_object(&unmarked)?)
+                    .await;
             }
             return Err(ApiError::Conflict {
                 resource: environments.group_resource.clone(),
@@ -111,14 +129,28 @@ impl Registry {
             let prefix = resource.list_prefix(ns);
             let page = self
                 .storage()
-                .list(&prefix, storage::ListOptions { limit: HOLDERS_SHOWN, ..Default::default() })
+                .list(
+                    &prefix,
+                    storage::ListOptions {
+                        limit: HOLDERS_SHOWN,
+                        ..Default::default()
+                    },
+                )
                 .await?;
             if page.items.is_empty() {
                 continue;
             }
-            let names: Vec<&str> = page.items.iter().map(|kv| kv.key.rsplit('/').next().unwrap_or_default()).collect();
+            let names: Vec<&str> = page
+                .items
+                .iter()
+                .map(|kv| kv.key.rsplit('/').next().unwrap_or_default())
+                .collect();
             let more = page.remaining.unwrap_or(if page.more { 1 } else { 0 });
-            let tail = if more > 0 { format!(" (and {more} more)") } else { String::new() };
+            let tail = if more > 0 {
+                format!(" (and {more} more)")
+            } else {
+                String::new()
+            };
             out.push(format!("{} {}{tail}", resource.plural(), names.join(", ")));
         }
         Ok(out)

@@ -28,7 +28,9 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::storage::{DynStorage, EventKind, KeyValue, ListOptions, Revision, StorageError, WatchItem};
+use crate::storage::{
+    DynStorage, EventKind, KeyValue, ListOptions, Revision, StorageError, WatchItem,
+};
 
 /// Events kept in memory for watchers that resume (kube's watch cache keeps a similar window).
 pub const DEFAULT_EVENT_WINDOW: usize = 10_000;
@@ -68,10 +70,16 @@ pub type Decoder = Arc<dyn Fn(&KeyValue) -> Result<CachedObject, String> + Send 
 pub enum CacheError {
     /// The events after the position have left the window.
     #[error("too old resource version: {requested} ({horizon})")]
-    TooOld { requested: Revision, horizon: Revision },
+    TooOld {
+        requested: Revision,
+        horizon: Revision,
+    },
     /// The cache did not reach the revision in time.
     #[error("Too large resource version: {requested}, current: {current}")]
-    TooNew { requested: Revision, current: Revision },
+    TooNew {
+        requested: Revision,
+        current: Revision,
+    },
 }
 
 #[derive(Default)]
@@ -121,13 +129,22 @@ impl Cacher {
     pub fn start(store: DynStorage, prefix: String, decode: Decoder, window: usize) -> Self {
         let (revision_tx, revision_rx) = watch::channel(0);
         let state = Arc::new(RwLock::new(State::default()));
-        let reflector = Reflector { state: state.clone(), revision_tx, store, prefix, decode, window };
+        let reflector = Reflector {
+            state: state.clone(),
+            revision_tx,
+            store,
+            prefix,
+            decode,
+            window,
+        };
         tokio::spawn(reflector.run());
         Cacher { state, revision_rx }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The revision the cache reflects.
@@ -158,7 +175,12 @@ impl Cacher {
             let current = self.revision();
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
-                _ => return Err(CacheError::TooNew { requested: revision, current }),
+                _ => {
+                    return Err(CacheError::TooNew {
+                        requested: revision,
+                        current,
+                    })
+                }
             }
         }
     }
@@ -172,7 +194,10 @@ impl Cacher {
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(_, o)| o.clone())
             .collect();
-        Snapshot { objects, revision: st.revision }
+        Snapshot {
+            objects,
+            revision: st.revision,
+        }
     }
 
     /// One object by key.
@@ -183,10 +208,16 @@ impl Cacher {
 
     /// The events after `position`, and the revision up to which the answer is complete: when no
     /// events are returned, nothing happened under the prefix in `(position, revision]`.
-    pub fn events_after(&self, position: Revision) -> Result<(Vec<Arc<CachedEvent>>, Revision), CacheError> {
+    pub fn events_after(
+        &self,
+        position: Revision,
+    ) -> Result<(Vec<Arc<CachedEvent>>, Revision), CacheError> {
         let st = self.read();
         if !st.ready || position < st.horizon {
-            return Err(CacheError::TooOld { requested: position, horizon: st.horizon });
+            return Err(CacheError::TooOld {
+                requested: position,
+                horizon: st.horizon,
+            });
         }
         let start = st.events.partition_point(|e| e.revision <= position);
         Ok((st.events.range(start..).cloned().collect(), st.revision))
@@ -230,7 +261,10 @@ impl Reflector {
     /// Lists in pages at one revision and replaces the cached state.
     async fn list(&self) -> Result<Revision, StorageError> {
         let mut objects = BTreeMap::new();
-        let mut opts = ListOptions { limit: LIST_PAGE, ..Default::default() };
+        let mut opts = ListOptions {
+            limit: LIST_PAGE,
+            ..Default::default()
+        };
         let revision = loop {
             let page = self.store.list(&self.prefix, opts.clone()).await?;
             for kv in &page.items {
@@ -238,7 +272,9 @@ impl Reflector {
                     Ok(obj) => {
                         objects.insert(kv.key.clone(), Arc::new(obj));
                     }
-                    Err(err) => tracing::error!(key = %kv.key, %err, "watch cache: undecodable object skipped"),
+                    Err(err) => {
+                        tracing::error!(key = %kv.key, %err, "watch cache: undecodable object skipped")
+                    }
                 }
             }
             match (page.more, page.items.last()) {
@@ -250,7 +286,10 @@ impl Reflector {
             }
         };
         {
-            let mut st = self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut st = self
+                .state
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             st.objects = objects;
             st.events.clear();
             st.revision = revision;
@@ -278,7 +317,10 @@ impl Reflector {
                     revision
                 }
                 WatchItem::Progress(revision) => {
-                    let mut st = self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut st = self
+                        .state
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     st.revision = st.revision.max(revision);
                     st.revision
                 }
@@ -289,13 +331,27 @@ impl Reflector {
     }
 
     fn apply(&self, kind: EventKind, revision: Revision, object: Arc<CachedObject>) {
-        let mut st = self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut st = self
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let prev = match kind {
             EventKind::Deleted => st.objects.remove(&object.key),
-            EventKind::Created | EventKind::Updated => st.objects.insert(object.key.clone(), object.clone()),
+            EventKind::Created | EventKind::Updated => {
+                st.objects.insert(object.key.clone(), object.clone())
+            }
         };
-        let prev = if kind == EventKind::Updated { prev } else { None };
-        st.events.push_back(Arc::new(CachedEvent { kind, revision, object, prev }));
+        let prev = if kind == EventKind::Updated {
+            prev
+        } else {
+            None
+        };
+        st.events.push_back(Arc::new(CachedEvent {
+            kind,
+            revision,
+            object,
+            prev,
+        }));
         while st.events.len() > self.window {
             if let Some(evicted) = st.events.pop_front() {
                 st.horizon = evicted.revision;

@@ -27,10 +27,20 @@ pub struct DeleteOptions {
 
 impl Resource {
     /// Deletes `name`; returns the object as it was last (or as it now is, terminating).
-    pub async fn delete(&self, registry: &Registry, namespace: &str, name: &str, opts: &DeleteOptions) -> Result<Arc<CachedObject>, ApiError> {
+    pub async fn delete(
+        &self,
+        registry: &Registry,
+        namespace: &str,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Arc<CachedObject>, ApiError> {
         let key = self.key(namespace, name);
         for _ in 0..MAX_CONFLICT_RETRIES {
-            let current = self.store.get(&key).await?.ok_or_else(|| self.not_found(name))?;
+            let current = self
+                .store
+                .get(&key)
+                .await?
+                .ok_or_else(|| self.not_found(name))?;
             let obj = decode_object(&current)?;
             self.check_preconditions(&obj, current.mod_revision, opts, name)?;
 
@@ -48,7 +58,11 @@ impl Resource {
                     .and_then(|kv| decode_object(&kv))
             };
             match result {
-                Err(ApiError::Conflict { reason, .. }) if reason == crate::errors::OBJECT_MODIFIED => continue,
+                Err(ApiError::Conflict { reason, .. })
+                    if reason == crate::errors::OBJECT_MODIFIED =>
+                {
+                    continue
+                }
                 Err(e) => return Err(e),
                 Ok(obj) => return self.as_cached(&obj),
             }
@@ -61,9 +75,17 @@ impl Resource {
     }
 
     /// Deletes every object of the list; returns those deleted or terminating.
-    pub async fn delete_collection(&self, registry: &Registry, list: &ListOptions, opts: &DeleteOptions) -> Result<Vec<Arc<CachedObject>>, ApiError> {
+    pub async fn delete_collection(
+        &self,
+        registry: &Registry,
+        list: &ListOptions,
+        opts: &DeleteOptions,
+    ) -> Result<Vec<Arc<CachedObject>>, ApiError> {
         let mut done = Vec::new();
-        let mut page = ListOptions { limit: 500, ..list.clone() };
+        let mut page = ListOptions {
+            limit: 500,
+            ..list.clone()
+        };
         loop {
             let result = self.list(&page).await?;
             for obj in &result.items {
@@ -80,11 +102,19 @@ impl Resource {
         }
     }
 
-    fn check_preconditions(&self, obj: &Value, revision: i64, opts: &DeleteOptions, name: &str) -> Result<(), ApiError> {
-        let failed = |what: &str, want: &str, have: &str| ApiError::Conflict {
+    fn check_preconditions(
+        &self,
+        obj: &Value,
+        revision: i64,
+        opts: &DeleteOptions,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        let failed = |what: &str, want: &str, have: &str| {
+            ApiError::Conflict {
             resource: self.group_resource.clone(),
             name: name.into(),
             reason: format!("Precondition failed: {what} in precondition: {want}, {what} in object meta: {have}"),
+        }
         };
         if let Some(uid) = &opts.precondition_uid {
             let have = object::meta_str(obj, "uid").unwrap_or_default();
@@ -101,11 +131,20 @@ impl Resource {
     }
 
     /// Sets `deletionTimestamp` once; the finalizers' owners finish the deletion.
-    async fn mark_deleting(&self, current: &crate::storage::KeyValue, mut obj: Value, dry_run: bool) -> Result<Value, ApiError> {
+    async fn mark_deleting(
+        &self,
+        current: &crate::storage::KeyValue,
+        mut obj: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
         if object::is_deleting(&obj) {
             return Ok(obj);
         }
-        set_meta(&mut obj, "deletionTimestamp", object::time_string(Timestamp::now()));
+        set_meta(
+            &mut obj,
+            "deletionTimestamp",
+            object::time_string(Timestamp::now()),
+        );
         set_meta(&mut obj, "deletionGracePeriodSeconds", 0);
         if dry_run {
             return Ok(obj);
@@ -117,5 +156,4 @@ impl Resource {
             .map_err(|e| ApiError::from_storage(e, &self.group_resource, object::name(&obj)))?;
         decode_object(&kv)
     }
-
 }

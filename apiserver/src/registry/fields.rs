@@ -30,6 +30,8 @@ impl Resource {
         _target: Target,
         _opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        Err(ApiError::UnsupportedMediaType("server-side apply is not available yet".into()))
+        Err(ApiError::UnsupportedMediaType(
+            "server-side apply is not available yet".into(),
+        ))
     }
 }

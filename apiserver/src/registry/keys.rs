@@ -47,7 +47,11 @@ const TOKEN_VERSION: &str = "meta.k8s.io/v1";
 pub fn encode_continue(resource_prefix: &str, last_key: &str, revision: Revision) -> String {
     let suffix = last_key.strip_prefix(resource_prefix).unwrap_or(last_key);
     // The next key strictly after `last_key`.
-    let token = ContinueToken { v: TOKEN_VERSION.into(), rv: revision, start: format!("{suffix}\u{0}") };
+    let token = ContinueToken {
+        v: TOKEN_VERSION.into(),
+        rv: revision,
+        start: format!("{suffix}\u{0}"),
+    };
     STANDARD.encode(serde_json::to_vec(&token).unwrap_or_default())
 }
 
@@ -55,15 +59,23 @@ pub fn encode_continue(resource_prefix: &str, last_key: &str, revision: Revision
 /// `resource_prefix`, so a crafted token cannot read other resources.
 pub fn decode_continue(resource_prefix: &str, token: &str) -> Result<(String, Revision), ApiError> {
     let bad = |why: &str| ApiError::BadRequest(format!("continue key is not valid: {why}"));
-    let raw = STANDARD.decode(token.trim()).map_err(|_| bad("not base64"))?;
-    let token: ContinueToken = serde_json::from_slice(&raw).map_err(|_| bad("not a continue token"))?;
+    let raw = STANDARD
+        .decode(token.trim())
+        .map_err(|_| bad("not base64"))?;
+    let token: ContinueToken =
+        serde_json::from_slice(&raw).map_err(|_| bad("not a continue token"))?;
     if token.v != TOKEN_VERSION {
-        return Err(bad("incorrect encoded start resourceVersion (version meta.k8s.io/v1)"));
+        return Err(bad(
+            "incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        ));
     }
     if token.rv <= 0 {
         return Err(bad("incorrect encoded start resourceVersion"));
     }
-    if token.start.is_empty() || token.start.starts_with('/') || token.start.split('/').any(|p| p == "..") {
+    if token.start.is_empty()
+        || token.start.starts_with('/')
+        || token.start.split('/').any(|p| p == "..")
+    {
         return Err(bad("key may not be empty, absolute or contain '..'"));
     }
     Ok((format!("{resource_prefix}{}", token.start), token.rv))
@@ -75,10 +87,22 @@ mod tests {
 
     #[test]
     fn keys() {
-        assert_eq!(object("edgefleet.io", "clusters", "retail", "edge-1"), "edgefleet.io/clusters/retail/edge-1");
-        assert_eq!(object("edgefleet.io", "environments", "", "retail"), "edgefleet.io/environments/retail");
-        assert_eq!(prefix("edgefleet.io", "clusters", Some("retail")), "edgefleet.io/clusters/retail/");
-        assert_eq!(prefix("edgefleet.io", "clusters", None), "edgefleet.io/clusters/");
+        assert_eq!(
+            object("edgefleet.io", "clusters", "retail", "edge-1"),
+            "edgefleet.io/clusters/retail/edge-1"
+        );
+        assert_eq!(
+            object("edgefleet.io", "environments", "", "retail"),
+            "edgefleet.io/environments/retail"
+        );
+        assert_eq!(
+            prefix("edgefleet.io", "clusters", Some("retail")),
+            "edgefleet.io/clusters/retail/"
+        );
+        assert_eq!(
+            prefix("edgefleet.io", "clusters", None),
+            "edgefleet.io/clusters/"
+        );
     }
 
     #[test]
@@ -86,10 +110,17 @@ mod tests {
         let p = "edgefleet.io/clusters/";
         let token = encode_continue(p, "edgefleet.io/clusters/retail/edge-1", 42);
         let (start, rv) = decode_continue(p, &token).unwrap();
-        assert_eq!((start.as_str(), rv), ("edgefleet.io/clusters/retail/edge-1\u{0}", 42));
+        assert_eq!(
+            (start.as_str(), rv),
+            ("edgefleet.io/clusters/retail/edge-1\u{0}", 42)
+        );
         assert!(start.as_str() > "edgefleet.io/clusters/retail/edge-1");
 
-        for bad in ["???", "e30=", &STANDARD.encode(br#"{"v":"meta.k8s.io/v1","rv":3,"start":"../x"}"#)] {
+        for bad in [
+            "???",
+            "e30=",
+            &STANDARD.encode(br#"{"v":"meta.k8s.io/v1","rv":3,"start":"../x"}"#),
+        ] {
             let err = decode_continue(p, bad).unwrap_err();
             assert_eq!(err.code(), http::StatusCode::BAD_REQUEST, "{bad}");
         }

@@ -96,14 +96,18 @@ impl<K: ApiKind> KindStrategy for Typed<K> {
     }
 
     fn validate(&self, obj: &Value) -> ErrorList {
-        let Some(typed) = Self::decode(obj) else { return ErrorList::default() };
+        let Some(typed) = Self::decode(obj) else {
+            return ErrorList::default();
+        };
         let mut errs = validate_object_meta(typed.metadata(), meta_rules(&K::INFO));
         errs.extend(typed.validate());
         errs
     }
 
     fn validate_status(&self, obj: &Value) -> ErrorList {
-        Self::decode(obj).map(|t| t.validate_status()).unwrap_or_default()
+        Self::decode(obj)
+            .map(|t| t.validate_status())
+            .unwrap_or_default()
     }
 
     fn columns(&self) -> &'static [PrinterColumn] {
@@ -120,7 +124,10 @@ impl<K: ApiKind> KindStrategy for Typed<K> {
 
 /// Removes `key` when it holds an empty object (an all-default status).
 fn drop_empty(map: &mut Map<String, Value>, key: &str) {
-    if map.get(key).is_some_and(|v| v.as_object().is_some_and(Map::is_empty)) {
+    if map
+        .get(key)
+        .is_some_and(|v| v.as_object().is_some_and(Map::is_empty))
+    {
         map.remove(key);
     }
 }

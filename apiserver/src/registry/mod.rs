@@ -75,7 +75,9 @@ pub struct RegistryConfig {
 
 impl Default for RegistryConfig {
     fn default() -> Self {
-        Self { watch_cache_window: cacher::DEFAULT_EVENT_WINDOW }
+        Self {
+            watch_cache_window: cacher::DEFAULT_EVENT_WINDOW,
+        }
     }
 }
 
@@ -114,7 +116,10 @@ impl Registry {
                 (info.plural, Arc::new(resource))
             })
             .collect();
-        Registry { resources: Arc::new(resources), store }
+        Registry {
+            resources: Arc::new(resources),
+            store,
+        }
     }
 
     /// The resource served under `plural`.
@@ -155,11 +160,18 @@ impl Resource {
 
     /// Key prefix of a list, narrowed to a namespace when one is given.
     pub fn list_prefix(&self, namespace: &str) -> String {
-        keys::prefix(GROUP, self.plural(), Some(namespace).filter(|_| self.namespaced()))
+        keys::prefix(
+            GROUP,
+            self.plural(),
+            Some(namespace).filter(|_| self.namespaced()),
+        )
     }
 
     pub fn not_found(&self, name: &str) -> ApiError {
-        ApiError::NotFound { resource: self.group_resource.clone(), name: name.into() }
+        ApiError::NotFound {
+            resource: self.group_resource.clone(),
+            name: name.into(),
+        }
     }
 
     /// An object held as a value (not read from storage), in the form responses use.
@@ -167,7 +179,9 @@ impl Resource {
         let json = serde_json::to_vec(obj).map_err(|e| ApiError::Internal(e.to_string()))?;
         Ok(Arc::new(CachedObject {
             key: self.key(object::namespace(obj), object::name(obj)),
-            mod_revision: object::meta_str(obj, "resourceVersion").and_then(|r| r.parse().ok()).unwrap_or(0),
+            mod_revision: object::meta_str(obj, "resourceVersion")
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(0),
             name: object::name(obj).to_string(),
             namespace: object::namespace(obj).to_string(),
             labels: object::labels(obj),
@@ -193,7 +207,9 @@ pub fn decode_object(kv: &KeyValue) -> Result<Value, ApiError> {
 pub fn encode_object(obj: &Value) -> Result<Bytes, ApiError> {
     let mut obj = obj.clone();
     object::remove_meta(&mut obj, "resourceVersion");
-    serde_json::to_vec(&obj).map(Bytes::from).map_err(|e| ApiError::Internal(e.to_string()))
+    serde_json::to_vec(&obj)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 /// The watch cache's decoder: parse once, keep the JSON bytes for every reader.

@@ -59,20 +59,34 @@ pub fn parse_revision(rv: &str) -> Result<Revision, ApiError> {
 impl Resource {
     /// Decodes a stored value into a cached object.
     pub(crate) fn cached(&self, kv: &storage::KeyValue) -> Result<Arc<CachedObject>, ApiError> {
-        (super::decoder())(kv).map(Arc::new).map_err(ApiError::Internal)
+        (super::decoder())(kv)
+            .map(Arc::new)
+            .map_err(ApiError::Internal)
     }
 
     /// One object, read from storage unless `resource_version` allows the cache.
-    pub async fn get(&self, namespace: &str, name: &str, resource_version: Option<&str>) -> Result<Arc<CachedObject>, ApiError> {
+    pub async fn get(
+        &self,
+        namespace: &str,
+        name: &str,
+        resource_version: Option<&str>,
+    ) -> Result<Arc<CachedObject>, ApiError> {
         let key = self.key(namespace, name);
         match resource_version.filter(|rv| !rv.is_empty()) {
             None => {
-                let kv = self.store.get(&key).await?.ok_or_else(|| self.not_found(name))?;
+                let kv = self
+                    .store
+                    .get(&key)
+                    .await?
+                    .ok_or_else(|| self.not_found(name))?;
                 self.cached(&kv)
             }
             Some(rv) => {
                 let revision = parse_revision(rv)?;
-                self.cacher.wait_for(revision, CACHE_CATCH_UP).await.map_err(cache_error)?;
+                self.cacher
+                    .wait_for(revision, CACHE_CATCH_UP)
+                    .await
+                    .map_err(cache_error)?;
                 self.cacher.get(&key).0.ok_or_else(|| self.not_found(name))
             }
         }
@@ -88,19 +102,31 @@ impl Resource {
         }
 
         if let Some(token) = &opts.continue_token {
-            if opts.resource_version.as_deref().is_some_and(|rv| !rv.is_empty()) {
+            if opts
+                .resource_version
+                .as_deref()
+                .is_some_and(|rv| !rv.is_empty())
+            {
                 return Err(ApiError::BadRequest(
                     "specifying resource version is not allowed when using continue".into(),
                 ));
             }
             let (start, revision) = keys::decode_continue(&self.key_prefix, token)?;
             if !start.starts_with(&prefix) {
-                return Err(ApiError::BadRequest("continue key is not valid: not in this list's scope".into()));
+                return Err(ApiError::BadRequest(
+                    "continue key is not valid: not in this list's scope".into(),
+                ));
             }
-            return self.list_storage(&prefix, opts, Some(start), Some(revision)).await.map_err(expired_continue);
+            return self
+                .list_storage(&prefix, opts, Some(start), Some(revision))
+                .await
+                .map_err(expired_continue);
         }
 
-        match (opts.resource_version.as_deref().filter(|rv| !rv.is_empty()), opts.resource_version_match) {
+        match (
+            opts.resource_version.as_deref().filter(|rv| !rv.is_empty()),
+            opts.resource_version_match,
+        ) {
             (None, Some(_)) => Err(ApiError::BadRequest(
                 "resourceVersionMatch is forbidden unless resourceVersion is provided".into(),
             )),
@@ -109,14 +135,18 @@ impl Resource {
                 let revision = parse_revision(rv)?;
                 if revision == 0 {
                     return Err(ApiError::BadRequest(
-                        "resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\"".into(),
+                        "resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\""
+                            .into(),
                     ));
                 }
                 self.list_storage(&prefix, opts, None, Some(revision)).await
             }
             (Some(rv), _) => {
                 let revision = parse_revision(rv)?;
-                self.cacher.wait_for(revision, CACHE_CATCH_UP).await.map_err(cache_error)?;
+                self.cacher
+                    .wait_for(revision, CACHE_CATCH_UP)
+                    .await
+                    .map_err(cache_error)?;
                 Ok(self.list_cache(&prefix, opts))
             }
         }
@@ -133,8 +163,15 @@ impl Resource {
                 continue;
             }
             if opts.limit > 0 && items.len() == opts.limit {
-                let last = items.last().map(|o: &Arc<CachedObject>| o.key.clone()).unwrap_or_default();
-                continue_token = Some(keys::encode_continue(&self.key_prefix, &last, snapshot.revision));
+                let last = items
+                    .last()
+                    .map(|o: &Arc<CachedObject>| o.key.clone())
+                    .unwrap_or_default();
+                continue_token = Some(keys::encode_continue(
+                    &self.key_prefix,
+                    &last,
+                    snapshot.revision,
+                ));
                 if opts.filter.is_everything() {
                     remaining = Some((snapshot.objects.len() - i) as i64);
                 }
@@ -142,7 +179,12 @@ impl Resource {
             }
             items.push(obj.clone());
         }
-        ListResult { items, revision: snapshot.revision, continue_token, remaining }
+        ListResult {
+            items,
+            revision: snapshot.revision,
+            continue_token,
+            remaining,
+        }
     }
 
     /// Reads pages from storage at one revision until `limit` objects match or the keys run out.
@@ -153,8 +195,16 @@ impl Resource {
         start: Option<String>,
         revision: Option<Revision>,
     ) -> Result<ListResult, ApiError> {
-        let page_size = if opts.limit == 0 { STORAGE_PAGE } else { opts.limit.clamp(1, 10_000) };
-        let mut request = storage::ListOptions { revision, start, limit: page_size };
+        let page_size = if opts.limit == 0 {
+            STORAGE_PAGE
+        } else {
+            opts.limit.clamp(1, 10_000)
+        };
+        let mut request = storage::ListOptions {
+            revision,
+            start,
+            limit: page_size,
+        };
         let mut items = Vec::new();
         let read_revision = loop {
             let page = self.store.list(prefix, request.clone()).await?;
@@ -171,7 +221,12 @@ impl Resource {
                             let here = (page.items.len() - i - 1) as i64;
                             here + page.remaining.unwrap_or(0)
                         });
-                        return Ok(ListResult { items, revision: page.revision, continue_token: Some(token), remaining });
+                        return Ok(ListResult {
+                            items,
+                            revision: page.revision,
+                            continue_token: Some(token),
+                            remaining,
+                        });
                     }
                 }
             }
@@ -183,7 +238,12 @@ impl Resource {
                 _ => break page.revision,
             }
         };
-        Ok(ListResult { items, revision: read_revision, continue_token: None, remaining: None })
+        Ok(ListResult {
+            items,
+            revision: read_revision,
+            continue_token: None,
+            remaining: None,
+        })
     }
 }
 
@@ -193,7 +253,9 @@ pub(crate) fn cache_error(err: CacheError) -> ApiError {
         CacheError::TooOld { requested, horizon } => {
             ApiError::Expired(format!("too old resource version: {requested} ({horizon})"))
         }
-        CacheError::TooNew { requested, current } => ApiError::TooLargeResourceVersion { requested, current },
+        CacheError::TooNew { requested, current } => {
+            ApiError::TooLargeResourceVersion { requested, current }
+        }
     }
 }
 

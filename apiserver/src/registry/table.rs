@@ -35,7 +35,10 @@ pub struct ListMeta {
 impl ListMeta {
     fn to_value(&self) -> Value {
         let mut m = Map::new();
-        m.insert("resourceVersion".into(), self.resource_version.clone().into());
+        m.insert(
+            "resourceVersion".into(),
+            self.resource_version.clone().into(),
+        );
         if let Some(c) = &self.continue_token {
             m.insert("continue".into(), c.clone().into());
         }
@@ -47,7 +50,8 @@ impl ListMeta {
 }
 
 fn parse(obj: &CachedObject) -> Result<Value, ApiError> {
-    serde_json::from_slice(&obj.json).map_err(|e| ApiError::Internal(format!("cached object is not JSON: {e}")))
+    serde_json::from_slice(&obj.json)
+        .map_err(|e| ApiError::Internal(format!("cached object is not JSON: {e}")))
 }
 
 impl Resource {
@@ -71,7 +75,13 @@ impl Resource {
     }
 
     /// A Table of `items` (one object is a one-row table).
-    pub fn table(&self, items: &[Arc<CachedObject>], meta: &ListMeta, include: IncludeObject, headers: bool) -> Result<Value, ApiError> {
+    pub fn table(
+        &self,
+        items: &[Arc<CachedObject>],
+        meta: &ListMeta,
+        include: IncludeObject,
+        headers: bool,
+    ) -> Result<Value, ApiError> {
         let now = Timestamp::now();
         let columns: Vec<Value> = self
             .strategy
@@ -107,8 +117,15 @@ impl Resource {
     }
 
     /// `PartialObjectMetadataList` of `items`.
-    pub fn partial_list(&self, items: &[Arc<CachedObject>], meta: &ListMeta) -> Result<Value, ApiError> {
-        let items: Result<Vec<Value>, ApiError> = items.iter().map(|o| parse(o).map(|v| partial(&v))).collect();
+    pub fn partial_list(
+        &self,
+        items: &[Arc<CachedObject>],
+        meta: &ListMeta,
+    ) -> Result<Value, ApiError> {
+        let items: Result<Vec<Value>, ApiError> = items
+            .iter()
+            .map(|o| parse(o).map(|v| partial(&v)))
+            .collect();
         Ok(json!({
             "kind": "PartialObjectMetadataList",
             "apiVersion": "meta.k8s.io/v1",

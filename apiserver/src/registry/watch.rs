@@ -58,8 +58,14 @@ pub struct WatchOptions {
 /// What a watcher sends to its client.
 #[derive(Debug)]
 pub enum Frame {
-    Event { kind: &'static str, object: Arc<CachedObject> },
-    Bookmark { revision: Revision, initial_events_end: bool },
+    Event {
+        kind: &'static str,
+        object: Arc<CachedObject>,
+    },
+    Bookmark {
+        revision: Revision,
+        initial_events_end: bool,
+    },
     /// Ends the stream (e.g. 410 Expired).
     Error(ApiError),
 }
@@ -76,10 +82,18 @@ struct Closed;
 
 impl Resource {
     /// Starts a watch; frames arrive on the returned channel until it closes.
-    pub async fn watch(self: &Arc<Self>, opts: WatchOptions) -> Result<mpsc::Receiver<Frame>, ApiError> {
+    pub async fn watch(
+        self: &Arc<Self>,
+        opts: WatchOptions,
+    ) -> Result<mpsc::Receiver<Frame>, ApiError> {
         let prefix = self.list_prefix(&opts.namespace);
         let (tx, rx) = mpsc::channel(FRAME_BUFFER);
-        let watcher = Watcher { resource: self.clone(), prefix, opts, tx };
+        let watcher = Watcher {
+            resource: self.clone(),
+            prefix,
+            opts,
+            tx,
+        };
         let (position, initial) = watcher.initial_state().await?;
         tokio::spawn(async move {
             let _ = watcher.run(position, initial).await;
@@ -94,21 +108,38 @@ impl Watcher {
         let cacher = self.resource.cacher();
         match self.opts.start {
             WatchStart::After(revision) => {
-                cacher.wait_for(revision, Duration::from_secs(3)).await.map_err(super::read::cache_error)?;
+                cacher
+                    .wait_for(revision, Duration::from_secs(3))
+                    .await
+                    .map_err(super::read::cache_error)?;
                 Ok((revision, Vec::new()))
             }
             WatchStart::Any => {
-                cacher.wait_for(0, Duration::from_secs(3)).await.map_err(super::read::cache_error)?;
+                cacher
+                    .wait_for(0, Duration::from_secs(3))
+                    .await
+                    .map_err(super::read::cache_error)?;
                 let snapshot = cacher.snapshot(&self.prefix);
-                let objects = if self.opts.initial_events { snapshot.objects } else { Vec::new() };
+                let objects = if self.opts.initial_events {
+                    snapshot.objects
+                } else {
+                    Vec::new()
+                };
                 Ok((snapshot.revision, objects))
             }
             WatchStart::Consistent => {
                 let list = self
                     .resource
-                    .list(&super::ListOptions { namespace: self.opts.namespace.clone(), ..Default::default() })
+                    .list(&super::ListOptions {
+                        namespace: self.opts.namespace.clone(),
+                        ..Default::default()
+                    })
                     .await?;
-                let objects = if self.opts.initial_events { list.items } else { Vec::new() };
+                let objects = if self.opts.initial_events {
+                    list.items
+                } else {
+                    Vec::new()
+                };
                 Ok((list.revision, objects))
             }
         }
@@ -118,12 +149,24 @@ impl Watcher {
         self.tx.send(frame).await.map_err(|_| Closed)
     }
 
-    async fn run(self, mut position: Revision, initial: Vec<Arc<CachedObject>>) -> Result<(), Closed> {
+    async fn run(
+        self,
+        mut position: Revision,
+        initial: Vec<Arc<CachedObject>>,
+    ) -> Result<(), Closed> {
         for object in initial.into_iter().filter(|o| self.opts.filter.matches(o)) {
-            self.send(Frame::Event { kind: "ADDED", object }).await?;
+            self.send(Frame::Event {
+                kind: "ADDED",
+                object,
+            })
+            .await?;
         }
         if self.opts.initial_events_end {
-            self.send(Frame::Bookmark { revision: position, initial_events_end: true }).await?;
+            self.send(Frame::Bookmark {
+                revision: position,
+                initial_events_end: true,
+            })
+            .await?;
         }
         let deadline = Instant::now() + self.opts.timeout;
         let mut next_bookmark = Instant::now() + BOOKMARK_INTERVAL;
@@ -131,7 +174,9 @@ impl Watcher {
         let mut changed = cacher.subscribe();
         loop {
             match cacher.events_after(position) {
-                Err(CacheError::TooOld { .. }) => return self.follow_storage(position, deadline).await,
+                Err(CacheError::TooOld { .. }) => {
+                    return self.follow_storage(position, deadline).await
+                }
                 Err(CacheError::TooNew { .. }) => unreachable!("events_after never reports TooNew"),
                 Ok((events, revision)) if events.is_empty() => {
                     let caught_up = revision.max(position);
@@ -178,7 +223,9 @@ impl Watcher {
                 Some(Err(err)) => return self.send(Frame::Error(err.into())).await,
                 Some(Ok(WatchItem::Progress(_))) => {}
                 Some(Ok(WatchItem::Event(event))) => {
-                    let Ok(cached) = self.storage_event(&event) else { continue };
+                    let Ok(cached) = self.storage_event(&event) else {
+                        continue;
+                    };
                     if let Some(frame) = self.frame_for(&cached) {
                         self.send(frame).await?;
                     }
@@ -192,7 +239,11 @@ impl Watcher {
             kind: event.kind,
             revision: event.revision(),
             object: self.resource.cached(&event.kv)?,
-            prev: event.prev.as_ref().map(|kv| self.resource.cached(kv)).transpose()?,
+            prev: event
+                .prev
+                .as_ref()
+                .map(|kv| self.resource.cached(kv))
+                .transpose()?,
         })
     }
 
@@ -209,7 +260,10 @@ impl Watcher {
             EventKind::Deleted if now => ("DELETED", event.object.clone()),
             EventKind::Updated if now && before => ("MODIFIED", event.object.clone()),
             EventKind::Updated if now => ("ADDED", event.object.clone()),
-            EventKind::Updated if before => ("DELETED", self.at_revision(event.prev.as_ref()?, event.revision)?),
+            EventKind::Updated if before => (
+                "DELETED",
+                self.at_revision(event.prev.as_ref()?, event.revision)?,
+            ),
             _ => return None,
         };
         Some(Frame::Event { kind, object })

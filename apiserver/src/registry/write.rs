@@ -86,9 +86,14 @@ impl Resource {
             )));
         }
         let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
-        let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+        let api_version = obj
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if kind.is_empty() {
-            return Err(ApiError::BadRequest("Object 'Kind' is missing in the request body".into()));
+            return Err(ApiError::BadRequest(
+                "Object 'Kind' is missing in the request body".into(),
+            ));
         }
         if kind != self.kind() || api_version != API_VERSION {
             return Err(ApiError::BadRequest(format!(
@@ -102,23 +107,38 @@ impl Resource {
 
     /// The structural check: prunes unknown fields (reporting them as `fieldValidation` says)
     /// and fails with 422 on type errors.
-    fn check_structure(&self, obj: &mut Value, name: &str, opts: &WriteOptions) -> Result<Vec<String>, ApiError> {
+    fn check_structure(
+        &self,
+        obj: &mut Value,
+        name: &str,
+        opts: &WriteOptions,
+    ) -> Result<Vec<String>, ApiError> {
         let findings = structural::Schema::new(&self.schema, &self.components).check(obj);
         if !findings.errors.is_empty() {
             return Err(self.invalid(name, findings.errors));
         }
-        let unknown: Vec<String> = findings.unknown.iter().map(|f| format!("unknown field {f:?}")).collect();
+        let unknown: Vec<String> = findings
+            .unknown
+            .iter()
+            .map(|f| format!("unknown field {f:?}"))
+            .collect();
         match opts.field_validation {
-            FieldValidation::Strict if !unknown.is_empty() => {
-                Err(ApiError::BadRequest(format!("strict decoding error: {}", unknown.join(", "))))
-            }
+            FieldValidation::Strict if !unknown.is_empty() => Err(ApiError::BadRequest(format!(
+                "strict decoding error: {}",
+                unknown.join(", ")
+            ))),
             FieldValidation::Warn => Ok(unknown),
             _ => Ok(Vec::new()),
         }
     }
 
     pub(crate) fn invalid(&self, name: &str, errors: ErrorList) -> ApiError {
-        ApiError::Invalid { kind: self.kind(), group: super::GROUP, name: name.to_string(), errors }
+        ApiError::Invalid {
+            kind: self.kind(),
+            group: super::GROUP,
+            name: name.to_string(),
+            errors,
+        }
     }
 
     /// Decode-default-encode, mapping a decode failure to kube's 400.
@@ -149,7 +169,12 @@ impl Resource {
     }
 
     /// Fills in namespace and name from the URL, checking what the body says.
-    fn bind_identity(&self, obj: &mut Value, namespace: &str, url_name: Option<&str>) -> Result<(), ApiError> {
+    fn bind_identity(
+        &self,
+        obj: &mut Value,
+        namespace: &str,
+        url_name: Option<&str>,
+    ) -> Result<(), ApiError> {
         if self.namespaced() {
             match meta_str(obj, "namespace") {
                 None | Some("") => set_meta(obj, "namespace", namespace),
@@ -167,11 +192,9 @@ impl Resource {
         if let Some(url_name) = url_name {
             match meta_str(obj, "name") {
                 None | Some("") => set_meta(obj, "name", url_name),
-                Some(n) if n != url_name => {
-                    return Err(ApiError::BadRequest(format!(
-                        "the name of the object ({n}) does not match the name on the URL ({url_name})"
-                    )))
-                }
+                Some(n) if n != url_name => return Err(ApiError::BadRequest(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({url_name})"
+                ))),
                 Some(_) => {}
             }
         }
@@ -179,7 +202,13 @@ impl Resource {
     }
 
     /// `POST` to the collection.
-    pub async fn create(&self, registry: &Registry, namespace: &str, body: Value, opts: &WriteOptions) -> Result<WriteOutcome, ApiError> {
+    pub async fn create(
+        &self,
+        registry: &Registry,
+        namespace: &str,
+        body: Value,
+        opts: &WriteOptions,
+    ) -> Result<WriteOutcome, ApiError> {
         self.check_type_meta(&body)?;
         let mut obj = body;
         let name = meta_str(&obj, "name").unwrap_or_default().to_string();
@@ -203,8 +232,15 @@ impl Resource {
             if let Some(prefix) = &generate {
                 set_meta(&mut candidate, "name", generated_name(prefix));
             }
-            match self.create_prepared(registry, namespace, candidate, opts, None).await {
-                Err(ApiError::AlreadyExists { .. }) if generate.is_some() && attempt + 1 < GENERATE_NAME_ATTEMPTS => continue,
+            match self
+                .create_prepared(registry, namespace, candidate, opts, None)
+                .await
+            {
+                Err(ApiError::AlreadyExists { .. })
+                    if generate.is_some() && attempt + 1 < GENERATE_NAME_ATTEMPTS =>
+                {
+                    continue
+                }
                 Err(e) => return Err(e),
                 Ok(mut outcome) => {
                     outcome.warnings.splice(0..0, warnings);
@@ -235,7 +271,11 @@ impl Resource {
         let name = object::name(&obj).to_string();
         let guard = registry.admit_create(self, namespace).await?;
         if opts.dry_run {
-            return Ok(WriteOutcome { object: self.as_cached(&obj)?, created: true, warnings: vec![] });
+            return Ok(WriteOutcome {
+                object: self.as_cached(&obj)?,
+                created: true,
+                warnings: vec![],
+            });
         }
         let key = self.key(namespace, &name);
         let kv = self
@@ -243,11 +283,22 @@ impl Resource {
             .create_guarded(&key, encode_object(&obj)?, guard)
             .await
             .map_err(|e| registry.create_failed(e, self, namespace, &name))?;
-        Ok(WriteOutcome { object: self.cached(&kv)?, created: true, warnings: vec![] })
+        Ok(WriteOutcome {
+            object: self.cached(&kv)?,
+            created: true,
+            warnings: vec![],
+        })
     }
 
     /// `PUT` of the object or its status.
-    pub async fn replace(&self, namespace: &str, name: &str, target: Target, body: Value, opts: &WriteOptions) -> Result<WriteOutcome, ApiError> {
+    pub async fn replace(
+        &self,
+        namespace: &str,
+        name: &str,
+        target: Target,
+        body: Value,
+        opts: &WriteOptions,
+    ) -> Result<WriteOutcome, ApiError> {
         self.check_type_meta(&body)?;
         let mut obj = body;
         let warnings = self.check_structure(&mut obj, name, opts)?;
@@ -264,7 +315,11 @@ impl Resource {
             }
         };
         let key = self.key(namespace, name);
-        let current = self.store.get(&key).await?.ok_or_else(|| self.not_found(name))?;
+        let current = self
+            .store
+            .get(&key)
+            .await?
+            .ok_or_else(|| self.not_found(name))?;
         if current.mod_revision != expected {
             return Err(self.conflict(name));
         }
@@ -285,22 +340,36 @@ impl Resource {
     ) -> Result<WriteOutcome, ApiError> {
         let key = self.key(namespace, name);
         if let Patch::Apply(config) = &patch {
-            return self.apply(registry, namespace, name, target, config.clone(), opts).await;
+            return self
+                .apply(registry, namespace, name, target, config.clone(), opts)
+                .await;
         }
         for _ in 0..MAX_CONFLICT_RETRIES {
-            let current = self.store.get(&key).await?.ok_or_else(|| self.not_found(name))?;
+            let current = self
+                .store
+                .get(&key)
+                .await?
+                .ok_or_else(|| self.not_found(name))?;
             let mut doc = decode_object(&current)?;
             match &patch {
-                Patch::Json(p) => json_patch::patch(&mut doc, p).map_err(|e| ApiError::Invalid {
-                    kind: self.kind(),
-                    group: super::GROUP,
-                    name: name.into(),
-                    errors: ErrorList(vec![FieldError::invalid(&Path::new(""), Value::Null, e.to_string())]),
-                })?,
+                Patch::Json(p) => {
+                    json_patch::patch(&mut doc, p).map_err(|e| ApiError::Invalid {
+                        kind: self.kind(),
+                        group: super::GROUP,
+                        name: name.into(),
+                        errors: ErrorList(vec![FieldError::invalid(
+                            &Path::new(""),
+                            Value::Null,
+                            e.to_string(),
+                        )]),
+                    })?
+                }
                 Patch::Merge(p) => json_patch::merge(&mut doc, p),
                 Patch::Apply(_) => unreachable!("handled above"),
             }
-            let precondition = meta_str(&doc, "resourceVersion").filter(|rv| !rv.is_empty()).map(str::to_string);
+            let precondition = meta_str(&doc, "resourceVersion")
+                .filter(|rv| !rv.is_empty())
+                .map(str::to_string);
             if let Some(rv) = &precondition {
                 if super::read::parse_revision(rv)? != current.mod_revision {
                     return Err(self.conflict(name));
@@ -343,11 +412,20 @@ impl Resource {
             let current = self.store.get(&key).await?;
             let live = current.as_ref().map(decode_object).transpose()?;
             let merged = self.merge_apply(live.as_ref(), &config, target, opts)?;
-            let managed = merged.get("metadata").and_then(|m| m.get("managedFields")).cloned();
+            let managed = merged
+                .get("metadata")
+                .and_then(|m| m.get("managedFields"))
+                .cloned();
             let result = match &current {
                 None if target == Target::Status => Err(self.not_found(name)),
-                None => self.create_prepared(registry, namespace, merged, opts, managed).await,
-                Some(current) => self.write_update(current, merged, target, opts, managed).await,
+                None => {
+                    self.create_prepared(registry, namespace, merged, opts, managed)
+                        .await
+                }
+                Some(current) => {
+                    self.write_update(current, merged, target, opts, managed)
+                        .await
+                }
             };
             match result {
                 Err(ApiError::Conflict { .. } | ApiError::AlreadyExists { .. }) => continue,
@@ -387,10 +465,18 @@ impl Resource {
 
         let unchanged = strip_rv(&old) == strip_rv(&new);
         if unchanged {
-            return Ok(WriteOutcome { object: self.cached(current)?, created: false, warnings: vec![] });
+            return Ok(WriteOutcome {
+                object: self.cached(current)?,
+                created: false,
+                warnings: vec![],
+            });
         }
         if opts.dry_run {
-            return Ok(WriteOutcome { object: self.as_cached(&new)?, created: false, warnings: vec![] });
+            return Ok(WriteOutcome {
+                object: self.as_cached(&new)?,
+                created: false,
+                warnings: vec![],
+            });
         }
         let name = object::name(&old).to_string();
         // Removing the last finalizer of an object being deleted completes the deletion.
@@ -401,25 +487,47 @@ impl Resource {
                 .await
                 .map_err(|e| ApiError::from_storage(e, &self.group_resource, &name))?;
             let mut gone = new;
-            set_meta(&mut gone, "resourceVersion", deleted.mod_revision.to_string());
-            return Ok(WriteOutcome { object: self.as_cached(&gone)?, created: false, warnings: vec![] });
+            set_meta(
+                &mut gone,
+                "resourceVersion",
+                deleted.mod_revision.to_string(),
+            );
+            return Ok(WriteOutcome {
+                object: self.as_cached(&gone)?,
+                created: false,
+                warnings: vec![],
+            });
         }
         let kv = self
             .store
             .update(&current.key, current.mod_revision, encode_object(&new)?)
             .await
             .map_err(|e| ApiError::from_storage(e, &self.group_resource, &name))?;
-        Ok(WriteOutcome { object: self.cached(&kv)?, created: false, warnings: vec![] })
+        Ok(WriteOutcome {
+            object: self.cached(&kv)?,
+            created: false,
+            warnings: vec![],
+        })
     }
 
     fn conflict(&self, name: &str) -> ApiError {
-        ApiError::Conflict { resource: self.group_resource.clone(), name: name.into(), reason: OBJECT_MODIFIED.into() }
+        ApiError::Conflict {
+            resource: self.group_resource.clone(),
+            name: name.into(),
+            reason: OBJECT_MODIFIED.into(),
+        }
     }
 }
 
 impl Registry {
     /// Maps a failed create, naming the object.
-    fn create_failed(&self, err: StorageError, resource: &Resource, namespace: &str, name: &str) -> ApiError {
+    fn create_failed(
+        &self,
+        err: StorageError,
+        resource: &Resource,
+        namespace: &str,
+        name: &str,
+    ) -> ApiError {
         match err {
             // The Environment changed between admission and the write: re-run admission.
             StorageError::Conflict { .. } => ApiError::Conflict {
@@ -440,7 +548,12 @@ fn prepare_for_create(obj: &mut Value, now: Timestamp) {
         map.remove("status");
     }
     let meta = object::meta_mut(obj);
-    for field in ["resourceVersion", "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+    for field in [
+        "resourceVersion",
+        "selfLink",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    ] {
         meta.remove(field);
     }
     meta.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
@@ -470,15 +583,30 @@ fn prepare_for_update(old: &Value, candidate: Value, target: Target) -> Result<V
                     None => map.remove("status"),
                 };
             }
-            if let Some(fields) = candidate.get("metadata").and_then(|m| m.get("managedFields")) {
+            if let Some(fields) = candidate
+                .get("metadata")
+                .and_then(|m| m.get("managedFields"))
+            {
                 set_meta(&mut new, "managedFields", fields.clone());
             }
             new
         }
     };
-    let old_meta = old.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
+    let old_meta = old
+        .get("metadata")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     let meta = object::meta_mut(&mut new);
-    for field in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+    for field in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
         match old_meta.get(field) {
             Some(v) => meta.insert(field.into(), v.clone()),
             None => meta.remove(field),
@@ -490,12 +618,20 @@ fn prepare_for_update(old: &Value, candidate: Value, target: Target) -> Result<V
 }
 
 /// No finalizer may be added to an object that is being deleted.
-fn check_finalizers(old: &Value, new: &Value, resource: &Resource, name: &str) -> Result<(), ApiError> {
+fn check_finalizers(
+    old: &Value,
+    new: &Value,
+    resource: &Resource,
+    name: &str,
+) -> Result<(), ApiError> {
     if !object::is_deleting(old) {
         return Ok(());
     }
     let before = object::finalizers(old);
-    let added: Vec<String> = object::finalizers(new).into_iter().filter(|f| !before.contains(f)).collect();
+    let added: Vec<String> = object::finalizers(new)
+        .into_iter()
+        .filter(|f| !before.contains(f))
+        .collect();
     if added.is_empty() {
         return Ok(());
     }

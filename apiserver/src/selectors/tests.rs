@@ -5,7 +5,10 @@ use edgefleet_api::{LabelSelector, LabelSelectorRequirement};
 use super::*;
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[test]
@@ -24,7 +27,11 @@ fn equality_and_existence() {
         ("gpu = a100 , region = eu", true),
     ];
     for (sel, want) in cases {
-        assert_eq!(LabelSelectorExpr::parse(sel).unwrap().matches(&gpu), want, "{sel:?}");
+        assert_eq!(
+            LabelSelectorExpr::parse(sel).unwrap().matches(&gpu),
+            want,
+            "{sel:?}"
+        );
     }
 }
 
@@ -41,14 +48,29 @@ fn set_based() {
         ("tier>2", true),
         ("tier<3", false),
     ] {
-        assert_eq!(LabelSelectorExpr::parse(sel).unwrap().matches(&l), want, "{sel:?}");
+        assert_eq!(
+            LabelSelectorExpr::parse(sel).unwrap().matches(&l),
+            want,
+            "{sel:?}"
+        );
     }
 }
 
 #[test]
 fn malformed_selectors_are_errors() {
-    for bad in ["gpu in (a", "gpu in a", "a,,b", "bad key!=x", "x=has space", "tier>three", "=x"] {
-        assert!(LabelSelectorExpr::parse(bad).is_err(), "{bad:?} should not parse");
+    for bad in [
+        "gpu in (a",
+        "gpu in a",
+        "a,,b",
+        "bad key!=x",
+        "x=has space",
+        "tier>three",
+        "=x",
+    ] {
+        assert!(
+            LabelSelectorExpr::parse(bad).is_err(),
+            "{bad:?} should not parse"
+        );
     }
 }
 
@@ -88,13 +110,21 @@ fn field_selectors() {
         ("metadata.namespace=retail,metadata.name!=edge-2", true),
         ("metadata.namespace=lab", false),
     ] {
-        assert_eq!(FieldSelectorExpr::parse(sel, FIELDS).unwrap().matches(&f), want, "{sel:?}");
+        assert_eq!(
+            FieldSelectorExpr::parse(sel, FIELDS).unwrap().matches(&f),
+            want,
+            "{sel:?}"
+        );
     }
     let sel = FieldSelectorExpr::parse("metadata.name=edge-1", FIELDS).unwrap();
     assert_eq!(sel.required_value("metadata.name"), Some("edge-1"));
     let escaped = FieldSelectorExpr::parse(r"metadata.name=a\,b", FIELDS).unwrap();
     assert!(escaped.matches(&fields_of("a,b", "x")));
     let err = FieldSelectorExpr::parse("spec.paused=true", FIELDS).unwrap_err();
-    assert!(err.to_string().contains("field label not supported: \"spec.paused\""), "{err}");
+    assert!(
+        err.to_string()
+            .contains("field label not supported: \"spec.paused\""),
+        "{err}"
+    );
     assert!(FieldSelectorExpr::parse("metadata.name", FIELDS).is_err());
 }

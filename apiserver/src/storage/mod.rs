@@ -158,7 +158,28 @@ pub trait Storage: Send + Sync + 'static {
     /// `Conflict` (carrying the guard key's current value) when the guard key's `mod_revision`
     /// differs, or `NotFound` (naming the guard key) when it is absent. This is how an object is
     /// created only in an Environment that was not deleted meanwhile.
-    async fn create_guarded(&self, key: &str, value: Bytes, guard: Option<Guard>) -> Result<KeyValue>;
+    async fn create_guarded(
+        &self,
+        key: &str,
+        value: Bytes,
+        guard: Option<Guard>,
+    ) -> Result<KeyValue> {
+        // TEMPORARY (until both backends implement it atomically): check, then create.
+        if let Some(guard) = guard {
+            match self.get(&guard.key).await? {
+                None => return Err(StorageError::NotFound { key: guard.key }),
+                Some(kv) if kv.mod_revision != guard.mod_revision => {
+                    return Err(StorageError::Conflict {
+                        key: guard.key,
+                        expected: guard.mod_revision,
+                        current: Box::new(kv),
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+        self.create(key, value).await
+    }
 
     /// The current value of `key`, if any (a linearizable read).
     async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
