@@ -198,7 +198,7 @@ mod tests {
             .filter_map(|a| a.as_str().ok())
             .collect();
         assert_eq!(cn, ["alice"]);
-        assert_eq!(orgs, ["ops", "viewers"]);
+        assert_eq!(orgs, ["ops"]);
 
         let reloaded = CertificateAuthority::load(&ca.cert.cert_pem, &ca.cert.key_pem).unwrap();
         assert!(reloaded
