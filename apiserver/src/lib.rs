@@ -1,1 +1,3 @@
 //! The edgefleet hub.
+
+pub mod auth;
