@@ -8,6 +8,7 @@
 //! ```
 
 pub mod app;
+pub mod auth;
 pub mod dev;
 pub mod errors;
 pub mod http;
