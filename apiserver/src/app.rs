@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
+use crate::auth::flags::{AuthenticationFlags, AuthorizationFlags};
 use crate::http::pipeline::Pipeline;
 use crate::http::router::Router;
 use crate::http::{server, tls};
@@ -32,7 +33,8 @@ pub struct ServerConfig {
     pub storage: StorageConfig,
     pub tls_cert_file: PathBuf,
     pub tls_private_key_file: PathBuf,
-    pub client_ca_file: Option<PathBuf>,
+    pub authentication: AuthenticationFlags,
+    pub authorization: AuthorizationFlags,
     pub compaction_interval: Duration,
     pub registry: RegistryConfig,
 }
@@ -41,7 +43,7 @@ pub struct ServerConfig {
 pub struct BoundServer {
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    router: Arc<Router>,
+    pipeline: Arc<Pipeline>,
 }
 
 impl BoundServer {
@@ -53,10 +55,7 @@ impl BoundServer {
 
     /// Serves until `shutdown` resolves.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let pipeline = Arc::new(Pipeline {
-            router: self.router,
-        });
-        server::serve(self.listener, self.tls, pipeline, shutdown).await;
+        server::serve(self.listener, self.tls, self.pipeline, shutdown).await;
     }
 }
 
@@ -88,18 +87,30 @@ pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
 
     let cert_chain = tls::load_certs(&config.tls_cert_file)?;
     let key = tls::load_key(&config.tls_private_key_file)?;
-    let client_cas = match &config.client_ca_file {
-        Some(path) => tls::load_certs(path)?,
-        None => Vec::new(),
-    };
+    // TLS asks for client certificates from either CA; authentication decides which vouched.
+    let mut client_cas = Vec::new();
+    let auth = &config.authentication;
+    for path in [&auth.client_ca_file, &auth.requestheader_client_ca_file]
+        .into_iter()
+        .flatten()
+    {
+        client_cas.extend(tls::load_certs(path)?);
+    }
     let tls = tls::server_config(cert_chain, key, &client_cas)?;
+    let authenticator = Arc::new(config.authentication.build()?);
+    let authorizer = config.authorization.build()?.authorizer;
+    let pipeline = Arc::new(Pipeline {
+        authenticator,
+        authorizer,
+        router,
+    });
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     Ok(BoundServer {
         listener,
         tls,
-        router,
+        pipeline,
     })
 }
 

@@ -17,7 +17,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
 use crate::app::{ServerConfig, StorageConfig};
+use crate::auth::flags::{AuthenticationFlags, AuthorizationFlags, AuthorizationMode};
+use crate::auth::rbac;
 use crate::kubeconfig::{self, Credentials};
 use crate::pki::{CertificateAuthority, LeafSpec};
 use crate::registry::RegistryConfig;
@@ -139,6 +144,10 @@ pub fn prepare(layout: &DevLayout, listen: SocketAddr) -> anyhow::Result<ServerC
         layout.write("admin.key", &admin.key_pem)?;
         layout.write("admin.crt", &admin.cert_pem)?;
     }
+    let rbac_file = layout.data_dir.join("rbac.yaml");
+    if !rbac_file.exists() {
+        std::fs::write(&rbac_file, standalone_bindings_yaml()).context("writing rbac.yaml")?;
+    }
     Ok(ServerConfig {
         listen,
         storage: StorageConfig::Embedded {
@@ -146,10 +155,57 @@ pub fn prepare(layout: &DevLayout, listen: SocketAddr) -> anyhow::Result<ServerC
         },
         tls_cert_file: layout.pki.join("apiserver.crt"),
         tls_private_key_file: layout.pki.join("apiserver.key"),
-        client_ca_file: Some(layout.pki.join("ca.crt")),
+        authentication: AuthenticationFlags {
+            client_ca_file: Some(layout.pki.join("ca.crt")),
+            ..AuthenticationFlags::default()
+        },
+        authorization: AuthorizationFlags {
+            authorization_mode: vec![AuthorizationMode::Rbac],
+            authorization_rbac_file: Some(rbac_file),
+        },
         compaction_interval: Duration::from_secs(300),
         registry: RegistryConfig::default(),
     })
+}
+
+/// Groups bound to the shipped ClusterRoles in a standalone hub, so that a user's group in
+/// their certificate (`edgefleet-apiserver kubeconfig --group edgefleet:viewers`) is all it
+/// takes. Behind kube-apiserver, authorization is the management cluster's RBAC instead.
+pub const STANDALONE_GROUPS: [(&str, &str); 3] = [
+    ("edgefleet:admins", rbac::EDGEFLEET_ADMIN),
+    ("edgefleet:operators", rbac::EDGEFLEET_OPERATOR),
+    ("edgefleet:viewers", rbac::EDGEFLEET_VIEWER),
+];
+
+/// The RBAC file a dev hub starts with (`<data-dir>/rbac.yaml`, editable): bindings of
+/// [`STANDALONE_GROUPS`] to the built-in ClusterRoles.
+pub fn standalone_bindings_yaml() -> String {
+    let mut out = String::from(
+        "# RBAC policy of this hub, added to the built-in roles (edgefleet-admin, edgefleet-operator,\n\
+         # edgefleet-viewer and Kubernetes' discovery roles). Edit and restart to change who may do what.\n",
+    );
+    for (group, role) in STANDALONE_GROUPS {
+        let binding = ClusterRoleBinding {
+            metadata: ObjectMeta {
+                name: Some(format!("{role}-{}", group.replace(':', "-"))),
+                ..Default::default()
+            },
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "ClusterRole".into(),
+                name: role.into(),
+            },
+            subjects: Some(vec![Subject {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "Group".into(),
+                name: group.into(),
+                namespace: None,
+            }]),
+        };
+        out.push_str("---\n");
+        out.push_str(&serde_yaml_ng::to_string(&binding).unwrap_or_default());
+    }
+    out
 }
 
 /// Writes the admin kubeconfig pointing at `addr`.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use edgefleet_apiserver::app::{self, ServerConfig, StorageConfig};
+use edgefleet_apiserver::auth::flags::{AuthenticationFlags, AuthorizationFlags};
 use edgefleet_apiserver::dev::{self, DevLayout};
 use edgefleet_apiserver::registry::RegistryConfig;
 use edgefleet_apiserver::storage::etcd::EtcdConfig;
@@ -86,9 +87,10 @@ struct ServeArgs {
     /// Serving private key (PEM).
     #[arg(long)]
     tls_private_key_file: PathBuf,
-    /// CA bundle that signs client certificates (CN = user, O = groups).
-    #[arg(long)]
-    client_ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    authentication: AuthenticationFlags,
+    #[command(flatten)]
+    authorization: AuthorizationFlags,
 }
 
 #[derive(Args)]
@@ -198,7 +200,8 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         storage,
         tls_cert_file: args.tls_cert_file,
         tls_private_key_file: args.tls_private_key_file,
-        client_ca_file: args.client_ca_file,
+        authentication: args.authentication,
+        authorization: args.authorization,
         compaction_interval: args.etcd_compaction_interval,
         registry: RegistryConfig::default(),
     };

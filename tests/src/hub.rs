@@ -93,6 +93,7 @@ impl Hub {
         ] {
             std::fs::write(pki.join(name), contents)?;
         }
+        std::fs::write(pki.join("rbac.yaml"), edgefleet_apiserver::dev::standalone_bindings_yaml())?;
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let prefix = format!("/e2e-{}-{n}/", std::process::id());
@@ -125,7 +126,9 @@ impl Hub {
                     .arg("--tls-private-key-file")
                     .arg(pki.join("apiserver.key"))
                     .arg("--client-ca-file")
-                    .arg(pki.join("ca.crt"));
+                    .arg(pki.join("ca.crt"))
+                    .arg("--authorization-rbac-file")
+                    .arg(pki.join("rbac.yaml"));
             }
         }
         cmd

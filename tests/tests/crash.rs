@@ -15,7 +15,10 @@ const ACKED_BEFORE_KILL: usize = 200;
 const WRITERS: &str = "16";
 
 fn kill_mid_burst_loses_nothing(hub: &mut Hub) {
-    hub.ok_stdin(&["apply", "-f", "-"], Some("apiVersion: edgefleet.io/v1alpha1\nkind: Environment\nmetadata:\n  name: crash\n"));
+    hub.ok_stdin(
+        &["apply", "-f", "-"],
+        Some("apiVersion: edgefleet.io/v1alpha1\nkind: Environment\nmetadata:\n  name: crash\n"),
+    );
     let script = workspace_root().join("tests/python/burst_create.py");
     let mut burst = Command::new("python3")
         .arg(&script)
@@ -36,7 +39,9 @@ fn kill_mid_burst_loses_nothing(hub: &mut Hub) {
     });
     let mut acked = BTreeSet::new();
     while acked.len() < ACKED_BEFORE_KILL {
-        let name = rx.recv_timeout(Duration::from_secs(60)).expect("creates are acknowledged");
+        let name = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("creates are acknowledged");
         acked.insert(name);
     }
     hub.kill();
@@ -47,10 +52,17 @@ fn kill_mid_burst_loses_nothing(hub: &mut Hub) {
 
     hub.start().expect("the hub restarts on the same data");
     let listed = hub.ok(&["get", "ec", "-n", "crash", "-o", "name"]);
-    let stored: BTreeSet<String> =
-        listed.lines().map(|l| l.trim_start_matches("cluster.edgefleet.io/").to_string()).collect();
+    let stored: BTreeSet<String> = listed
+        .lines()
+        .map(|l| l.trim_start_matches("cluster.edgefleet.io/").to_string())
+        .collect();
     let lost: Vec<&String> = acked.difference(&stored).collect();
-    assert!(lost.is_empty(), "{} of {} acknowledged creates were lost: {lost:?}", lost.len(), acked.len());
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged creates were lost: {lost:?}",
+        lost.len(),
+        acked.len()
+    );
 }
 
 #[test]

@@ -8,7 +8,11 @@ use edgefleet_e2e::hub::{workspace_root, Hub};
 fn python_client_creates_lists_patches_watches_and_deletes() {
     let hub = Hub::dev().expect("dev hub starts");
     let script = workspace_root().join("tests/python/cluster_client.py");
-    let out = Command::new("python3").arg(&script).arg(&hub.kubeconfig).output().expect("python3 runs");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&hub.kubeconfig)
+        .output()
+        .expect("python3 runs");
     assert!(
         out.status.success(),
         "{}\n{}\n--- hub log ---\n{}",

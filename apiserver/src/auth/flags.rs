@@ -97,6 +97,24 @@ pub struct AuthenticationFlags {
     pub requestheader_extra_headers_prefix: Vec<String>,
 }
 
+impl Default for AuthenticationFlags {
+    /// The same values as the flags' defaults: anonymous requests allowed (RBAC limits them to
+    /// discovery and health), kube's front-proxy header names, no CAs and no token file.
+    fn default() -> Self {
+        AuthenticationFlags {
+            client_ca_file: None,
+            token_auth_file: None,
+            anonymous_auth: true,
+            requestheader_client_ca_file: None,
+            requestheader_allowed_names: Vec::new(),
+            requestheader_username_headers: vec![DEFAULT_USERNAME_HEADER.into()],
+            requestheader_uid_headers: vec![DEFAULT_UID_HEADER.into()],
+            requestheader_group_headers: vec![DEFAULT_GROUP_HEADER.into()],
+            requestheader_extra_headers_prefix: vec![DEFAULT_EXTRA_HEADERS_PREFIX.into()],
+        }
+    }
+}
+
 impl AuthenticationFlags {
     /// The front-proxy configuration, when `--requestheader-client-ca-file` is set.
     pub fn request_header_config(&self) -> Result<Option<RequestHeaderConfig>, AuthConfigError> {

@@ -192,9 +192,11 @@ impl Resource {
         if let Some(url_name) = url_name {
             match meta_str(obj, "name") {
                 None | Some("") => set_meta(obj, "name", url_name),
-                Some(n) if n != url_name => return Err(ApiError::BadRequest(format!(
+                Some(n) if n != url_name => {
+                    return Err(ApiError::BadRequest(format!(
                     "the name of the object ({n}) does not match the name on the URL ({url_name})"
-                ))),
+                )))
+                }
                 Some(_) => {}
             }
         }
