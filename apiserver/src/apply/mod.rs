@@ -25,6 +25,9 @@
 //! **Update** (`manager`, old → new): every manager loses the fields that changed or
 //! disappeared; the writer gains the fields that changed or appeared. No conflicts.
 //!
+//! A `null` in a configuration owns the field and leaves it unset, as kube-apiserver's pruning
+//! of nulls makes it for structural schemas (free-form values keep their nulls).
+//!
 //! Both honour a [`Scope`] (kube's "reset fields"): the main resource never touches `status`,
 //! the `status` subresource touches nothing else. Neither ever tracks `apiVersion`, `kind`,
 //! or the metadata the server owns (`name`, `uid`, `resourceVersion`, ...).
@@ -49,6 +52,7 @@ mod typed;
 mod tests;
 
 use std::fmt::Write as _;
+use std::sync::LazyLock;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Map, Value};
@@ -101,7 +105,7 @@ impl Scope {
     /// The part of a field set this scope may touch.
     fn filter(self, set: &FieldSet) -> FieldSet {
         match self {
-            Scope::Main => set.recursive_difference(&status_set()),
+            Scope::Main => set.recursive_difference(&STATUS),
             Scope::Status => set.only_field("status"),
         }
     }
@@ -122,13 +126,13 @@ impl Scope {
     }
 }
 
-fn status_set() -> FieldSet {
-    std::iter::once(Path::fields(["status"])).collect()
-}
+/// `status`, and everything below it.
+static STATUS: LazyLock<FieldSet> =
+    LazyLock::new(|| std::iter::once(Path::fields(["status"])).collect());
 
 /// The paths no manager ever owns, as a set to subtract (not recursively: owning
 /// `metadata.labels` is fine, owning `metadata` itself is not).
-fn stripped_set() -> FieldSet {
+static STRIPPED: LazyLock<FieldSet> = LazyLock::new(|| {
     let mut set: FieldSet = STRIPPED_TOP_LEVEL
         .iter()
         .map(|f| Path::fields([*f]))
@@ -137,7 +141,7 @@ fn stripped_set() -> FieldSet {
         set.insert(&Path::fields(["metadata", field]).0);
     }
     set
-}
+});
 
 /// A server-side apply request.
 #[derive(Clone, Debug)]
@@ -147,7 +151,7 @@ pub struct ApplyRequest<'a> {
     pub live: Option<&'a Value>,
     /// The applied configuration, already parsed from YAML or JSON.
     pub config: &'a Value,
-    /// The field manager (`?fieldManager=`).
+    /// The field manager (`?fieldManager=`); required.
     pub manager: &'a str,
     /// `?force=true`: take conflicting fields from their owners instead of failing.
     pub force: bool,
@@ -199,9 +203,9 @@ pub enum ApplyError {
     /// cause per field.
     #[error("{}", conflicts_message(.0))]
     Conflicts(Vec<Conflict>),
-    /// The applied configuration is not acceptable (no apiVersion or kind, wrong kind or
-    /// version, a field the schema does not declare, a list item without its key, duplicate
-    /// items, managedFields set); `400 Bad Request`.
+    /// The request is not acceptable: no field manager, or a configuration without apiVersion
+    /// or kind, of another kind or version, with a field the schema does not declare, a list
+    /// item without its key, duplicate items, or managedFields set; `400 Bad Request`.
     #[error("{0}")]
     InvalidConfig(String),
     /// managedFields (stored, or sent with an update) cannot be parsed; `400 Bad Request`
@@ -297,8 +301,8 @@ pub fn apply(req: ApplyRequest<'_>) -> Result<Value> {
     }
 
     schema.drop_nulls(&mut merged);
-    let changed = !typed_equal(&live, &merged);
-    let set = applied.difference(&stripped_set());
+    let changed = !fieldpath::values_equal(&live, &merged);
+    let set = applied.difference(&STRIPPED);
     if set.is_empty() {
         managed.entries.remove(&key);
     } else {
@@ -371,7 +375,7 @@ pub fn record_update(
         entry.set = entry.set.difference(&changed).difference(&changes.removed);
     }
     let writer = ManagerKey::new(manager, Operation::Update, api_version, scope.subresource());
-    let taken = changed.difference(&stripped_set());
+    let taken = changed.difference(&STRIPPED);
     if !taken.is_empty() {
         let set = match managed.entries.get(&writer) {
             Some(previous) => taken.union(&previous.set),
@@ -392,6 +396,11 @@ pub fn record_update(
 /// Validates the applied configuration and returns it as an object.
 fn check_config<'a>(req: &ApplyRequest<'a>) -> Result<&'a Map<String, Value>> {
     let invalid = |m: String| ApplyError::InvalidConfig(m);
+    if req.manager.is_empty() {
+        return Err(invalid(
+            "fieldManager is required for apply requests".into(),
+        ));
+    }
     let Some(config) = req.config.as_object() else {
         return Err(invalid("the apply configuration must be an object".into()));
     };
@@ -508,7 +517,7 @@ fn prune(schema: &ObjectSchema, merged: Value, managed: &ManagedFields, last: &F
         .values()
         .fold(FieldSet::new(), |acc, e| acc.union(&e.set));
     // The server's own fields are never in a set but must never be pruned either.
-    owned = owned.union(&stripped_set());
+    owned = owned.union(&STRIPPED);
     let owned = ensure(&owned);
 
     let merged_set = ensure(&schema.field_set(&merged));
@@ -559,9 +568,4 @@ fn take_from_others(
     }
     managed.drop_empty();
     Vec::new()
-}
-
-/// Equality as SMD sees it (`1` equals `1.0`), used to tell a no-op apply.
-fn typed_equal(a: &Value, b: &Value) -> bool {
-    fieldpath::values_equal(a, b)
 }

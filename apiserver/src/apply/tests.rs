@@ -282,6 +282,10 @@ fn every_kind_schema_compiles() {
     );
     compile::<Placement>();
     compile::<ClusterAddon>();
+
+    // Compiled once per kind and shared across request handlers.
+    fn shareable<T: Send + Sync + 'static>(_: &T) {}
+    shareable(&std::sync::Arc::new(s));
 }
 
 #[test]
@@ -1018,6 +1022,34 @@ fn a_configuration_must_fit_the_schema() {
 }
 
 #[test]
+fn apply_needs_a_field_manager() {
+    let err =
+        Store::new(cluster_schema()).try_apply("", &cluster("edge-1").build(), false, Scope::Main);
+    assert_eq!(
+        err,
+        Err(ApplyError::InvalidConfig(
+            "fieldManager is required for apply requests".into()
+        ))
+    );
+}
+
+#[test]
+fn int_or_string_fields_are_scalars() {
+    let mut store = Store::new(placement_schema());
+    let mut config = placement(&["a100"], &["gpu-operator"]);
+    config["spec"]["strategy"] = json!({"maxUnavailable": "25%"});
+    store.apply("mgr-a", &config);
+    config["spec"]["strategy"]["maxUnavailable"] = json!(2);
+    let err = store.conflicts("mgr-b", &config);
+    assert_eq!(
+        conflict_fields(&err),
+        [("mgr-a".into(), ".spec.strategy.maxUnavailable".into())]
+    );
+    let obj = store.force_apply("mgr-b", &config);
+    assert_eq!(obj["spec"]["strategy"]["maxUnavailable"], 2);
+}
+
+#[test]
 fn applying_null_owns_the_field_and_leaves_it_unset() {
     let mut store = Store::new(cluster_schema());
     store.update(
@@ -1133,6 +1165,27 @@ fn malformed_managed_fields_are_rejected_when_sent_and_dropped_when_stored() {
     let edited = store.edited(|o| o["spec"]["paused"] = json!(true));
     store.update("kubectl-edit", edited, Scope::Main);
     assert_eq!(store.managers(), [mgr("kubectl-edit", "Update", "")]);
+}
+
+#[test]
+fn stored_sets_follow_lists_that_became_atomic() {
+    // An entry written when `manifests` was item-by-item: its owner now owns the list whole.
+    let mut store = Store::new(addon_schema());
+    let addon = json!({
+        "apiVersion": API_VERSION, "kind": "ClusterAddon", "metadata": {"name": "a", "namespace": "retail"},
+        "spec": {"version": "v1", "manifests": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}]},
+    });
+    store.update("creator", addon, Scope::Main);
+    let old_style = json!([{
+        "manager": "creator", "operation": "Update", "apiVersion": API_VERSION, "time": "2024-06-01T00:00:00Z",
+        "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:manifests": {".": {}, "i:0": {"f:kind": {}}}, "f:version": {}}},
+    }]);
+    let edited = store.edited(|o| o["metadata"]["managedFields"] = old_style);
+    store.update("creator", edited, Scope::Main);
+    assert_eq!(
+        store.fields("creator", "Update"),
+        json!({"f:spec": {"f:manifests": {}, "f:version": {}}})
+    );
 }
 
 #[test]
@@ -1308,6 +1361,78 @@ prop_compose! {
     }
 }
 
+/// Free-form JSON as Helm values are: nested maps, lists, scalars and nulls.
+fn free_form() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        (-3..3i64).prop_map(Value::from),
+        dns_label().prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 16, 3, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+            proptest::collection::btree_map(dns_label(), inner, 0..3)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+prop_compose! {
+    fn addon_config()(
+        version in "v[0-9]\\.[0-9]",
+        values in proptest::collection::btree_map(dns_label(), free_form(), 0..4),
+        manifests in proptest::collection::vec(dns_label(), 0..3),
+    ) -> Value {
+        let manifests: Vec<Value> = manifests
+            .iter()
+            .map(|n| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": n}}))
+            .collect();
+        let values: serde_json::Map<String, Value> = values.into_iter().collect();
+        json!({
+            "apiVersion": API_VERSION,
+            "kind": "ClusterAddon",
+            "metadata": {"name": "gpu-operator", "namespace": "retail"},
+            "spec": {"version": version, "manifests": manifests, "helm": {"chart": "gpu-operator", "values": values}},
+        })
+    }
+}
+
+prop_compose! {
+    fn placement_config()(
+        fleets in proptest::collection::btree_set(dns_label(), 0..4),
+        addons in proptest::collection::btree_set(dns_label(), 0..3),
+        canary in proptest::option::of(prop_oneof![(0..5i64).prop_map(Value::from), Just(json!("10%"))]),
+    ) -> Value {
+        let fleets: Vec<&str> = fleets.iter().map(String::as_str).collect();
+        let addons: Vec<&str> = addons.iter().map(String::as_str).collect();
+        let mut config = placement(&fleets, &addons);
+        if let Some(canary) = canary {
+            config["spec"]["strategy"] = json!({"canary": canary});
+        }
+        config
+    }
+}
+
+/// `mgr` applying `config` (forced, over what `other` applied) and then applying it again
+/// changes nothing, and every stored fieldsV1 re-encodes to itself.
+fn check_apply_is_idempotent(
+    schema: &'static ObjectSchema,
+    other: &Value,
+    config: &Value,
+) -> Result<(), TestCaseError> {
+    let mut store = Store::new(schema);
+    store.apply("other", other);
+    let once = store.force_apply("mgr", config);
+    let twice = store.apply("mgr", config);
+    prop_assert_eq!(&once, &twice);
+    for entry in managed_fields(&once) {
+        let set = FieldSet::from_fields_v1(&entry["fieldsV1"]).expect("stored fieldsV1 decodes");
+        prop_assert_eq!(&set.to_fields_v1(), &entry["fieldsV1"]);
+    }
+    Ok(())
+}
+
 fn path_element() -> impl Strategy<Value = PathElement> {
     prop_oneof![
         dns_label().prop_map(PathElement::Field),
@@ -1331,18 +1456,18 @@ fn path_element() -> impl Strategy<Value = PathElement> {
 
 proptest! {
     #[test]
-    fn applying_twice_is_applying_once(first in cluster_config(), second in cluster_config()) {
-        let mut store = Store::new(cluster_schema());
-        // Another manager's fields make pruning and sharing part of the picture.
-        store.apply("other", &second);
-        let once = store.try_apply("mgr", &first, true, Scope::Main);
-        let once = once.expect("forced apply succeeds");
-        let twice = store.apply("mgr", &first);
-        prop_assert_eq!(&once, &twice);
-        for entry in managed_fields(&once) {
-            let set = FieldSet::from_fields_v1(&entry["fieldsV1"]).expect("stored fieldsV1 decodes");
-            prop_assert_eq!(&set.to_fields_v1(), &entry["fieldsV1"]);
-        }
+    fn applying_twice_is_applying_once(other in cluster_config(), config in cluster_config()) {
+        check_apply_is_idempotent(cluster_schema(), &other, &config)?;
+    }
+
+    #[test]
+    fn applying_free_form_values_twice_is_applying_once(other in addon_config(), config in addon_config()) {
+        check_apply_is_idempotent(addon_schema(), &other, &config)?;
+    }
+
+    #[test]
+    fn applying_sets_twice_is_applying_once(other in placement_config(), config in placement_config()) {
+        check_apply_is_idempotent(placement_schema(), &other, &config)?;
     }
 
     #[test]

@@ -410,7 +410,7 @@ impl ObjectSchema {
                     if let (Some(lp), Some(rp)) =
                         (self.item_elements(list, l), self.item_elements(list, r))
                     {
-                        self.compare_items(list, l, &lp, r, &rp, path, out);
+                        self.compare_items(list, (l, &lp), (r, &rp), path, out);
                         return false;
                     }
                 }
@@ -452,14 +452,12 @@ impl ObjectSchema {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Compares list items by identity; each side is `(items, their path elements)`.
     fn compare_items(
         &self,
         list: &ListType,
-        l: &[Value],
-        lp: &[PathElement],
-        r: &[Value],
-        rp: &[PathElement],
+        (l, lp): (&[Value], &[PathElement]),
+        (r, rp): (&[Value], &[PathElement]),
         path: &mut Vec<PathElement>,
         out: &mut Comparison,
     ) {
