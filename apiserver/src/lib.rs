@@ -8,6 +8,7 @@
 //! ```
 
 pub mod app;
+pub mod apply;
 pub mod auth;
 pub mod dev;
 pub mod errors;
