@@ -1,37 +1,84 @@
-//! managedFields: who owns which fields, and server-side apply.
-//!
-//! Placeholder until the apply engine lands: updates record nothing and apply is refused.
+//! managedFields: who owns which fields (every write), and server-side apply, through the
+//! [`crate::apply`] engine with the kind's compiled schema.
 
 use edgefleet_api::jiff::Timestamp;
+use edgefleet_api::API_VERSION;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::Value;
 
+use super::object;
 use super::write::{Target, WriteOptions};
 use super::Resource;
+use crate::apply::{self, ApplyError, ApplyRequest, Scope};
 use crate::errors::ApiError;
 
+fn scope(target: Target) -> Scope {
+    match target {
+        Target::Main => Scope::Main,
+        Target::Status => Scope::Status,
+    }
+}
+
 impl Resource {
-    /// Records an Update operation by `manager` turning `old` into `new`.
+    /// Records an Update operation by `manager` turning `old` (none for a create) into `new`.
     pub(crate) fn record_update(
         &self,
-        _old: Option<&Value>,
-        _new: &mut Value,
-        _manager: &str,
-        _target: Target,
-        _now: Timestamp,
+        old: Option<&Value>,
+        new: &mut Value,
+        manager: &str,
+        target: Target,
+        now: Timestamp,
     ) -> Result<(), ApiError> {
+        let recorded = apply::record_update(
+            &self.object_schema,
+            old,
+            new.take(),
+            manager,
+            scope(target),
+            API_VERSION,
+            Time(now),
+        )
+        .map_err(|e| self.apply_error(object::name(old.unwrap_or(&Value::Null)), e))?;
+        *new = recorded;
         Ok(())
     }
 
-    /// Merges an applied configuration into the live object.
+    /// Merges an applied configuration into the live object (none: the apply creates it).
     pub(crate) fn merge_apply(
         &self,
-        _live: Option<&Value>,
-        _config: &Value,
-        _target: Target,
-        _opts: &WriteOptions,
+        live: Option<&Value>,
+        config: &Value,
+        target: Target,
+        opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        Err(ApiError::UnsupportedMediaType(
-            "server-side apply is not available yet".into(),
-        ))
+        apply::apply(ApplyRequest {
+            schema: &self.object_schema,
+            live,
+            config,
+            manager: &opts.field_manager,
+            force: opts.force,
+            scope: scope(target),
+            api_version: API_VERSION,
+            now: Time(Timestamp::now()),
+        })
+        .map_err(|e| self.apply_error(object::name(config), e))
+    }
+
+    fn apply_error(&self, name: &str, err: ApplyError) -> ApiError {
+        match err {
+            ApplyError::Conflicts(conflicts) => ApiError::ApplyConflict {
+                resource: self.group_resource.clone(),
+                name: name.to_string(),
+                message: ApplyError::Conflicts(conflicts.clone()).message(),
+                fields: conflicts
+                    .iter()
+                    .map(|c| (c.field.clone(), c.cause_message()))
+                    .collect(),
+            },
+            ApplyError::InvalidConfig(message) => ApiError::BadRequest(message),
+            ApplyError::InvalidManagedFields(message) => {
+                ApiError::BadRequest(format!("invalid metadata.managedFields: {message}"))
+            }
+        }
     }
 }

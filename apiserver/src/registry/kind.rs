@@ -78,7 +78,7 @@ impl<K: ApiKind> KindStrategy for Typed<K> {
     }
 
     fn canonicalize(&self, obj: Value) -> Result<Value, String> {
-        let mut typed: K = serde_path_to_error::deserialize(obj).map_err(|e| {
+        let mut typed: K = serde_path_to_error::deserialize(obj.clone()).map_err(|e| {
             let path = e.path().to_string();
             if path == "." {
                 e.inner().to_string()
@@ -87,8 +87,12 @@ impl<K: ApiKind> KindStrategy for Typed<K> {
             }
         })?;
         typed.default_fields();
-        let mut out = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
-        // Keep `metadata` exactly as given: ObjectMeta's serializer already drops empty fields.
+        let defaulted = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
+        // Defaults only fill what is absent: values the client set stay exactly as set (an
+        // explicit `paused: false` is kept), as for custom resources, so that applying the same
+        // configuration twice is a no-op.
+        let mut out = obj;
+        fill_absent(&mut out, &defaulted);
         if let Value::Object(map) = &mut out {
             drop_empty(map, "status");
         }
@@ -119,6 +123,29 @@ impl<K: ApiKind> KindStrategy for Typed<K> {
             Some(typed) => typed.cells(now),
             None => vec![Value::Null; K::columns().len()],
         }
+    }
+}
+
+/// Copies into `target` every field of `defaults` that `target` lacks, recursively (lists
+/// element by element: decoding never changes their length).
+fn fill_absent(target: &mut Value, defaults: &Value) {
+    match (target, defaults) {
+        (Value::Object(t), Value::Object(d)) => {
+            for (key, value) in d {
+                match t.get_mut(key) {
+                    Some(existing) => fill_absent(existing, value),
+                    None => {
+                        t.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (Value::Array(t), Value::Array(d)) if t.len() == d.len() => {
+            for (item, default) in t.iter_mut().zip(d) {
+                fill_absent(item, default);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -33,6 +33,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use crate::apply::ObjectSchema;
 use crate::errors::{ApiError, GroupResource};
 use crate::selectors::{FieldSelectorExpr, LabelSelectorExpr};
 use crate::storage::{DynStorage, KeyValue};
@@ -53,6 +54,8 @@ pub struct Resource {
     /// The kind's OpenAPI schema and the components it refers to.
     pub schema: Value,
     pub components: Arc<Map<String, Value>>,
+    /// The schema compiled for managedFields and server-side apply.
+    pub object_schema: Arc<ObjectSchema>,
     /// `edgefleet.io/<resource>/`
     pub key_prefix: String,
     store: DynStorage,
@@ -104,8 +107,13 @@ impl Registry {
                     decoder(),
                     config.watch_cache_window,
                 );
+                let schema = strategy.schema();
+                let object_schema = ObjectSchema::new(&schema, &components)
+                    .map(Arc::new)
+                    .expect("the built-in schemas compile");
                 let resource = Resource {
-                    schema: strategy.schema(),
+                    object_schema,
+                    schema,
                     group_resource: GroupResource::new(GROUP, info.plural),
                     components: components.clone(),
                     key_prefix,
