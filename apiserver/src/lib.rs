@@ -1,1 +1,2 @@
 //! The edgefleet hub.
+pub mod storage;

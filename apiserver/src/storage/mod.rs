@@ -26,6 +26,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
+pub mod compactor;
 pub mod embedded;
 pub mod etcd;
 
@@ -126,11 +127,21 @@ pub enum StorageError {
     NotFound { key: String },
     /// A compare-and-swap precondition failed; `current` is the key's present value.
     #[error("key {key:?} has mod revision {}, not the expected {expected}", current.mod_revision)]
-    Conflict { key: String, expected: Revision, current: Box<KeyValue> },
+    Conflict {
+        key: String,
+        expected: Revision,
+        current: Box<KeyValue>,
+    },
     #[error("revision {requested} has been compacted; the oldest available is {compacted}")]
-    Compacted { requested: Revision, compacted: Revision },
+    Compacted {
+        requested: Revision,
+        compacted: Revision,
+    },
     #[error("revision {requested} is newer than the current revision {current}")]
-    FutureRevision { requested: Revision, current: Revision },
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
+    },
     #[error("storage is unavailable: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("storage data is corrupt: {0}")]
@@ -191,7 +202,9 @@ where
     let mut current = store
         .get(key)
         .await?
-        .ok_or_else(|| StorageError::NotFound { key: key.to_string() })?;
+        .ok_or_else(|| StorageError::NotFound {
+            key: key.to_string(),
+        })?;
     loop {
         match f(&current)? {
             Update::Unchanged => return Ok(current),
