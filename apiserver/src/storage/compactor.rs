@@ -42,7 +42,7 @@ enum Target {
     /// A store only this process compacts (the embedded store).
     Sole(DynStorage),
     /// etcd, possibly shared with other replicas.
-    Etcd(EtcdStore),
+    Etcd(Box<EtcdStore>),
 }
 
 impl Compactor {
@@ -53,7 +53,7 @@ impl Compactor {
 
     /// A compactor for an etcd that other hub replicas (or a kube-apiserver) may compact too.
     pub fn for_etcd(store: EtcdStore) -> Self {
-        Self::with_target(Target::Etcd(store))
+        Self::with_target(Target::Etcd(Box::new(store)))
     }
 
     fn with_target(target: Target) -> Self {

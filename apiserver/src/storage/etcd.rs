@@ -16,6 +16,9 @@
 //! `version(k) > 0` guards an update with `expected == 0`: etcd compares a missing key's
 //! revisions as 0, so without it such an update would create the key.
 //!
+//! Progress items are etcd's progress notifications, sent every
+//! `--experimental-watch-progress-notify-interval` (10 minutes unless configured).
+//!
 //! etcd does not say how far it compacted when it refuses a range for that reason, so the
 //! `compacted` of such a [`StorageError::Compacted`] is the lowest it can be (`requested + 1`);
 //! a watch's cancellation does carry it.

@@ -189,13 +189,16 @@ async fn a_watcher_that_stops_reading_catches_up_from_disk() {
     let store = EmbeddedStore::open(dir.path()).unwrap();
     let mut watch = store.watch("w/", 0).await.unwrap();
     let mut kv = store.create("w/counter", value("0")).await.unwrap();
+    // Caught up and following the broadcast: from here on only a lag sends it back to disk.
+    let first = watch.next().await.unwrap().unwrap();
+    assert!(matches!(first, WatchItem::Event(event) if event.kv == kv));
     for i in 1..WRITES {
         kv = store
             .update("w/counter", kv.mod_revision, value(&i.to_string()))
             .await
             .unwrap();
     }
-    let mut revision = 0;
+    let mut revision = 1;
     while revision < WRITES {
         match watch.next().await.unwrap().unwrap() {
             WatchItem::Event(event) => {

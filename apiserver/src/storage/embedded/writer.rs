@@ -160,6 +160,11 @@ impl Writer {
             }
             Err(error) => {
                 tracing::error!(%error, requests = replies.len(), "embedded store commit failed");
+                if replies.is_empty() && self.sweep.take().is_some() {
+                    // Retrying at once would spin on a failing disk; the sweep resumes at the
+                    // next compaction or the next open.
+                    tracing::warn!("suspended sweeping compacted history");
+                }
                 let error = Arc::new(error);
                 for reply in replies {
                     let _ = reply.send(Err(StorageError::Unavailable(Box::new(CommitFailed(
