@@ -229,10 +229,10 @@ fn validate_manifest(manifest: &Value, path: &Path) -> ErrorList {
         return errs;
     };
     for field in ["apiVersion", "kind"] {
-        if !obj
+        if obj
             .get(field)
             .and_then(Value::as_str)
-            .is_some_and(|s| !s.is_empty())
+            .is_none_or(str::is_empty)
         {
             errs.push(FieldError::required(&path.child(field), ""));
         }

@@ -138,7 +138,16 @@ impl CertificateAuthority {
     }
 
     /// Issues a leaf certificate with a fresh key.
+    ///
+    /// rcgen keeps one value per subject attribute type, so a certificate carries at most one
+    /// `O` (group); more are refused rather than silently dropped.
     pub fn issue(&self, spec: &LeafSpec) -> Result<CertifiedKey> {
+        if spec.organizations.len() > 1 {
+            return Err(PkiError(format!(
+                "a certificate can carry one group (O) here, not {}: bind the others to the user in RBAC",
+                spec.organizations.len()
+            )));
+        }
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params
@@ -182,9 +191,13 @@ mod tests {
     #[test]
     fn issues_client_certificates_with_groups() {
         let ca = CertificateAuthority::generate("test-ca").unwrap();
-        let leaf = ca
-            .issue(&LeafSpec::client("alice", &["ops", "viewers"]))
-            .unwrap();
+        assert!(
+            ca.issue(&LeafSpec::client("alice", &["ops", "viewers"]))
+                .is_err(),
+            "two O values would lose one"
+        );
+        let leaf = ca.issue(&LeafSpec::client("alice", &["ops"])).unwrap();
+
         let (_, pem) = x509_parser::pem::parse_x509_pem(leaf.cert_pem.as_bytes()).unwrap();
         let cert = pem.parse_x509().unwrap();
         let cn: Vec<&str> = cert

@@ -188,22 +188,17 @@ impl<'a> Schema<'a> {
                     }
                 }
             }
-            Some("integer") => {
-                if !(value.is_i64() || value.is_u64()) {
-                    out.errors.push(type_error(path, value, "integer"));
-                }
+            Some("integer") if !(value.is_i64() || value.is_u64()) => {
+                out.errors.push(type_error(path, value, "integer"));
             }
-            Some("number") => {
-                if !value.is_number() {
-                    out.errors.push(type_error(path, value, "number"));
-                }
+            Some("number") if !value.is_number() => {
+                out.errors.push(type_error(path, value, "number"));
             }
-            Some("boolean") => {
-                if !value.is_boolean() {
-                    out.errors.push(type_error(path, value, "boolean"));
-                }
+            Some("boolean") if !value.is_boolean() => {
+                out.errors.push(type_error(path, value, "boolean"));
             }
             _ => {}
+
         }
     }
 }

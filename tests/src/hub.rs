@@ -27,7 +27,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// A workspace binary (`target/debug/<name>`), next to the test executable's `deps/` folder.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable has a path");
-    let dir = exe.parent().and_then(Path::parent).expect("tests run from target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -39,13 +42,19 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// The workspace root (for `config/samples`).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_path_buf()
 }
 
 /// How the hub stores objects.
 enum Mode {
     Dev,
-    Etcd { endpoints: Vec<String>, prefix: String },
+    Etcd {
+        endpoints: Vec<String>,
+        prefix: String,
+    },
 }
 
 /// A running hub.
@@ -81,7 +90,11 @@ impl Hub {
         let pki = dir.path().join("pki");
         std::fs::create_dir_all(&pki)?;
         let ca = CertificateAuthority::generate("e2e-ca")?;
-        let serving = ca.issue(&LeafSpec::server("hub", &["localhost"], &["127.0.0.1".parse()?]))?;
+        let serving = ca.issue(&LeafSpec::server(
+            "hub",
+            &["localhost"],
+            &["127.0.0.1".parse()?],
+        ))?;
         let admin = ca.issue(&LeafSpec::client("e2e-admin", &["system:masters"]))?;
         for (name, contents) in [
             ("ca.crt", &ca.cert.cert_pem),
@@ -93,13 +106,19 @@ impl Hub {
         ] {
             std::fs::write(pki.join(name), contents)?;
         }
-        std::fs::write(pki.join("rbac.yaml"), edgefleet_apiserver::dev::standalone_bindings_yaml())?;
+        std::fs::write(
+            pki.join("rbac.yaml"),
+            edgefleet_apiserver::dev::standalone_bindings_yaml(),
+        )?;
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let prefix = format!("/e2e-{}-{n}/", std::process::id());
         let mut hub = Hub {
             child: None,
-            mode: Mode::Etcd { endpoints: etcd.endpoints(), prefix },
+            mode: Mode::Etcd {
+                endpoints: etcd.endpoints(),
+                prefix,
+            },
             kubeconfig: dir.path().join("admin.kubeconfig"),
             log: dir.path().join("hub.log"),
             addr: "127.0.0.1:0".parse()?,
@@ -111,24 +130,42 @@ impl Hub {
 
     fn command(&self) -> Command {
         let mut cmd = Command::new(binary("edgefleet-apiserver"));
-        let listen = if self.addr.port() == 0 { "127.0.0.1:0".to_string() } else { self.addr.to_string() };
+        let listen = if self.addr.port() == 0 {
+            "127.0.0.1:0".to_string()
+        } else {
+            self.addr.to_string()
+        };
         match &self.mode {
             Mode::Dev => {
-                cmd.args(["dev", "--listen", &listen, "--data-dir"]).arg(self.dir.path().join("data"));
+                cmd.args(["dev", "--listen", &listen, "--data-dir"])
+                    .arg(self.dir.path().join("data"));
             }
             Mode::Etcd { endpoints, prefix } => {
                 let pki = self.dir.path().join("pki");
                 let (ip, port) = listen.rsplit_once(':').expect("host:port");
-                cmd.args(["serve", "--storage", "etcd", "--etcd-endpoints", &endpoints.join(",")])
-                    .args(["--etcd-prefix", prefix, "--bind-address", ip, "--secure-port", port])
-                    .arg("--tls-cert-file")
-                    .arg(pki.join("apiserver.crt"))
-                    .arg("--tls-private-key-file")
-                    .arg(pki.join("apiserver.key"))
-                    .arg("--client-ca-file")
-                    .arg(pki.join("ca.crt"))
-                    .arg("--authorization-rbac-file")
-                    .arg(pki.join("rbac.yaml"));
+                cmd.args([
+                    "serve",
+                    "--storage",
+                    "etcd",
+                    "--etcd-endpoints",
+                    &endpoints.join(","),
+                ])
+                .args([
+                    "--etcd-prefix",
+                    prefix,
+                    "--bind-address",
+                    ip,
+                    "--secure-port",
+                    port,
+                ])
+                .arg("--tls-cert-file")
+                .arg(pki.join("apiserver.crt"))
+                .arg("--tls-private-key-file")
+                .arg(pki.join("apiserver.key"))
+                .arg("--client-ca-file")
+                .arg(pki.join("ca.crt"))
+                .arg("--authorization-rbac-file")
+                .arg(pki.join("rbac.yaml"));
             }
         }
         cmd
@@ -136,7 +173,10 @@ impl Hub {
 
     /// Starts (or restarts) the process and waits until it serves.
     pub fn start(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let mut child = self
             .command()
             .env("RUST_LOG", "info")
@@ -159,7 +199,9 @@ impl Hub {
                 Ok(line) => {
                     if let Some(rest) = line.split("serving on https://").nth(1) {
                         let addr = rest.split([',', ' ']).next().unwrap_or_default();
-                        break addr.parse::<SocketAddr>().with_context(|| format!("address in {line:?}"))?;
+                        break addr
+                            .parse::<SocketAddr>()
+                            .with_context(|| format!("address in {line:?}"))?;
                     }
                 }
                 Err(_) => bail!("the hub did not start serving:\n{}", self.log_tail()),
@@ -180,7 +222,10 @@ impl Hub {
             &format!("https://{}", self.addr),
             &read("ca.crt")?,
             "e2e-admin",
-            Credentials::ClientCertificate { cert_pem: &read("admin.crt")?, key_pem: &read("admin.key")? },
+            Credentials::ClientCertificate {
+                cert_pem: &read("admin.crt")?,
+                key_pem: &read("admin.key")?,
+            },
             None,
         );
         std::fs::write(&self.kubeconfig, config)?;
@@ -194,7 +239,11 @@ impl Hub {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("the hub never became ready: {}\n{}", String::from_utf8_lossy(&out.stderr), self.log_tail());
+                bail!(
+                    "the hub never became ready: {}\n{}",
+                    String::from_utf8_lossy(&out.stderr),
+                    self.log_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -227,20 +276,42 @@ impl Hub {
     }
 
     /// Runs kubectl with `kubeconfig`, feeding `stdin`.
-    pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
+    pub fn kubectl_as(
+        &self,
+        kubeconfig: &Path,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> anyhow::Result<Output> {
         self.kubectl_env(kubeconfig, args, stdin, &[])
     }
 
     /// Runs kubectl with `kubeconfig`, `stdin` and extra environment variables.
-    pub fn kubectl_env(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> anyhow::Result<Output> {
+    pub fn kubectl_env(
+        &self,
+        kubeconfig: &Path,
+        args: &[&str],
+        stdin: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Output> {
         let mut cmd = Command::new("kubectl");
-        cmd.arg("--kubeconfig").arg(kubeconfig).args(args).envs(env.iter().copied());
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(args)
+            .envs(env.iter().copied());
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().context("running kubectl")?;
         if let Some(input) = stdin {
-            child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
+            child
+                .stdin
+                .take()
+                .context("stdin")?
+                .write_all(input.as_bytes())?;
         }
         Ok(child.wait_with_output()?)
     }
@@ -252,7 +323,9 @@ impl Hub {
 
     /// kubectl with stdin that must succeed; returns stdout.
     pub fn ok_stdin(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let out = self.kubectl_as(&self.kubeconfig, args, stdin).expect("kubectl runs");
+        let out = self
+            .kubectl_as(&self.kubeconfig, args, stdin)
+            .expect("kubectl runs");
         assert!(
             out.status.success(),
             "kubectl {args:?} failed: {}\n--- hub log ---\n{}",
@@ -276,8 +349,14 @@ impl Hub {
 
     /// kubectl that must fail; returns stderr.
     pub fn fails(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let out = self.kubectl_as(&self.kubeconfig, args, stdin).expect("kubectl runs");
-        assert!(!out.status.success(), "kubectl {args:?} should have failed, printed: {}", String::from_utf8_lossy(&out.stdout));
+        let out = self
+            .kubectl_as(&self.kubeconfig, args, stdin)
+            .expect("kubectl runs");
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} should have failed, printed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
@@ -288,11 +367,22 @@ impl Hub {
         let config = match &self.mode {
             Mode::Dev => {
                 let out = Command::new(binary("edgefleet-apiserver"))
-                    .args(["kubeconfig", "--user", user, "--server", &server, "--data-dir"])
+                    .args([
+                        "kubeconfig",
+                        "--user",
+                        user,
+                        "--server",
+                        &server,
+                        "--data-dir",
+                    ])
                     .arg(self.dir.path().join("data"))
                     .args(groups.iter().flat_map(|g| ["--group", g]))
                     .output()?;
-                anyhow::ensure!(out.status.success(), "minting a kubeconfig: {}", String::from_utf8_lossy(&out.stderr));
+                anyhow::ensure!(
+                    out.status.success(),
+                    "minting a kubeconfig: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 String::from_utf8(out.stdout)?
             }
             Mode::Etcd { .. } => {
@@ -307,7 +397,10 @@ impl Hub {
                     &server,
                     &ca.cert.cert_pem,
                     user,
-                    Credentials::ClientCertificate { cert_pem: &leaf.cert_pem, key_pem: &leaf.key_pem },
+                    Credentials::ClientCertificate {
+                        cert_pem: &leaf.cert_pem,
+                        key_pem: &leaf.key_pem,
+                    },
                     None,
                 )
             }

@@ -1,8 +1,10 @@
-//! Shared harness for the end-to-end tests: a real etcd ([`etcd::EtcdProcess`]), a throwaway
-//! PKI ([`pki::TestCa`]) and the storage conformance suite ([`conformance`]).
+//! Shared harness for the end-to-end tests: a real etcd ([`etcd::EtcdProcess`]), a real hub
+//! process with kubectl pointed at it ([`hub::Hub`]), certificates ([`pki`]) and the storage
+//! conformance suite ([`conformance`]).
 
 pub mod conformance;
 pub mod etcd;
+pub mod hub;
 pub mod pki;
 
 pub use etcd::{ClientTls, EtcdOptions, EtcdProcess};
