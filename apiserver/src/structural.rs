@@ -127,7 +127,13 @@ impl<'a> Schema<'a> {
                 };
                 let props = self.node.get("properties").and_then(Value::as_object);
                 let additional = self.additional();
+                if props.is_none() && additional.is_none() {
+                    // An object schema that declares nothing (FieldsV1, RawExtension) holds
+                    // anything: it is opaque to the schema, not empty.
+                    return;
+                }
                 let mut unknown = Vec::new();
+
                 for (key, field) in map.iter_mut() {
                     let field_path = if props.is_some() {
                         path.child(key)
@@ -198,7 +204,6 @@ impl<'a> Schema<'a> {
                 out.errors.push(type_error(path, value, "boolean"));
             }
             _ => {}
-
         }
     }
 }

@@ -143,15 +143,10 @@ fn samples_and_tables(hub: &Hub) {
             "AGE"
         ]
     );
+    // VERSION and NODES stay empty until the agent reports; GPUS counts 0.
     assert_eq!(
         words(lines[1])[..5],
-        [
-            "retail-prod",
-            "store-0042",
-            "retail-prod",
-            "Pending",
-            "<none>"
-        ]
+        ["retail-prod", "store-0042", "retail-prod", "Pending", "0"]
     );
     let wide = hub.ok(&["get", "ec", "-n", NS, "-o", "wide"]);
     assert_eq!(

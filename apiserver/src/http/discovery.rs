@@ -47,7 +47,12 @@ pub fn core_versions() -> Value {
 
 /// `/api/v1`: an empty resource list.
 pub fn core_resources() -> Value {
-    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1", "resources": []})
+    json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": "v1",
+        "resources": [super::core::namespaces_resource()],
+    })
 }
 
 fn group() -> Value {
@@ -143,6 +148,21 @@ pub fn aggregated_core() -> Value {
         "kind": "APIGroupDiscoveryList",
         "apiVersion": "apidiscovery.k8s.io/v2",
         "metadata": {},
-        "items": [{"metadata": {}, "versions": [{"version": "v1", "resources": [], "freshness": "Current"}]}],
+        "items": [{
+            "metadata": {},
+            "versions": [{
+                "version": "v1",
+                "resources": [{
+                    "resource": "namespaces",
+                    "responseKind": {"group": "", "version": "v1", "kind": "Namespace"},
+                    "scope": "Cluster",
+                    "singularResource": "namespace",
+                    "verbs": ["get", "list"],
+                    "shortNames": ["ns"],
+                }],
+                "freshness": "Current",
+            }],
+        }],
+
     })
 }

@@ -1,6 +1,8 @@
 //! The HTTP surface: TLS listener, the request pipeline, routing and handlers.
 
 pub mod body;
+pub mod core;
+
 pub mod discovery;
 pub mod openapi;
 pub mod params;

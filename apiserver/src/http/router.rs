@@ -38,7 +38,9 @@ impl Router {
         B: http_body::Body<Data = Bytes> + Send,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let result = if info.is_resource_request {
+        let result = if info.is_resource_request && info.api_prefix == "api" {
+            super::core::handle(&self.registry, info, &req).await
+        } else if info.is_resource_request {
             resources::handle(&self.registry, info, req).await
         } else {
             self.non_resource(info, &req).await
