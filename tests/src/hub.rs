@@ -24,14 +24,16 @@ use crate::etcd::EtcdProcess;
 /// How long a hub may take to start serving.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A workspace binary (`target/debug/<name>`), next to the test executable's `deps/` folder.
+/// A workspace binary of the running profile (`target/<profile>/<name>`), found from the
+/// running executable: a test in `target/<profile>/deps/` or a tool in `target/<profile>/`.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable has a path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("tests run from target/<profile>/deps");
+    let mut dir = exe.parent().expect("an executable lives in a directory");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("deps/ has a parent");
+    }
     let path = dir.join(name);
+
     assert!(
         path.exists(),
         "{} is missing: build the workspace binaries first (`cargo build --workspace --bins`, as hack/test.sh does)",
@@ -256,7 +258,13 @@ impl Hub {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// The process id of the running hub.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL, as a crash.
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

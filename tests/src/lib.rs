@@ -2,7 +2,9 @@
 //! process with kubectl pointed at it ([`hub::Hub`]), certificates ([`pki`]) and the storage
 //! conformance suite ([`conformance`]).
 
+pub mod client;
 pub mod conformance;
+
 pub mod etcd;
 pub mod hub;
 pub mod pki;

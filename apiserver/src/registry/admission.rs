@@ -30,21 +30,36 @@ impl Registry {
             .ok_or_else(|| ApiError::Internal("environments are not registered".into()))
     }
 
-    /// Admits a create in `namespace`; returns the guard the write must hold.
+    /// Admits a create in `namespace`; returns the guard the write must hold. The Environment
+    /// is read from the watch cache unless `fresh`; the guard makes a stale read harmless.
     pub(crate) async fn admit_create(
         &self,
         resource: &Resource,
         namespace: &str,
+        fresh: bool,
     ) -> Result<Option<Guard>, ApiError> {
         if !resource.namespaced() {
             return Ok(None);
         }
         let environments = self.environments()?;
         let key = environments.key("", namespace);
-        let Some(env) = self.storage().get(&key).await? else {
-            return Err(missing_environment(namespace));
+        let cached = if fresh {
+            None
+        } else {
+            environments.cacher().get(&key).0
         };
-        let env_obj = decode_object(&env)?;
+        let (env_obj, mod_revision) = match cached {
+            Some(env) => (
+                serde_json::from_slice::<Value>(&env.json)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?,
+                env.mod_revision,
+            ),
+            // Not in the cache: it may not have caught up with a new Environment yet.
+            None => match self.storage().get(&key).await? {
+                Some(env) => (decode_object(&env)?, env.mod_revision),
+                None => return Err(missing_environment(namespace)),
+            },
+        };
         if object::is_deleting(&env_obj) {
             return Err(ApiError::Forbidden {
                 message: format!(
@@ -54,10 +69,7 @@ impl Registry {
                 name: String::new(),
             });
         }
-        Ok(Some(Guard {
-            key,
-            mod_revision: env.mod_revision,
-        }))
+        Ok(Some(Guard { key, mod_revision }))
     }
 
     /// Deletes an Environment if its namespace holds nothing; see the module docs.

@@ -271,25 +271,34 @@ impl Resource {
         }
         self.validate(&obj, Target::Main)?;
         let name = object::name(&obj).to_string();
-        let guard = registry.admit_create(self, namespace).await?;
-        if opts.dry_run {
-            return Ok(WriteOutcome {
-                object: self.as_cached(&obj)?,
-                created: true,
-                warnings: vec![],
-            });
-        }
         let key = self.key(namespace, &name);
-        let kv = self
-            .store
-            .create_guarded(&key, encode_object(&obj)?, guard)
-            .await
-            .map_err(|e| registry.create_failed(e, self, namespace, &name))?;
-        Ok(WriteOutcome {
-            object: self.cached(&kv)?,
-            created: true,
-            warnings: vec![],
-        })
+        let bytes = encode_object(&obj)?;
+        // Admission reads the Environment from the watch cache; if that view was stale the
+        // guard fails, and the second attempt reads storage.
+        for fresh in [false, true] {
+            let guard = registry.admit_create(self, namespace, fresh).await?;
+            if opts.dry_run {
+                return Ok(WriteOutcome {
+                    object: self.as_cached(&obj)?,
+                    created: true,
+                    warnings: vec![],
+                });
+            }
+            match self.store.create_guarded(&key, bytes.clone(), guard).await {
+                Ok(kv) => {
+                    return Ok(WriteOutcome {
+                        object: self.cached(&kv)?,
+                        created: true,
+                        warnings: vec![],
+                    })
+                }
+                Err(StorageError::Conflict { .. } | StorageError::NotFound { .. }) if !fresh => {
+                    continue
+                }
+                Err(e) => return Err(registry.create_failed(e, self, namespace, &name)),
+            }
+        }
+        unreachable!("the second attempt returns")
     }
 
     /// `PUT` of the object or its status.

@@ -1,0 +1,448 @@
+//! The hub's benchmarks (issue: the hub): creates/s through the hub on etcd against raw etcd
+//! puts, `kubectl get clusters -A` over 10,000 clusters, one update reaching 10,000 watchers,
+//! and the hub's memory. Run by `hack/bench/hub.sh`, which builds in release mode and writes the
+//! figures into BENCHMARKS.md.
+//!
+//! Method: every figure is measured in rounds; within a round the hub and its baseline run back
+//! to back (interleaved), and the report gives the median round. The load generator runs on the
+//! same machine as the hub and etcd, and its share of the CPU is part of every figure.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use clap::Parser;
+use edgefleet_e2e::client::HubClient;
+use edgefleet_e2e::hub::Hub;
+use edgefleet_e2e::EtcdProcess;
+use futures::StreamExt;
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+#[derive(Parser)]
+struct Args {
+    /// Rounds per figure (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Concurrent writers for the create benchmark.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Creates per round.
+    #[arg(long, default_value_t = 5000)]
+    creates: usize,
+    /// Clusters for the list and watch benchmarks.
+    #[arg(long, default_value_t = 10_000)]
+    clusters: usize,
+    /// Concurrent watchers.
+    #[arg(long, default_value_t = 10_000)]
+    watchers: usize,
+    /// Write the report here as well as to stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+const NS: &str = "bench";
+/// Streams per HTTP/2 connection (the hub allows 1000).
+const STREAMS_PER_CONNECTION: usize = 900;
+
+fn cluster_body(name: &str, i: usize) -> Bytes {
+    let region = ["eu", "us", "ap"][i % 3];
+    let gpu = ["a100", "l4", "none"][i % 3];
+    let body = json!({
+        "apiVersion": "edgefleet.io/v1alpha1",
+        "kind": "Cluster",
+        "metadata": {"name": name, "labels": {"region": region, "gpu": gpu, "site": format!("store-{i:05}")}},
+        "spec": {"kubernetesVersion": "v1.31.4+k3s1", "nodePools": [{"name": "gpu", "replicas": 2, "machineType": "l4-24g"}]},
+    });
+    Bytes::from(serde_json::to_vec(&body).unwrap())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn create_env(client: &HubClient) -> anyhow::Result<()> {
+    let env = json!({"apiVersion": "edgefleet.io/v1alpha1", "kind": "Environment", "metadata": {"name": NS}});
+    let (status, body) = client
+        .call(
+            Method::POST,
+            "/apis/edgefleet.io/v1alpha1/environments",
+            Some("application/json"),
+            Bytes::from(env.to_string()),
+        )
+        .await?;
+    if status != StatusCode::CREATED && status != StatusCode::CONFLICT {
+        bail!(
+            "creating the environment: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok(())
+}
+
+/// Creates `count` clusters named `<prefix>-<i>` from `concurrency` tasks; returns creates/s.
+async fn hub_creates(
+    client: &HubClient,
+    prefix: &str,
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let path = format!("/apis/edgefleet.io/v1alpha1/namespaces/{NS}/clusters");
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|w| {
+            let (client, path, prefix) = (client.clone(), path.clone(), prefix.to_string());
+            tokio::spawn(async move {
+                for i in (w..count).step_by(concurrency) {
+                    let (status, body) = client
+                        .call(
+                            Method::POST,
+                            &path,
+                            Some("application/json"),
+                            cluster_body(&format!("{prefix}-{i}"), i),
+                        )
+                        .await?;
+                    if status != StatusCode::CREATED {
+                        bail!("create: {status} {}", String::from_utf8_lossy(&body));
+                    }
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Puts `count` keys of the size the hub stores, raw, at the same concurrency; returns puts/s.
+async fn raw_puts(
+    etcd: &EtcdProcess,
+    prefix: &str,
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let client = etcd.client().await?;
+    // The stored form of one object: what the hub writes per create.
+    let value = {
+        let mut v: serde_json::Value = serde_json::from_slice(&cluster_body("x", 0))?;
+        v["metadata"]["uid"] = json!("6c0d1e2f-0000-4000-8000-000000000000");
+        v["metadata"]["creationTimestamp"] = json!("2026-11-21T08:00:00Z");
+        v["metadata"]["generation"] = json!(1);
+        v["metadata"]["managedFields"] = json!([{"manager": "hub-bench", "operation": "Update", "apiVersion": "edgefleet.io/v1alpha1", "time": "2026-11-21T08:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:labels": {".": {}, "f:gpu": {}, "f:region": {}, "f:site": {}}}, "f:spec": {".": {}, "f:kubernetesVersion": {}, "f:nodePools": {}}}}]);
+        serde_json::to_vec(&v)?
+    };
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|w| {
+            let (mut kv, value, prefix) = (client.kv_client(), value.clone(), prefix.to_string());
+            tokio::spawn(async move {
+                for i in (w..count).step_by(concurrency) {
+                    kv.put(format!("/bench-raw/{prefix}/{i}"), value.clone(), None)
+                        .await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Runs `kubectl get clusters -A` and returns its wall time and output line count.
+fn kubectl_get_all(hub: &Hub) -> anyhow::Result<(Duration, usize)> {
+    let started = std::time::Instant::now();
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&hub.kubeconfig)
+        .args(["get", "clusters", "-A"])
+        .output()?;
+    let elapsed = started.elapsed();
+    if !out.status.success() {
+        bail!("kubectl get: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok((
+        elapsed,
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+    ))
+}
+
+/// Opens `count` watches from `rv`; each reports the time it sees a line containing the round's
+/// marker. Returns once every watch has its response headers.
+async fn open_watchers(
+    client: &HubClient,
+    count: usize,
+    rv: &str,
+    tx: mpsc::UnboundedSender<(usize, Instant)>,
+) -> anyhow::Result<()> {
+    let path = format!("/apis/edgefleet.io/v1alpha1/namespaces/{NS}/clusters?watch=1&resourceVersion={rv}&timeoutSeconds=3600");
+    let opened = futures::stream::iter(0..count)
+        .map(|_| {
+            let (client, path, tx) = (client.clone(), path.clone(), tx.clone());
+            async move {
+                let resp = client.send(Method::GET, &path, None, Bytes::new()).await?;
+                if resp.status() != StatusCode::OK {
+                    bail!("watch: {}", resp.status());
+                }
+                tokio::spawn(async move {
+                    let mut body = resp.into_body();
+                    let mut buf: Vec<u8> = Vec::new();
+                    while let Some(Ok(frame)) = body.frame().await {
+                        let Ok(data) = frame.into_data() else {
+                            continue;
+                        };
+                        buf.extend_from_slice(&data);
+                        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                            let line: Vec<u8> = buf.drain(..=end).collect();
+                            if let Some(round) = marker(&line) {
+                                let _ = tx.send((round, Instant::now()));
+                            }
+                        }
+                    }
+                });
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(256)
+        .collect::<Vec<_>>()
+        .await;
+    opened.into_iter().collect()
+}
+
+/// The benchmark round a watch event carries (`"bench-round":"<n>"`), if any.
+fn marker(line: &[u8]) -> Option<usize> {
+    let text = std::str::from_utf8(line).ok()?;
+    let at = text.find("\"bench-round\":\"")? + "\"bench-round\":\"".len();
+    text[at..].split('"').next()?.parse().ok()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut report = String::new();
+    let mut line = |s: String| {
+        println!("{s}");
+        report.push_str(&s);
+        report.push('\n');
+    };
+    line(format!(
+        "Machine: {} cores; load average at start: {}",
+        std::thread::available_parallelism()?,
+        load_average()
+    ));
+
+    // 1. Creates through the hub on etcd vs raw etcd puts, interleaved.
+    {
+        let etcd = EtcdProcess::start().await?;
+        let hub = tokio::task::block_in_place(|| Hub::etcd(&etcd))?;
+        let client = HubClient::connect(&hub.kubeconfig, 4).await?;
+        create_env(&client).await?;
+        hub_creates(&client, "warmup", 500, args.concurrency).await?;
+        let (mut through_hub, mut raw) = (Vec::new(), Vec::new());
+        for round in 0..args.rounds {
+            through_hub.push(
+                hub_creates(
+                    &client,
+                    &format!("r{round}"),
+                    args.creates,
+                    args.concurrency,
+                )
+                .await?,
+            );
+            raw.push(raw_puts(&etcd, &format!("r{round}"), args.creates, args.concurrency).await?);
+            line(format!(
+                "  round {round}: hub {:.0} creates/s, raw etcd {:.0} puts/s (load {})",
+                through_hub[round],
+                raw[round],
+                load_average()
+            ));
+        }
+        let (h, r) = (median(through_hub), median(raw));
+        line(format!(
+            "| creates/s, {} writers, {} per round | hub on etcd {h:.0} | raw etcd puts {r:.0} | ratio {:.2} (goal ≥ 0.80) |",
+            args.concurrency,
+            args.creates,
+            h / r
+        ));
+    }
+
+    // 2. kubectl get clusters -A over N clusters, and the hub's memory.
+    let etcd = EtcdProcess::start().await?;
+    let hub = tokio::task::block_in_place(|| Hub::etcd(&etcd))?;
+    let pid = hub.pid().context("hub pid")?;
+    let client = HubClient::connect(
+        &hub.kubeconfig,
+        (args.watchers / STREAMS_PER_CONNECTION).max(1) + 1,
+    )
+    .await?;
+    create_env(&client).await?;
+    let rss_empty = rss_kib(pid);
+    hub_creates(&client, "c", args.clusters, args.concurrency).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await; // let the watch cache settle before measuring memory
+    let rss_clusters = rss_kib(pid);
+    let mut kubectl = Vec::new();
+    let mut raw_range = Vec::new();
+    let etcd_client = etcd.client().await?;
+    for round in 0..args.rounds {
+        let (elapsed, lines) = tokio::task::block_in_place(|| kubectl_get_all(&hub))?;
+        if lines != args.clusters + 1 {
+            bail!(
+                "kubectl printed {lines} lines for {} clusters",
+                args.clusters
+            );
+        }
+        let started = Instant::now();
+        let mut kv = etcd_client.kv_client();
+        let mut from = "/".to_string();
+        let mut keys = 0;
+        loop {
+            let page = kv
+                .get(
+                    from.clone(),
+                    Some(
+                        etcd_client::GetOptions::new()
+                            .with_range("0")
+                            .with_limit(500),
+                    ),
+                )
+                .await?;
+            keys += page.kvs().len();
+            match page.kvs().last() {
+                Some(last) if page.more() => from = format!("{}\0", last.key_str()?),
+                _ => break,
+            }
+        }
+        let raw = started.elapsed();
+        line(format!("  round {round}: kubectl get clusters -A {:.0} ms; raw etcd range of {keys} keys in pages of 500 {:.0} ms", elapsed.as_secs_f64() * 1e3, raw.as_secs_f64() * 1e3));
+        kubectl.push(elapsed.as_secs_f64() * 1e3);
+        raw_range.push(raw.as_secs_f64() * 1e3);
+    }
+    let (k, r) = (median(kubectl), median(raw_range));
+    line(format!("| `kubectl get clusters -A`, {} clusters | {k:.0} ms (goal ≤ 1000) | raw etcd range {r:.0} ms | ratio {:.1} |", args.clusters, k / r));
+
+    // 3. One update reaching N watchers.
+    let (_, list) = client
+        .call(
+            Method::GET,
+            &format!("/apis/edgefleet.io/v1alpha1/namespaces/{NS}/clusters?limit=1"),
+            None,
+            Bytes::new(),
+        )
+        .await?;
+    let rv = serde_json::from_slice::<serde_json::Value>(&list)?["metadata"]["resourceVersion"]
+        .as_str()
+        .context("rv")?
+        .to_string();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let opening = Instant::now();
+    open_watchers(&client, args.watchers, &rv, tx).await?;
+    line(format!(
+        "  {} watches open in {:.1} s",
+        args.watchers,
+        opening.elapsed().as_secs_f64()
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_watchers = rss_kib(pid);
+    let mut all_reached = Vec::new();
+    let mut p50s = Vec::new();
+    let mut p99s = Vec::new();
+    let target = format!("/apis/edgefleet.io/v1alpha1/namespaces/{NS}/clusters/c-0");
+    for round in 0..args.rounds {
+        let patch = json!({"metadata": {"labels": {"bench-round": round.to_string()}}});
+        let t0 = Instant::now();
+        let (status, _) = client
+            .call(
+                Method::PATCH,
+                &target,
+                Some("application/merge-patch+json"),
+                Bytes::from(patch.to_string()),
+            )
+            .await?;
+        if status != StatusCode::OK {
+            bail!("patch: {status}");
+        }
+        let mut latencies = Vec::with_capacity(args.watchers);
+        let deadline = t0 + Duration::from_secs(60);
+        while latencies.len() < args.watchers {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some((r, at))) if r == round => latencies.push(at - t0),
+                Ok(Some(_)) => {}
+                _ => bail!(
+                    "only {} of {} watchers saw round {round}",
+                    latencies.len(),
+                    args.watchers
+                ),
+            }
+        }
+        latencies.sort();
+        let (p50, p99, max) = (
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            *latencies.last().unwrap(),
+        );
+        line(format!(
+            "  round {round}: p50 {:.0} ms, p99 {:.0} ms, all {} watchers {:.0} ms (load {})",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
+            args.watchers,
+            max.as_secs_f64() * 1e3,
+            load_average()
+        ));
+        all_reached.push(max.as_secs_f64() * 1e3);
+        p50s.push(p50.as_secs_f64() * 1e3);
+        p99s.push(p99.as_secs_f64() * 1e3);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    line(format!(
+        "| one update to {} watchers | all reached in {:.0} ms (goal ≤ 1000) | p50 {:.0} ms | p99 {:.0} ms |",
+        args.watchers,
+        median(all_reached),
+        median(p50s),
+        median(p99s)
+    ));
+    let per_watcher = (rss_watchers.saturating_sub(rss_clusters)) as f64 / args.watchers as f64;
+    line(format!(
+        "| hub RSS | empty {} MiB | {} clusters {} MiB | + {} watchers {} MiB ({per_watcher:.1} KiB per watcher) |",
+        rss_empty / 1024,
+        args.clusters,
+        rss_clusters / 1024,
+        args.watchers,
+        rss_watchers / 1024
+    ));
+    drop(hub);
+    if let Some(out) = args.out {
+        std::fs::write(out, report)?;
+    }
+    Ok(())
+}
