@@ -14,14 +14,15 @@
 //! deadline only so that a missing event fails the test instead of hanging it.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context as _};
 use bytes::Bytes;
 use edgefleet_apiserver::storage::{
-    update_with, DynStorage, Event, EventKind, KeyValue, ListOptions, Revision, StorageError,
-    Update, WatchItem, WatchStream,
+    update_with, DynStorage, Event, EventKind, Guard, KeyValue, ListOptions, Revision,
+    StorageError, Update, WatchItem, WatchStream,
 };
 use futures::StreamExt;
 
@@ -70,6 +71,11 @@ macro_rules! storage_conformance {
             slow_watcher_behind_compaction_gets_every_event_or_compacted,
             concurrent_update_with_loses_no_increment,
             compaction_keeps_the_latest_values,
+            guarded_create_holds_while_the_guard_is_unchanged,
+            guarded_create_conflicts_after_the_guard_changed,
+            guarded_create_needs_the_guard_key,
+            guarded_create_reports_an_existing_key_first,
+            guarded_creates_racing_a_guard_update_never_follow_it,
         );
     };
     (@cases $backend:path; $($case:ident),+ $(,)?) => {
@@ -884,5 +890,278 @@ pub async fn compaction_keeps_the_latest_values(store: DynStorage) -> anyhow::Re
         .await?;
     assert!(next.mod_revision > revision);
     assert_eq!(watcher.next_event().await?.kv, next);
+    Ok(())
+}
+
+fn guard(kv: &KeyValue) -> Option<Guard> {
+    Some(Guard {
+        key: kv.key.clone(),
+        mod_revision: kv.mod_revision,
+    })
+}
+
+/// A refused write at revision `before` left no trace: the revision did not move, `key` is
+/// absent, and a watch from `before` sees a later write first.
+async fn assert_wrote_nothing(
+    store: &DynStorage,
+    before: Revision,
+    key: &str,
+) -> anyhow::Result<()> {
+    assert_eq!(store.current_revision().await?, before, "no revision used");
+    assert_eq!(store.get(key).await?, None, "{key} was not created");
+    let mut watcher = Watcher::open(store, "", before).await?;
+    let marker = store
+        .create(&format!("marker/after-{before}"), v("m"))
+        .await?;
+    assert_eq!(watcher.next_event().await?.kv, marker, "no event before it");
+    Ok(())
+}
+
+pub async fn guarded_create_holds_while_the_guard_is_unchanged(
+    store: DynStorage,
+) -> anyhow::Result<()> {
+    let env = store
+        .create("edgefleet.io/environments/retail", v("env"))
+        .await?;
+    let key = "edgefleet.io/clusters/retail/edge-1";
+    let created = store.create_guarded(key, v("c1"), guard(&env)).await?;
+    assert_eq!(created.key, key);
+    assert_eq!(created.value, v("c1"));
+    assert!(created.mod_revision > env.mod_revision);
+    assert_eq!(created.create_revision, created.mod_revision);
+    assert_eq!(store.get(key).await?, Some(created.clone()));
+    assert_eq!(
+        store.get(&env.key).await?,
+        Some(env.clone()),
+        "the guard key is only read"
+    );
+
+    // The same guard admits further creates: it holds as long as the guard key is unchanged.
+    let second = store
+        .create_guarded("edgefleet.io/clusters/retail/edge-2", v("c2"), guard(&env))
+        .await?;
+    assert!(second.mod_revision > created.mod_revision);
+
+    // Without a guard it is a plain create.
+    let plain = store
+        .create_guarded("edgefleet.io/environments/lab", v("env"), None)
+        .await?;
+    assert_eq!(plain.create_revision, plain.mod_revision);
+    match store.create_guarded(&plain.key, v("again"), None).await {
+        Err(StorageError::AlreadyExists { key: k }) => assert_eq!(k, plain.key),
+        other => bail!("unguarded create of an existing key: got {other:?}"),
+    }
+    Ok(())
+}
+
+pub async fn guarded_create_conflicts_after_the_guard_changed(
+    store: DynStorage,
+) -> anyhow::Result<()> {
+    let env = store
+        .create("edgefleet.io/environments/retail", v("env"))
+        .await?;
+    let marked = store
+        .update(&env.key, env.mod_revision, v("terminating"))
+        .await?;
+    let key = "edgefleet.io/clusters/retail/edge-1";
+    let before = store.current_revision().await?;
+    match store.create_guarded(key, v("c"), guard(&env)).await {
+        Err(StorageError::Conflict {
+            key: k,
+            expected,
+            current,
+        }) => {
+            assert_eq!(k, env.key, "the conflict names the guard key");
+            assert_eq!(expected, env.mod_revision);
+            assert_eq!(
+                *current, marked,
+                "the conflict carries the guard's current value"
+            );
+        }
+        other => bail!("create under a stale guard: expected Conflict, got {other:?}"),
+    }
+    assert_wrote_nothing(&store, before, key).await?;
+
+    // The current guard admits it.
+    store.create_guarded(key, v("c"), guard(&marked)).await?;
+    Ok(())
+}
+
+pub async fn guarded_create_needs_the_guard_key(store: DynStorage) -> anyhow::Result<()> {
+    let key = "edgefleet.io/clusters/retail/edge-1";
+    let never = "edgefleet.io/environments/never";
+    // 0 is how a missing key's revisions compare: it must not pass for the guard holding.
+    for mod_revision in [0, 1] {
+        let before = store.current_revision().await?;
+        let missing = Some(Guard {
+            key: never.into(),
+            mod_revision,
+        });
+        match store.create_guarded(key, v("c"), missing).await {
+            Err(StorageError::NotFound { key: k }) => assert_eq!(k, never, "names the guard key"),
+            other => bail!("guard on a key never written, at {mod_revision}: got {other:?}"),
+        }
+        assert_wrote_nothing(&store, before, key).await?;
+    }
+
+    let env = store
+        .create("edgefleet.io/environments/retail", v("env"))
+        .await?;
+    let deleted = store.delete(&env.key, None).await?;
+    let before = store.current_revision().await?;
+    assert_eq!(before, deleted.mod_revision);
+    match store.create_guarded(key, v("c"), guard(&env)).await {
+        Err(StorageError::NotFound { key: k }) => assert_eq!(k, env.key, "names the guard key"),
+        other => bail!("guard on a deleted key: expected NotFound, got {other:?}"),
+    }
+    assert_wrote_nothing(&store, before, key).await?;
+
+    // A re-created guard key is a new life: the old guard does not hold on it.
+    let again = store.create(&env.key, v("env")).await?;
+    match store.create_guarded(key, v("c"), guard(&env)).await {
+        Err(StorageError::Conflict { current, .. }) => assert_eq!(*current, again),
+        other => bail!("guard on a re-created key: expected Conflict, got {other:?}"),
+    }
+    assert_eq!(store.get(key).await?, None);
+    Ok(())
+}
+
+pub async fn guarded_create_reports_an_existing_key_first(store: DynStorage) -> anyhow::Result<()> {
+    let env = store
+        .create("edgefleet.io/environments/retail", v("env"))
+        .await?;
+    let key = "edgefleet.io/clusters/retail/edge-1";
+    let existing = store.create_guarded(key, v("c1"), guard(&env)).await?;
+
+    let marked = store
+        .update(&env.key, env.mod_revision, v("terminating"))
+        .await?;
+    let absent = Some(Guard {
+        key: "edgefleet.io/environments/never".into(),
+        mod_revision: env.mod_revision,
+    });
+    // A fresher guard could not make these succeed, so the key's existence is what is reported.
+    for (what, g) in [
+        ("a holding guard", guard(&marked)),
+        ("a stale guard", guard(&env)),
+        ("a missing guard key", absent),
+    ] {
+        let before = store.current_revision().await?;
+        match store.create_guarded(key, v("c2"), g).await {
+            Err(StorageError::AlreadyExists { key: k }) => assert_eq!(k, key),
+            other => bail!("create of an existing key under {what}: got {other:?}"),
+        }
+        assert_eq!(store.current_revision().await?, before);
+        assert_eq!(store.get(key).await?, Some(existing.clone()), "{what}");
+    }
+    Ok(())
+}
+
+pub async fn guarded_creates_racing_a_guard_update_never_follow_it(
+    store: DynStorage,
+) -> anyhow::Result<()> {
+    const CREATORS: usize = 8;
+    /// A creator stops at its first refusal, or after this many creates.
+    const CREATES_EACH: usize = 50;
+    /// The guard key is updated once this many creates succeeded (or all creators finished).
+    const CREATED_BEFORE_UPDATE: usize = 2 * CREATORS;
+    /// Creates issued with the old guard once the update returned.
+    const LATE_CREATES: usize = 8;
+
+    let env = store.create("g/environment", v("env")).await?;
+    let created = Arc::new(AtomicUsize::new(0));
+    let updated = Arc::new(AtomicBool::new(false));
+    // Each create: (key, issued after the update returned, result).
+    type Outcome = (String, bool, Result<KeyValue, StorageError>);
+    let creators: Vec<_> = (0..CREATORS)
+        .map(|c| {
+            let (store, env) = (store.clone(), env.clone());
+            let (created, updated) = (created.clone(), updated.clone());
+            tokio::spawn(async move {
+                let mut outcomes: Vec<Outcome> = Vec::new();
+                for n in 0..CREATES_EACH {
+                    let key = format!("g/objects/{c}-{n}");
+                    let late = updated.load(Ordering::SeqCst);
+                    let result = store.create_guarded(&key, v("o"), guard(&env)).await;
+                    let refused = result.is_err();
+                    if !refused {
+                        created.fetch_add(1, Ordering::SeqCst);
+                    }
+                    outcomes.push((key, late, result));
+                    if refused {
+                        break;
+                    }
+                }
+                outcomes
+            })
+        })
+        .collect();
+
+    while created.load(Ordering::SeqCst) < CREATED_BEFORE_UPDATE
+        && !creators.iter().all(|creator| creator.is_finished())
+    {
+        tokio::task::yield_now().await;
+    }
+    let marked = store
+        .update(&env.key, env.mod_revision, v("terminating"))
+        .await?;
+    updated.store(true, Ordering::SeqCst);
+    let late: Vec<_> = (0..LATE_CREATES)
+        .map(|n| {
+            let (store, env) = (store.clone(), env.clone());
+            tokio::spawn(async move {
+                let key = format!("g/objects/late-{n}");
+                let result = store.create_guarded(&key, v("o"), guard(&env)).await;
+                (key, true, result)
+            })
+        })
+        .collect();
+
+    let mut outcomes = Vec::new();
+    for creator in creators {
+        outcomes.extend(creator.await?);
+    }
+    for create in late {
+        outcomes.push(create.await?);
+    }
+    let mut succeeded = Vec::new();
+    for (key, late, result) in outcomes {
+        match result {
+            Ok(kv) => {
+                ensure!(
+                    !late,
+                    "{key}: created with the old guard after the update returned"
+                );
+                ensure!(
+                    kv.mod_revision < marked.mod_revision,
+                    "{key}: created at {} after the guard changed at {}",
+                    kv.mod_revision,
+                    marked.mod_revision
+                );
+                succeeded.push(kv);
+            }
+            Err(StorageError::Conflict {
+                key: k, current, ..
+            }) => {
+                assert_eq!(k, env.key);
+                assert_eq!(*current, marked);
+            }
+            Err(other) => bail!("{key}: expected success or Conflict, got {other}"),
+        }
+    }
+    ensure!(
+        !succeeded.is_empty(),
+        "no create succeeded before the update"
+    );
+
+    // Refused creates wrote nothing: the store holds exactly the successes, and besides them
+    // only the update used a revision.
+    succeeded.sort_by(|a, b| a.key.cmp(&b.key));
+    let listed = store.list("g/objects/", ListOptions::default()).await?;
+    assert_eq!(listed.items, succeeded);
+    assert_eq!(
+        store.current_revision().await?,
+        env.mod_revision + succeeded.len() as Revision + 1
+    );
     Ok(())
 }

@@ -35,7 +35,8 @@ use self::schema::{db_error, kv_at, meta, LIVE, LOG, META, META_COMPACTED, META_
 use self::schema::{META_SWEPT, PUT, VERSIONS};
 use self::writer::{Done, Op, Request, Writer, MAX_BATCH};
 use super::{
-    Event, KeyValue, ListOptions, ListResult, Result, Revision, Storage, StorageError, WatchStream,
+    Event, Guard, KeyValue, ListOptions, ListResult, Result, Revision, Storage, StorageError,
+    WatchStream,
 };
 
 /// The database file inside the store's directory.
@@ -194,9 +195,19 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 #[async_trait]
 impl Storage for EmbeddedStore {
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
+        self.create_guarded(key, value, None).await
+    }
+
+    async fn create_guarded(
+        &self,
+        key: &str,
+        value: Bytes,
+        guard: Option<Guard>,
+    ) -> Result<KeyValue> {
         self.write(Op::Create {
             key: key.to_string(),
             value,
+            guard,
         })
         .await
     }

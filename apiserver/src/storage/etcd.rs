@@ -7,6 +7,8 @@
 //!
 //! ```text
 //!  create  Txn(create_revision(k) == 0                    → put            | fail: AlreadyExists)
+//!    guarded by g: Txn(create_revision(k) == 0 ∧ version(g) > 0 ∧ mod_revision(g) == exp → put
+//!                      | else count k, get g → AlreadyExists / NotFound(g) / Conflict(g))
 //!  update  Txn(version(k) > 0 ∧ mod_revision(k) == exp    → put, prev_kv   | else get → NotFound/Conflict)
 //!  delete  Txn(version(k) > 0 [∧ mod_revision(k) == exp]  → delete, prev_kv | else get → NotFound/Conflict)
 //!  list    Range(prefix.., revision, limit) → more, count
@@ -14,7 +16,8 @@
 //! ```
 //!
 //! `version(k) > 0` guards an update with `expected == 0`: etcd compares a missing key's
-//! revisions as 0, so without it such an update would create the key.
+//! revisions as 0, so without it such an update would create the key (and `version(g) > 0`
+//! keeps a guard expecting 0 from holding on a missing guard key).
 //!
 //! Progress items are etcd's progress notifications, sent every
 //! `--experimental-watch-progress-notify-interval` (10 minutes unless configured).
@@ -36,8 +39,8 @@ use etcd_client::{
 use futures::StreamExt;
 
 use super::{
-    Event, EventKind, KeyValue, ListOptions, ListResult, Result, Revision, Storage, StorageError,
-    WatchItem, WatchStream,
+    Event, EventKind, Guard, KeyValue, ListOptions, ListResult, Result, Revision, Storage,
+    StorageError, WatchItem, WatchStream,
 };
 
 /// How long connecting to an etcd endpoint may take.
@@ -320,14 +323,14 @@ impl EtcdStore {
         })
     }
 
-    /// The reason a guarded write's else-branch read gives for the guard failing.
+    /// The reason a refused write's else-branch read of `key` gives for the refusal.
     fn refusal(
         &self,
         key: &str,
         expected: Option<Revision>,
-        response: &TxnResponse,
+        read: Option<&TxnOpResponse>,
     ) -> StorageError {
-        let current = match response.op_responses().first() {
+        let current = match read {
             Some(TxnOpResponse::Get(get)) => get.kvs().first().map(|kv| self.logical(kv)),
             _ => return EtcdError::Protocol("refused write without a get").into(),
         };
@@ -357,14 +360,53 @@ impl EtcdStore {
 #[async_trait]
 impl Storage for EtcdStore {
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
+        self.create_guarded(key, value, None).await
+    }
+
+    async fn create_guarded(
+        &self,
+        key: &str,
+        value: Bytes,
+        guard: Option<Guard>,
+    ) -> Result<KeyValue> {
         let full = self.full_key(key);
+        let mut compares = vec![Compare::create_revision(full.clone(), CompareOp::Equal, 0)];
+        // Without a guard only the key's existence refuses: nothing to read.
+        let mut reads = Vec::new();
+        if let Some(guard) = &guard {
+            let guard_full = self.full_key(&guard.key);
+            compares.push(Compare::version(guard_full.clone(), CompareOp::Greater, 0));
+            compares.push(Compare::mod_revision(
+                guard_full.clone(),
+                CompareOp::Equal,
+                guard.mod_revision,
+            ));
+            // Read in the same transaction, so the error describes the state that refused.
+            reads.push(TxnOp::get(
+                full.clone(),
+                Some(GetOptions::new().with_count_only()),
+            ));
+            reads.push(TxnOp::get(guard_full, None));
+        }
         let txn = Txn::new()
-            .when([Compare::create_revision(full.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(full, value.to_vec(), None)]);
+            .when(compares)
+            .and_then([TxnOp::put(full, value.to_vec(), None)])
+            .or_else(reads);
         let response = call(self.kv.clone().txn(txn)).await.map_err(plain)?;
         if !response.succeeded() {
-            return Err(StorageError::AlreadyExists {
+            let already_exists = StorageError::AlreadyExists {
                 key: key.to_string(),
+            };
+            let Some(guard) = guard else {
+                return Err(already_exists);
+            };
+            let reads = response.op_responses();
+            return Err(match reads.first() {
+                Some(TxnOpResponse::Get(get)) if get.count() > 0 => already_exists,
+                Some(TxnOpResponse::Get(_)) => {
+                    self.refusal(&guard.key, Some(guard.mod_revision), reads.get(1))
+                }
+                _ => EtcdError::Protocol("refused create without a get").into(),
             });
         }
         let revision = revision_of(&response)?;
@@ -450,7 +492,7 @@ impl Storage for EtcdStore {
             .or_else([TxnOp::get(full, None)]);
         let response = call(self.kv.clone().txn(txn)).await.map_err(plain)?;
         if !response.succeeded() {
-            return Err(self.refusal(key, Some(expected), &response));
+            return Err(self.refusal(key, Some(expected), response.op_responses().first()));
         }
         let revision = revision_of(&response)?;
         let create_revision = match response.op_responses().first() {
@@ -485,7 +527,7 @@ impl Storage for EtcdStore {
             .or_else([TxnOp::get(full, None)]);
         let response = call(self.kv.clone().txn(txn)).await.map_err(plain)?;
         if !response.succeeded() {
-            return Err(self.refusal(key, expected, &response));
+            return Err(self.refusal(key, expected, response.op_responses().first()));
         }
         let revision = revision_of(&response)?;
         let last = match response.op_responses().first() {

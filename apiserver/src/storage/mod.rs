@@ -151,35 +151,26 @@ pub enum StorageError {
 /// The storage contract. Every method is atomic; every write is durable when it returns `Ok`.
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
-    /// Creates `key`. Fails with `AlreadyExists` if it exists.
+    /// Creates `key`. Fails with `AlreadyExists` if it exists. The same as
+    /// [`create_guarded`](Storage::create_guarded) without a guard.
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue>;
 
-    /// Creates `key` only while `guard` holds, atomically: with a guard, the create fails with
-    /// `Conflict` (carrying the guard key's current value) when the guard key's `mod_revision`
-    /// differs, or `NotFound` (naming the guard key) when it is absent. This is how an object is
-    /// created only in an Environment that was not deleted meanwhile.
+    /// Creates `key` only while `guard` holds, atomically: no write to the guard key can fall
+    /// between the check and the create. This is how an object is created only in an
+    /// Environment that was not changed (marked for deletion, deleted) meanwhile.
+    ///
+    /// The create fails, writing nothing, with the first of these that applies:
+    /// 1. `AlreadyExists` (naming `key`) when `key` exists — whatever the guard says, since no
+    ///    fresher guard would make that create succeed;
+    /// 2. `NotFound` naming the guard key when it is absent;
+    /// 3. `Conflict` naming the guard key, carrying its current value, when its `mod_revision`
+    ///    is not the guard's.
     async fn create_guarded(
         &self,
         key: &str,
         value: Bytes,
         guard: Option<Guard>,
-    ) -> Result<KeyValue> {
-        // TEMPORARY (until both backends implement it atomically): check, then create.
-        if let Some(guard) = guard {
-            match self.get(&guard.key).await? {
-                None => return Err(StorageError::NotFound { key: guard.key }),
-                Some(kv) if kv.mod_revision != guard.mod_revision => {
-                    return Err(StorageError::Conflict {
-                        key: guard.key,
-                        expected: guard.mod_revision,
-                        current: Box::new(kv),
-                    })
-                }
-                Some(_) => {}
-            }
-        }
-        self.create(key, value).await
-    }
+    ) -> Result<KeyValue>;
 
     /// The current value of `key`, if any (a linearizable read).
     async fn get(&self, key: &str) -> Result<Option<KeyValue>>;

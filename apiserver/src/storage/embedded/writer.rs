@@ -11,10 +11,10 @@
 //!                                                          └─► reply to each request
 //! ```
 //!
-//! A request whose precondition fails (exists, missing, conflict) is answered with that error
-//! and changes nothing; the rest of its batch still commits. If the transaction itself fails,
-//! every request of the batch fails with `Unavailable` and nothing of it is visible. Replies are
-//! sent only after the commit returned, so `Ok` means durable.
+//! A request whose precondition fails (exists, missing, conflict, a create's guard) is answered
+//! with that error and changes nothing; the rest of its batch still commits. If the transaction
+//! itself fails, every request of the batch fails with `Unavailable` and nothing of it is
+//! visible. Replies are sent only after the commit returned, so `Ok` means durable.
 
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
@@ -29,7 +29,7 @@ use super::schema::{
     PUT, TOMBSTONE, VERSIONS,
 };
 use super::{Commit, Shared};
-use crate::storage::{Event, EventKind, KeyValue, Result, Revision, StorageError};
+use crate::storage::{Event, EventKind, Guard, KeyValue, Result, Revision, StorageError};
 
 /// The most requests committed in one transaction. Bounds the latency a request can add to the
 /// others of its batch and the size of one broadcast message.
@@ -43,6 +43,8 @@ pub(super) enum Op {
     Create {
         key: String,
         value: Bytes,
+        /// Checked in the same transaction, after the key's own absence.
+        guard: Option<Guard>,
     },
     Update {
         key: String,
@@ -277,9 +279,14 @@ impl<'txn> Tables<'txn> {
     /// Checks `op`'s precondition and, if it holds, records it at `revision`.
     fn write(&mut self, op: &Op, revision: Revision) -> Result<Event> {
         match op {
-            Op::Create { key, value } => {
+            Op::Create { key, value, guard } => {
                 if self.live.get(key.as_str()).map_err(db_error)?.is_some() {
                     return Err(StorageError::AlreadyExists { key: key.clone() });
+                }
+                if let Some(guard) = guard {
+                    // Read in this transaction, after every earlier op of the batch: no write
+                    // to the guard key can fall between this check and the create.
+                    self.expect(&guard.key, Some(guard.mod_revision))?;
                 }
                 self.record(key, revision, PUT, revision, value)?;
                 let kv = KeyValue {
