@@ -264,7 +264,6 @@ impl Hub {
     }
 
     /// SIGKILL, as a crash.
-
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
