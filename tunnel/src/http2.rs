@@ -35,7 +35,8 @@ use crate::timeouts::{
 pub struct Http2Config {
     /// Receive window per stream, bytes.
     pub stream_window_bytes: u32,
-    /// Receive window per connection, bytes.
+    /// Receive window per connection, bytes. Keep it at least `stream_window_bytes ×
+    /// max_concurrent_streams`, or stalled streams can block the others.
     pub connection_window_bytes: u32,
     /// Streams the hub may open on an agent at once (advertised by the agent).
     pub max_concurrent_streams: u32,

@@ -41,13 +41,15 @@
 //!   TLS error, hub restart, dead connection) ends in a jittered wait of at most
 //!   [`Backoff::cap`] (plus the hub's `retryAfter`, if it sent one).
 //! * **No head-of-line blocking**: every request and every upgraded stream is its own HTTP/2
-//!   stream with its own flow-control window; a stalled reader stalls only its stream.
+//!   stream with its own flow-control window, and the connection window covers every stream's
+//!   window at once, so stalled readers stall only their own streams.
 //! * **No leaked streams**: a caller dropping a response body resets its stream; closing a
 //!   session cancels every task hyper spawned for it; a peer that goes silent is detected
 //!   within [`Keepalive::dead_peer_after`].
-//! * **Bounded memory**: a peer can make the other side buffer at most the HTTP/2 connection
-//!   window ([`limits::CONNECTION_WINDOW_BYTES`]); handshake frames are capped at
-//!   [`limits::MAX_HANDSHAKE_FRAME_BYTES`]; header lists at [`limits::MAX_HEADER_LIST_BYTES`].
+//! * **Bounded memory**: a peer can make the other side buffer at most one stream window
+//!   ([`limits::STREAM_WINDOW_BYTES`]) per stream whose reader is slow, and nothing for idle
+//!   streams; handshake frames are capped at [`limits::MAX_HANDSHAKE_FRAME_BYTES`], header
+//!   lists at [`limits::MAX_HEADER_LIST_BYTES`].
 //! * **Bad peers hurt only themselves**: malformed frames, garbage instead of TLS, the Hello or
 //!   the HTTP/2 preface, oversized headers: each ends that stream or that connection.
 //!

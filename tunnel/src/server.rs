@@ -177,7 +177,7 @@ impl TunnelServer {
         let inner = ServerInner {
             acceptor: TlsAcceptor::from(config.tls.clone()),
             bucket: TokenBucket::new(accept.rate_per_second, accept.burst),
-            pending: Arc::new(Semaphore::new(accept.max_pending)),
+            pending: Arc::new(Semaphore::new(accept.max_pending.max(1))),
             handshakes: Arc::new(Semaphore::new(accept.max_concurrent_handshakes.max(1))),
             registry: SessionRegistry::new(),
             counters: Counters::default(),
@@ -206,8 +206,8 @@ impl TunnelServer {
     }
 
     /// Accepts tunnels on `listener` until the returned future is dropped; dropping it closes
-    /// every session it accepted. Only returns if the listener fails permanently (never, with
-    /// tokio's listener: transient accept errors are logged and retried).
+    /// every session it accepted. It never returns on its own: accept errors (e.g. out of file
+    /// descriptors) are logged and retried after [`ACCEPT_ERROR_PAUSE`].
     pub async fn serve(&self, listener: TcpListener) {
         let shutdown = CancellationToken::new();
         let _close_all_on_drop = shutdown.clone().drop_guard();
@@ -336,6 +336,10 @@ impl ServerInner {
         let (_, conn) = tls.get_ref();
         if conn.alpn_protocol() != Some(ALPN_H2) {
             return Err(refuse(&mut tls, Refusal::new("the tunnel requires ALPN h2")).await);
+        }
+        // The caller's rustls config might allow TLS 1.2; the tunnel does not.
+        if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+            return Err(refuse(&mut tls, Refusal::new("the tunnel requires TLS 1.3")).await);
         }
         let peer_certs = PeerCertificates::new(
             conn.peer_certificates()

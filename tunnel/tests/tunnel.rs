@@ -401,6 +401,51 @@ async fn oversized_header_blocks_fail_only_their_own_stream() {
 }
 
 #[tokio::test]
+async fn stalled_readers_do_not_block_the_other_streams_of_the_tunnel() {
+    let (_pki, hub, agent) = connected_pair().await;
+    let dialer = hub.registry().dialer(EDGE_1);
+    // More stalled streams than "connection window / stream window" would allow with a tight
+    // connection window: each gets a full stream window of data nobody reads.
+    let stalled = 8;
+    let mut unread = Vec::new();
+    for _ in 0..stalled {
+        let response = dialer
+            .send(
+                Request::get("/bytes?n=67108864")
+                    .body(body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        unread.push(response);
+    }
+    let window = u64::from(edgefleet_tunnel::limits::STREAM_WINDOW_BYTES);
+    wait_for("every stalled stream to fill its window", PATIENCE, || {
+        (agent
+            .state
+            .produced
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= stalled * window)
+            .then_some(())
+    })
+    .await;
+
+    // Other streams still flow, both ways.
+    assert_eq!(hub.get(EDGE_1, "/hello").await.unwrap().0, StatusCode::OK);
+    let response = dialer
+        .send(
+            Request::post("/echo")
+                .body(body::full(vec![7_u8; 2 * 1024 * 1024]))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let echoed = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(echoed.len(), 2 * 1024 * 1024);
+    drop(unread);
+}
+
+#[tokio::test]
 async fn a_silent_agent_is_disconnected_within_the_dead_peer_timeout_and_comes_back() {
     let pki = Pki::new();
     let hub = Hub::start(&pki).await;
@@ -503,7 +548,12 @@ async fn closing_a_revoked_agents_session_keeps_it_out() {
     let (_pki, hub, agent) = connected_pair().await;
     hub.admission.revoke(EDGE_1);
     assert!(hub.registry().close(EDGE_1));
-    agent.last_error_contains("certificate revoked").await;
+    let status = agent.last_error_contains("certificate revoked").await;
+    // The hub's retry hint is honoured (plus jitter).
+    assert!(
+        matches!(status, AgentStatus::Waiting { retry_in, .. } if retry_in >= TEST_RETRY_AFTER),
+        "{status:?}"
+    );
     assert!(!hub.registry().is_connected(EDGE_1));
     assert!(matches!(
         hub.get(EDGE_1, "/hello").await,
