@@ -2,12 +2,12 @@
 //!
 //! * [`Http2Config`] and [`Keepalive`] configure hyper's builders (numbers in [`crate::limits`]
 //!   and [`crate::timeouts`]).
-//! * [`SessionExecutor`] spawns every task hyper creates for a connection (hyper's client runs
+//! * `SessionExecutor` spawns every task hyper creates for a connection (hyper's client runs
 //!   the connection itself and one task per stream on the executor) under the session's
 //!   [`CancellationToken`]: closing a session cancels them all, so no stream task outlives its
 //!   connection, whatever the user's service or body does.
-//! * [`Watched`] wraps the transport to note when the peer was last heard from and how the
-//!   transport ended; [`dead_peer_watchdog`] tears a connection down when the peer stays silent
+//! * `Watched` wraps the transport to note when the peer was last heard from and how the
+//!   transport ended; `dead_peer_watchdog` tears a connection down when the peer stays silent
 //!   past the keepalive deadline even if the HTTP/2 stack is stuck flushing to a dead socket.
 
 use std::future::Future;

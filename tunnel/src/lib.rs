@@ -27,7 +27,8 @@
 //! * Identity is mechanism here and policy in the hub: the hub injects an [`Admission`]; agents
 //!   enroll with a bootstrap token and a CSR, then use mutual TLS; the hub rotates certificates
 //!   over the tunnel ([`Session::rotate_certificate`]) and revokes by closing the session
-//!   ([`SessionRegistry::close`]) and refusing the next Hello. See [`identity`].
+//!   ([`SessionRegistry::close`]) and refusing the next Hello. After enrolling, an agent keeps
+//!   the connection it enrolled on as its session. See [`identity`].
 //! * Hub: [`TunnelServer`] accepts, [`SessionRegistry`] tracks sessions and publishes
 //!   [`SessionEvent`]s, [`Dialer`] sends requests and opens upgraded byte streams.
 //! * Agent: [`TunnelClient`] runs the connect loop and serves your service.

@@ -276,18 +276,21 @@ impl ServerInner {
         drop(handshake_slot);
         let mut established = match established {
             Ok(Ok(established)) => established,
+            // Refusals were logged with their reason where they were decided. Other failures
+            // (scanners, garbage, timeouts) are the peer's problem: debug, so a flood of them
+            // cannot flood the hub's log.
+            Ok(Err(Error::Refused { .. })) => {
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             Ok(Err(error)) => {
-                let counter = match error {
-                    Error::Refused { .. } => &self.counters.refused,
-                    _ => &self.counters.failed,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(error = %error_chain(&error), "tunnel handshake failed");
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %error_chain(&error), "tunnel handshake failed");
                 return;
             }
             Err(_) => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::info!("tunnel handshake timed out");
+                tracing::debug!("tunnel handshake timed out");
                 return;
             }
         };
