@@ -21,6 +21,7 @@
 //! | [`Placement`] | namespaced | `pl` |
 
 mod addon;
+pub mod agent;
 mod cluster;
 mod environment;
 mod fleet;
