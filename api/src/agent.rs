@@ -54,7 +54,13 @@ mod tests {
         let id = agent_identity("retail", "store-1");
         assert_eq!(id, "cluster:retail/store-1");
         assert_eq!(parse_agent_identity(&id), Some(("retail", "store-1")));
-        for bad in ["retail/store-1", "cluster:retail", "cluster:/x", "cluster:a/", "cluster:a/b/c"] {
+        for bad in [
+            "retail/store-1",
+            "cluster:retail",
+            "cluster:/x",
+            "cluster:a/",
+            "cluster:a/b/c",
+        ] {
             assert_eq!(parse_agent_identity(bad), None, "{bad}");
         }
     }
@@ -64,7 +70,11 @@ mod tests {
         let facts = ClusterFacts {
             kubernetes_version: "v1.31.4".into(),
             nodes: NodeCounts { ready: 2, total: 3 },
-            gpus: vec![GpuInventory { model: "NVIDIA-L4".into(), count: 4, allocatable: 3 }],
+            gpus: vec![GpuInventory {
+                model: "NVIDIA-L4".into(),
+                count: 4,
+                allocatable: 3,
+            }],
             agent_version: "0.1.0".into(),
         };
         let json = serde_json::to_value(&facts).unwrap();

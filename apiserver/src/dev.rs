@@ -24,7 +24,7 @@ use crate::app::{ServerConfig, StorageConfig};
 use crate::auth::flags::{AuthenticationFlags, AuthorizationFlags, AuthorizationMode};
 use crate::auth::rbac;
 use crate::kubeconfig::{self, Credentials};
-use crate::pki::{CertificateAuthority, LeafSpec};
+use crate::pki::{self, CertificateAuthority, LeafSpec};
 use crate::registry::RegistryConfig;
 
 /// The user of the generated admin kubeconfig.
@@ -70,11 +70,11 @@ impl DevLayout {
     /// The dev CA, generated on first use.
     pub fn ca(&self) -> anyhow::Result<CertificateAuthority> {
         if let (Some(cert), Some(key)) = (self.read("ca.crt"), self.read("ca.key")) {
-            return Ok(CertificateAuthority::load(&cert, &key)?);
+            return Ok(pki::load_ca(&cert, &key)?);
         }
-        let ca = CertificateAuthority::generate("edgefleet-dev-ca")?;
-        self.write("ca.key", &ca.cert.key_pem)?;
-        self.write("ca.crt", &ca.cert.cert_pem)?;
+        let ca = pki::generate_ca("edgefleet-dev-ca")?;
+        self.write("ca.key", &ca.key_pem())?;
+        self.write("ca.crt", ca.certificate_pem())?;
         Ok(ca)
     }
 
@@ -87,15 +87,15 @@ impl DevLayout {
         namespace: Option<&str>,
     ) -> anyhow::Result<String> {
         let ca = self.ca()?;
-        let leaf = ca.issue(&LeafSpec::client(user, groups))?;
+        let leaf = pki::issue(&ca, &LeafSpec::client(user, groups))?;
         Ok(kubeconfig::render(
             CONTEXT,
             server,
-            &ca.cert.cert_pem,
+            ca.certificate_pem(),
             user,
             Credentials::ClientCertificate {
-                cert_pem: &leaf.cert_pem,
-                key_pem: &leaf.key_pem,
+                cert_pem: &leaf.certificate_chain_pem,
+                key_pem: leaf.key_pem(),
             },
             namespace,
         ))
@@ -136,13 +136,16 @@ pub fn prepare(layout: &DevLayout, listen: SocketAddr) -> anyhow::Result<ServerC
     let ca = layout.ca()?;
     let (dns, ips) = serving_names(listen);
     let dns_refs: Vec<&str> = dns.iter().map(String::as_str).collect();
-    let serving = ca.issue(&LeafSpec::server("edgefleet-apiserver", &dns_refs, &ips))?;
-    layout.write("apiserver.crt", &serving.cert_pem)?;
-    layout.write("apiserver.key", &serving.key_pem)?;
+    let serving = pki::issue(
+        &ca,
+        &LeafSpec::server("edgefleet-apiserver", &dns_refs, &ips),
+    )?;
+    layout.write("apiserver.crt", &serving.certificate_chain_pem)?;
+    layout.write("apiserver.key", serving.key_pem())?;
     if layout.read("admin.crt").is_none() || layout.read("admin.key").is_none() {
-        let admin = ca.issue(&LeafSpec::client(ADMIN_USER, &[SUPERUSER_GROUP]))?;
-        layout.write("admin.key", &admin.key_pem)?;
-        layout.write("admin.crt", &admin.cert_pem)?;
+        let admin = pki::issue(&ca, &LeafSpec::client(ADMIN_USER, &[SUPERUSER_GROUP]))?;
+        layout.write("admin.key", admin.key_pem())?;
+        layout.write("admin.crt", &admin.certificate_chain_pem)?;
     }
     let rbac_file = layout.data_dir.join("rbac.yaml");
     if !rbac_file.exists() {

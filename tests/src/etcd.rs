@@ -28,7 +28,7 @@ use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use tempfile::TempDir;
 use tokio::time::Instant;
 
-use crate::pki::{self, CertificateAuthority, LeafSpec};
+use crate::pki::{self, LeafSpec};
 
 const ETCD_BINARY: &str = "/usr/bin/etcd";
 /// How long etcd may take to answer after it was started.
@@ -326,16 +326,16 @@ struct ServerTls {
 
 /// A CA, a serving certificate for loopback and a client certificate, written to `dir`.
 fn write_pki(dir: &Path) -> anyhow::Result<(ClientTls, ServerTls)> {
-    let ca = CertificateAuthority::generate("edgefleet-test-etcd-ca")?;
+    let ca = pki::generate_ca("edgefleet-test-etcd-ca")?;
     let ca_file = dir.join("ca.crt");
-    std::fs::write(&ca_file, &ca.cert.cert_pem)?;
-    let server = ca.issue(&LeafSpec::server(
+    std::fs::write(&ca_file, ca.certificate_pem())?;
+    let server = ca.issue_leaf(&LeafSpec::server(
         "etcd",
         &["localhost"],
         &["127.0.0.1".parse()?],
     ))?;
     let (server_cert, server_key) = pki::write(&server, dir, "etcd-server")?;
-    let client = ca.issue(&LeafSpec::client("edgefleet-apiserver", &[]))?;
+    let client = ca.issue_leaf(&LeafSpec::client("edgefleet-apiserver", &[]))?;
     let (client_cert, client_key) = pki::write(&client, dir, "etcd-client")?;
     Ok((
         ClientTls {

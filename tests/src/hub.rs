@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use edgefleet_apiserver::kubeconfig::{self, Credentials};
-use edgefleet_apiserver::pki::{CertificateAuthority, LeafSpec};
+use edgefleet_apiserver::pki::{self, LeafSpec};
 
 use crate::etcd::EtcdProcess;
 
@@ -91,20 +91,20 @@ impl Hub {
         let dir = tempfile::tempdir()?;
         let pki = dir.path().join("pki");
         std::fs::create_dir_all(&pki)?;
-        let ca = CertificateAuthority::generate("e2e-ca")?;
-        let serving = ca.issue(&LeafSpec::server(
+        let ca = pki::generate_ca("e2e-ca")?;
+        let serving = ca.issue_leaf(&LeafSpec::server(
             "hub",
             &["localhost"],
             &["127.0.0.1".parse()?],
         ))?;
-        let admin = ca.issue(&LeafSpec::client("e2e-admin", &["system:masters"]))?;
+        let admin = ca.issue_leaf(&LeafSpec::client("e2e-admin", &["system:masters"]))?;
         for (name, contents) in [
-            ("ca.crt", &ca.cert.cert_pem),
-            ("ca.key", &ca.cert.key_pem),
-            ("apiserver.crt", &serving.cert_pem),
-            ("apiserver.key", &serving.key_pem),
-            ("admin.crt", &admin.cert_pem),
-            ("admin.key", &admin.key_pem),
+            ("ca.crt", ca.certificate_pem()),
+            ("ca.key", &ca.key_pem()),
+            ("apiserver.crt", &serving.certificate_chain_pem),
+            ("apiserver.key", serving.key_pem()),
+            ("admin.crt", &admin.certificate_chain_pem),
+            ("admin.key", admin.key_pem()),
         ] {
             std::fs::write(pki.join(name), contents)?;
         }
@@ -394,19 +394,19 @@ impl Hub {
             }
             Mode::Etcd { .. } => {
                 let pki = self.dir.path().join("pki");
-                let ca = CertificateAuthority::load(
+                let ca = pki::load_ca(
                     &std::fs::read_to_string(pki.join("ca.crt"))?,
                     &std::fs::read_to_string(pki.join("ca.key"))?,
                 )?;
-                let leaf = ca.issue(&LeafSpec::client(user, groups))?;
+                let leaf = ca.issue_leaf(&LeafSpec::client(user, groups))?;
                 kubeconfig::render(
                     "e2e",
                     &server,
-                    &ca.cert.cert_pem,
+                    ca.certificate_pem(),
                     user,
                     Credentials::ClientCertificate {
-                        cert_pem: &leaf.cert_pem,
-                        key_pem: &leaf.key_pem,
+                        cert_pem: &leaf.certificate_chain_pem,
+                        key_pem: leaf.key_pem(),
                     },
                     None,
                 )

@@ -3,13 +3,16 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-pub use edgefleet_apiserver::pki::{CertificateAuthority, CertifiedKey, LeafSpec};
+pub use edgefleet_apiserver::pki::{
+    generate_ca, issue, load_ca, CertificateAuthority, LeafSpec, StoredIdentity,
+};
 
 /// Writes `<name>.crt` and `<name>.key` into `dir`; returns their paths.
-pub fn write(pair: &CertifiedKey, dir: &Path, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+pub fn write(pair: &StoredIdentity, dir: &Path, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
     let cert = dir.join(format!("{name}.crt"));
     let key = dir.join(format!("{name}.key"));
-    std::fs::write(&cert, &pair.cert_pem).with_context(|| format!("writing {}", cert.display()))?;
-    std::fs::write(&key, &pair.key_pem).with_context(|| format!("writing {}", key.display()))?;
+    std::fs::write(&cert, &pair.certificate_chain_pem)
+        .with_context(|| format!("writing {}", cert.display()))?;
+    std::fs::write(&key, pair.key_pem()).with_context(|| format!("writing {}", key.display()))?;
     Ok((cert, key))
 }

@@ -342,8 +342,53 @@ pub enum Usage {
     Client,
 }
 
+/// The subject, names and use of a certificate [`CertificateAuthority::issue_leaf`] makes.
+#[derive(Clone, Debug)]
+pub struct LeafSpec {
+    pub common_name: String,
+    /// `O=` values; for Kubernetes client certificates, the user's groups (at most one).
+    pub organizations: Vec<String>,
+    pub dns_names: Vec<String>,
+    pub ip_addresses: Vec<std::net::IpAddr>,
+    pub usage: Usage,
+    pub validity: Duration,
+}
+
+impl LeafSpec {
+    /// How long [`LeafSpec::client`] and [`LeafSpec::server`] certificates are valid.
+    pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+    /// A client certificate for `user` in `groups` (CN = user, O = groups).
+    pub fn client(user: &str, groups: &[&str]) -> Self {
+        Self {
+            common_name: user.into(),
+            organizations: groups.iter().map(|g| g.to_string()).collect(),
+            dns_names: Vec::new(),
+            ip_addresses: Vec::new(),
+            usage: Usage::Client,
+            validity: Self::DEFAULT_VALIDITY,
+        }
+    }
+
+    /// A serving certificate for the given names.
+    pub fn server(
+        common_name: &str,
+        dns_names: &[&str],
+        ip_addresses: &[std::net::IpAddr],
+    ) -> Self {
+        Self {
+            common_name: common_name.into(),
+            organizations: Vec::new(),
+            dns_names: dns_names.iter().map(|d| d.to_string()).collect(),
+            ip_addresses: ip_addresses.to_vec(),
+            usage: Usage::Server,
+            validity: Self::DEFAULT_VALIDITY,
+        }
+    }
+}
+
 /// A small certificate authority: enough for the hub to enroll and rotate agents, and for tests
-/// and development setups to mint the hub's serving certificate.
+/// and development setups to mint the hub's serving and client certificates.
 pub struct CertificateAuthority {
     issuer: Issuer<'static, KeyPair>,
     certificate_pem: String,
@@ -389,6 +434,11 @@ impl CertificateAuthority {
         &self.certificate_pem
     }
 
+    /// The CA's private key PEM, to persist it. Handle as a secret.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
     /// Signs an agent's CSR as a client certificate for `identity`, valid for `validity`.
     /// Only the CSR's key is used: the subject is `CN=identity` whatever the CSR asked for, and
     /// no requested extension is copied. The CSR's signature is checked (proof of possession).
@@ -412,18 +462,46 @@ impl CertificateAuthority {
         usage: Usage,
         validity: Duration,
     ) -> Result<StoredIdentity> {
+        let mut spec = match usage {
+            Usage::Server => LeafSpec::server(common_name, dns_names, &[]),
+            Usage::Client => LeafSpec::client(common_name, &[]),
+        };
+        spec.validity = validity;
+        self.issue_leaf(&spec)
+    }
+
+    /// Issues a fresh key and certificate as `spec` describes.
+    ///
+    /// rcgen keeps one value per subject attribute type, so a certificate carries at most one
+    /// `O` (group); more are refused rather than silently dropped.
+    pub fn issue_leaf(&self, spec: &LeafSpec) -> Result<StoredIdentity> {
+        if spec.organizations.len() > 1 {
+            return Err(Error::Pem(format!(
+                "a certificate can carry one group (O) here, not {}",
+                spec.organizations.len()
+            )));
+        }
         let key = KeyPair::generate().map_err(Error::Certificate)?;
-        let mut params = base_params(common_name, validity)?;
-        params.subject_alt_names = dns_names
-            .iter()
-            .map(|name| {
-                rcgen::string::Ia5String::try_from(*name)
-                    .map(rcgen::SanType::DnsName)
-                    .map_err(Error::Certificate)
-            })
-            .collect::<Result<_>>()?;
+        let mut params = base_params(&spec.common_name, spec.validity)?;
+        for org in &spec.organizations {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, org.as_str());
+        }
+        let mut sans = Vec::new();
+        for name in &spec.dns_names {
+            let name =
+                rcgen::string::Ia5String::try_from(name.as_str()).map_err(Error::Certificate)?;
+            sans.push(rcgen::SanType::DnsName(name));
+        }
+        sans.extend(
+            spec.ip_addresses
+                .iter()
+                .map(|ip| rcgen::SanType::IpAddress(*ip)),
+        );
+        params.subject_alt_names = sans;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![match usage {
+        params.extended_key_usages = vec![match spec.usage {
             Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
             Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
         }];

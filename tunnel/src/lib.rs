@@ -81,7 +81,7 @@ pub use error::{BoxError, Error, Result};
 pub use http2::{Http2Config, Keepalive};
 pub use identity::{
     Admission, Admitted, BootstrapToken, CertificateAuthority, CertificateSigner, IdentityStore,
-    PeerCertificates, Refusal, StoredIdentity,
+    LeafSpec, PeerCertificates, Refusal, StoredIdentity, Usage,
 };
 pub use registry::{DisconnectReason, Session, SessionEvent, SessionEventKind, SessionRegistry};
 pub use server::{AcceptLimits, ServerStats, TunnelServer, TunnelServerConfig};
