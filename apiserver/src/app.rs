@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
+use crate::agents::{AgentHub, AgentsConfig};
 use crate::auth::flags::{AuthenticationFlags, AuthorizationFlags};
 use crate::http::pipeline::Pipeline;
 use crate::http::router::Router;
@@ -37,6 +38,8 @@ pub struct ServerConfig {
     pub authorization: AuthorizationFlags,
     pub compaction_interval: Duration,
     pub registry: RegistryConfig,
+    /// The tunnel port for agents; none without a CA to sign their certificates.
+    pub agents: Option<AgentsConfig>,
 }
 
 /// A hub whose listener is bound (so its address is known) but which does not serve yet.
@@ -44,9 +47,21 @@ pub struct BoundServer {
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     pipeline: Arc<Pipeline>,
+    registry: Registry,
+    agents: Option<Arc<AgentHub>>,
 }
 
 impl BoundServer {
+    /// The registry the server serves (for in-process setup such as `dev`'s clusters).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The agents' side, when the tunnel port is enabled.
+    pub fn agents(&self) -> Option<&Arc<AgentHub>> {
+        self.agents.as_ref()
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
@@ -83,7 +98,11 @@ pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
     let (store, compactor) = open_storage(&config.storage).await?;
     tokio::spawn(compactor.with_interval(config.compaction_interval).run());
     let registry = Registry::new(store, config.registry.clone());
-    let router = Router::new(registry);
+    let agents = match &config.agents {
+        Some(agents) => Some(AgentHub::start(agents.clone(), registry.clone()).await?),
+        None => None,
+    };
+    let router = Router::new(registry.clone(), agents.clone());
 
     let cert_chain = tls::load_certs(&config.tls_cert_file)?;
     let key = tls::load_key(&config.tls_private_key_file)?;
@@ -111,6 +130,8 @@ pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
         listener,
         tls,
         pipeline,
+        registry,
+        agents,
     })
 }
 

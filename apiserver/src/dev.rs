@@ -13,19 +13,24 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::json;
 
+use crate::agents::{AgentHub, AgentsConfig};
 use crate::app::{ServerConfig, StorageConfig};
 use crate::auth::flags::{AuthenticationFlags, AuthorizationFlags, AuthorizationMode};
 use crate::auth::rbac;
+use crate::errors::ApiError;
 use crate::kubeconfig::{self, Credentials};
 use crate::pki::{self, CertificateAuthority, LeafSpec};
 use crate::registry::RegistryConfig;
+use crate::registry::{Registry, WriteOptions};
 
 /// The user of the generated admin kubeconfig.
 pub const ADMIN_USER: &str = "edgefleet-admin";
@@ -65,6 +70,17 @@ impl DevLayout {
     fn write(&self, name: &str, contents: &str) -> anyhow::Result<()> {
         kubeconfig::write_private(&self.pki.join(name), contents)
             .with_context(|| format!("writing {name}"))
+    }
+
+    /// The CA that signs agents' certificates, generated on first use.
+    pub fn tunnel_ca(&self) -> anyhow::Result<CertificateAuthority> {
+        if let (Some(cert), Some(key)) = (self.read("tunnel-ca.crt"), self.read("tunnel-ca.key")) {
+            return Ok(pki::load_ca(&cert, &key)?);
+        }
+        let ca = pki::generate_ca("edgefleet-dev-tunnel-ca")?;
+        self.write("tunnel-ca.key", &ca.key_pem())?;
+        self.write("tunnel-ca.crt", ca.certificate_pem())?;
+        Ok(ca)
     }
 
     /// The dev CA, generated on first use.
@@ -131,8 +147,13 @@ fn serving_names(listen: SocketAddr) -> (Vec<String>, Vec<IpAddr>) {
     (dns, ips)
 }
 
-/// Prepares certificates and returns the server configuration for `dev`.
-pub fn prepare(layout: &DevLayout, listen: SocketAddr) -> anyhow::Result<ServerConfig> {
+/// Prepares certificates and returns the server configuration for `dev`; agents dial
+/// `tunnel_listen`.
+pub fn prepare(
+    layout: &DevLayout,
+    listen: SocketAddr,
+    tunnel_listen: SocketAddr,
+) -> anyhow::Result<ServerConfig> {
     let ca = layout.ca()?;
     let (dns, ips) = serving_names(listen);
     let dns_refs: Vec<&str> = dns.iter().map(String::as_str).collect();
@@ -168,7 +189,100 @@ pub fn prepare(layout: &DevLayout, listen: SocketAddr) -> anyhow::Result<ServerC
         },
         compaction_interval: Duration::from_secs(300),
         registry: RegistryConfig::default(),
+        agents: Some(AgentsConfig {
+            listen: tunnel_listen,
+            tls_cert_pem: serving.certificate_chain_pem.clone(),
+            tls_key_pem: serving.key_pem().to_string(),
+            serving_ca_pem: ca.certificate_pem().to_string(),
+            agent_ca: Arc::new(layout.tunnel_ca()?),
+            replica: DEV_REPLICA.into(),
+            advertise_address: None,
+            agent_image: default_agent_image(),
+        }),
     })
+}
+
+/// The hub replica name of a dev hub.
+pub const DEV_REPLICA: &str = "dev";
+
+/// The agent image install manifests name, for this build.
+pub fn default_agent_image() -> String {
+    format!(
+        "ghcr.io/edgefleet/edgefleet-agent:v{}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// The Environment of a dev hub's simulated clusters.
+pub const SIMULATED_ENVIRONMENT: &str = "dev";
+
+/// Creates the Environment and `count` Clusters (`sim-1` …) for simulated agents, writes a
+/// bootstrap token for each agent that has no identity yet under `<data-dir>/agents/`, and
+/// starts `edgefleet-agent simulate` against the tunnel port. The child ends with the hub.
+pub async fn start_simulated_agents(
+    layout: &DevLayout,
+    registry: &Registry,
+    agents: &AgentHub,
+    count: usize,
+) -> anyhow::Result<Option<tokio::process::Child>> {
+    if count == 0 {
+        return Ok(None);
+    }
+    let agent_binary = std::env::current_exe()?.with_file_name("edgefleet-agent");
+    if !agent_binary.exists() {
+        tracing::warn!(
+            path = %agent_binary.display(),
+            "edgefleet-agent is not built next to this binary: no simulated agents (cargo build -p edgefleet-agent)"
+        );
+        return Ok(None);
+    }
+    let opts = WriteOptions {
+        field_manager: "edgefleet-dev".into(),
+        ..Default::default()
+    };
+    let envs = registry.resource("environments").context("environments")?;
+    let env = json!({"apiVersion": edgefleet_api::API_VERSION, "kind": "Environment",
+                     "metadata": {"name": SIMULATED_ENVIRONMENT},
+                     "spec": {"description": "Simulated edge clusters of the dev hub"}});
+    match envs.create(registry, "", env, &opts).await {
+        Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let clusters = registry.resource("clusters").context("clusters")?;
+    let bootstrap_dir = layout.data_dir.join("agents");
+    for i in 1..=count {
+        let name = format!("sim-{i}");
+        let cluster = json!({"apiVersion": edgefleet_api::API_VERSION, "kind": "Cluster",
+                             "metadata": {"name": name, "labels": {"simulated": "true", "gpu": "l4", "region": "local"}},
+                             "spec": {"kubernetesVersion": "v1.31.4+k3s1"}});
+        match clusters
+            .create(registry, SIMULATED_ENVIRONMENT, cluster, &opts)
+            .await
+        {
+            Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let dir = bootstrap_dir.join(format!("{SIMULATED_ENVIRONMENT}.{name}"));
+        std::fs::create_dir_all(&dir)?;
+        if !dir.join("identity.pem").exists() {
+            let token = agents.mint_token(SIMULATED_ENVIRONMENT, &name).await?;
+            kubeconfig::write_private(&dir.join("token"), &format!("{token}\n"))?;
+        }
+    }
+    let address = agents.address();
+    let child = tokio::process::Command::new(agent_binary)
+        .arg("simulate")
+        .arg(format!("--hub-address={address}"))
+        .arg(format!("--hub-server-name={}", address.ip()))
+        .arg("--hub-ca-file")
+        .arg(layout.pki.join("ca.crt"))
+        .arg("--bootstrap-dir")
+        .arg(&bootstrap_dir)
+        .arg(format!("--count={count}"))
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting edgefleet-agent simulate")?;
+    Ok(Some(child))
 }
 
 /// Groups bound to the shipped ClusterRoles in a standalone hub, so that a user's group in

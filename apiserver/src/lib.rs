@@ -7,6 +7,7 @@
 //!                                                            └─ watch cache
 //! ```
 
+pub mod agents;
 pub mod app;
 pub mod apply;
 pub mod auth;

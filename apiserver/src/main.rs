@@ -41,6 +41,51 @@ struct DevArgs {
     /// Address to serve on.
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
+    /// Address of the tunnel port agents dial (default: the listen address's IP, port 8132;
+    /// port 0 when the listen port is 0).
+    #[arg(long)]
+    tunnel_listen: Option<SocketAddr>,
+    /// Simulated edge clusters to start (`edgefleet-agent simulate`) in Environment `dev`.
+    #[arg(long, default_value_t = 3)]
+    agents: usize,
+}
+
+/// The default tunnel port (konnectivity's agent port).
+const DEFAULT_TUNNEL_PORT: u16 = 8132;
+
+#[derive(Args)]
+struct TunnelArgs {
+    /// CA that signs agents' client certificates; enables the tunnel port.
+    #[arg(long, requires = "tunnel_ca_key_file")]
+    tunnel_ca_file: Option<PathBuf>,
+    /// Private key of --tunnel-ca-file.
+    #[arg(long)]
+    tunnel_ca_key_file: Option<PathBuf>,
+    /// IP address of the tunnel port.
+    #[arg(long, default_value = "0.0.0.0")]
+    tunnel_bind_address: std::net::IpAddr,
+    /// Port agents dial.
+    #[arg(long, default_value_t = DEFAULT_TUNNEL_PORT)]
+    tunnel_port: u16,
+    /// Tunnel serving certificate (default: --tls-cert-file).
+    #[arg(long)]
+    tunnel_tls_cert_file: Option<PathBuf>,
+    /// Tunnel serving key (default: --tls-private-key-file).
+    #[arg(long)]
+    tunnel_tls_private_key_file: Option<PathBuf>,
+    /// CA agents trust for the tunnel port, put in install manifests (default: the last
+    /// certificate of the tunnel serving chain).
+    #[arg(long)]
+    tunnel_serving_ca_file: Option<PathBuf>,
+    /// `host:port` agents dial, for install manifests (default: the bound address).
+    #[arg(long)]
+    tunnel_advertise_address: Option<String>,
+    /// This replica's name in Cluster status (default: the host name).
+    #[arg(long)]
+    hub_replica: Option<String>,
+    /// Agent image of install manifests.
+    #[arg(long)]
+    agent_image: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -91,6 +136,8 @@ struct ServeArgs {
     authentication: AuthenticationFlags,
     #[command(flatten)]
     authorization: AuthorizationFlags,
+    #[command(flatten)]
+    tunnel: TunnelArgs,
 }
 
 #[derive(Args)]
@@ -161,19 +208,42 @@ async fn main() -> anyhow::Result<()> {
 async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     init_logging();
     let layout = DevLayout::new(&args.data_dir)?;
-    let config = dev::prepare(&layout, args.listen)?;
+    let tunnel_port = if args.listen.port() == 0 {
+        0
+    } else {
+        DEFAULT_TUNNEL_PORT
+    };
+    let tunnel_listen = args
+        .tunnel_listen
+        .unwrap_or(SocketAddr::new(args.listen.ip(), tunnel_port));
+    let config = dev::prepare(&layout, args.listen, tunnel_listen)?;
     let server = app::bind(&config).await?;
     let addr = server.local_addr();
     let kubeconfig = dev::write_admin_kubeconfig(&layout, addr)?;
+    let agents = server
+        .agents()
+        .context("the dev hub has a tunnel port")?
+        .clone();
+    let simulator =
+        dev::start_simulated_agents(&layout, server.registry(), &agents, args.agents).await?;
     println!(
-        "edgefleet hub (dev) serving on https://{addr}, embedded store in {}",
-        layout.store().display()
+        "edgefleet hub (dev) serving on https://{addr}, embedded store in {}; agents dial {}",
+        layout.store().display(),
+        agents.address()
     );
+    if simulator.is_some() {
+        println!(
+            "{} simulated edge clusters connect in Environment {:?}.",
+            args.agents,
+            dev::SIMULATED_ENVIRONMENT
+        );
+    }
     println!(
         "Point kubectl at it:\n\n  export KUBECONFIG={}\n  kubectl get clusters -A\n",
         kubeconfig.display()
     );
     server.run(app::shutdown_signal()).await;
+    drop(simulator);
     Ok(())
 }
 
@@ -204,10 +274,72 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         authorization: args.authorization,
         compaction_interval: args.etcd_compaction_interval,
         registry: RegistryConfig::default(),
+        agents: None,
+    };
+    let config = ServerConfig {
+        agents: tunnel_config(&args.tunnel, &config)?,
+        ..config
     };
     let server = app::bind(&config).await?;
     tracing::info!(addr = %server.local_addr(), "serving");
     println!("edgefleet hub serving on https://{}", server.local_addr());
     server.run(app::shutdown_signal()).await;
     Ok(())
+}
+
+/// The tunnel port's configuration, when a tunnel CA is given.
+fn tunnel_config(
+    args: &TunnelArgs,
+    server: &ServerConfig,
+) -> anyhow::Result<Option<edgefleet_apiserver::agents::AgentsConfig>> {
+    let (Some(ca_file), Some(ca_key_file)) = (&args.tunnel_ca_file, &args.tunnel_ca_key_file)
+    else {
+        return Ok(None);
+    };
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let agent_ca = edgefleet_apiserver::pki::load_ca(&read(ca_file)?, &read(ca_key_file)?)?;
+    let tls_cert_pem = read(
+        args.tunnel_tls_cert_file
+            .as_ref()
+            .unwrap_or(&server.tls_cert_file),
+    )?;
+    let tls_key_pem = read(
+        args.tunnel_tls_private_key_file
+            .as_ref()
+            .unwrap_or(&server.tls_private_key_file),
+    )?;
+    let serving_ca_pem = match &args.tunnel_serving_ca_file {
+        Some(path) => read(path)?,
+        None => last_certificate(&tls_cert_pem)
+            .context("the tunnel serving chain has no certificate")?,
+    };
+    let replica = match &args.hub_replica {
+        Some(name) => name.clone(),
+        None => std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "hub".into()),
+    };
+    Ok(Some(edgefleet_apiserver::agents::AgentsConfig {
+        listen: SocketAddr::new(args.tunnel_bind_address, args.tunnel_port),
+        tls_cert_pem,
+        tls_key_pem,
+        serving_ca_pem,
+        agent_ca: std::sync::Arc::new(agent_ca),
+        replica,
+        advertise_address: args.tunnel_advertise_address.clone(),
+        agent_image: args
+            .agent_image
+            .clone()
+            .unwrap_or_else(dev::default_agent_image),
+    }))
+}
+
+/// The last PEM certificate block of a chain.
+fn last_certificate(chain: &str) -> Option<String> {
+    const END: &str = "-----END CERTIFICATE-----";
+    let end = chain.rfind(END)? + END.len();
+    let begin = chain[..end].rfind("-----BEGIN CERTIFICATE-----")?;
+    Some(format!("{}\n", &chain[begin..end]))
 }

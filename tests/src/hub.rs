@@ -68,11 +68,20 @@ pub struct Hub {
     /// Admin kubeconfig (group `system:masters`).
     pub kubeconfig: PathBuf,
     log: PathBuf,
+    /// Simulated agents a dev hub starts.
+    agents: usize,
+    /// Where agents dial (dev hubs).
+    pub tunnel_addr: Option<SocketAddr>,
 }
 
 impl Hub {
     /// `edgefleet-apiserver dev` on an ephemeral port with a fresh data directory.
     pub fn dev() -> anyhow::Result<Hub> {
+        Self::dev_with_agents(0)
+    }
+
+    /// A dev hub that also starts `agents` simulated edge clusters (`--agents`).
+    pub fn dev_with_agents(agents: usize) -> anyhow::Result<Hub> {
         let dir = tempfile::tempdir()?;
         let mut hub = Hub {
             child: None,
@@ -81,6 +90,8 @@ impl Hub {
             log: dir.path().join("hub.log"),
             addr: "127.0.0.1:0".parse()?,
             dir,
+            agents,
+            tunnel_addr: None,
         };
         hub.start()?;
         Ok(hub)
@@ -125,6 +136,8 @@ impl Hub {
             log: dir.path().join("hub.log"),
             addr: "127.0.0.1:0".parse()?,
             dir,
+            agents: 0,
+            tunnel_addr: None,
         };
         hub.start()?;
         Ok(hub)
@@ -139,8 +152,15 @@ impl Hub {
         };
         match &self.mode {
             Mode::Dev => {
-                cmd.args(["dev", "--listen", &listen, "--data-dir"])
-                    .arg(self.dir.path().join("data"));
+                cmd.args([
+                    "dev",
+                    "--agents",
+                    &self.agents.to_string(),
+                    "--listen",
+                    &listen,
+                    "--data-dir",
+                ])
+                .arg(self.dir.path().join("data"));
             }
             Mode::Etcd { endpoints, prefix } => {
                 let pki = self.dir.path().join("pki");
@@ -200,6 +220,9 @@ impl Hub {
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(rest) = line.split("serving on https://").nth(1) {
+                        if let Some(tunnel) = line.split("agents dial ").nth(1) {
+                            self.tunnel_addr = tunnel.trim().parse().ok();
+                        }
                         let addr = rest.split([',', ' ']).next().unwrap_or_default();
                         break addr
                             .parse::<SocketAddr>()

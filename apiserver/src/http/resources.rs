@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::body::{self, add_warnings, Body};
 use super::params::Query;
+use crate::agents::AgentHub;
 use crate::errors::ApiError;
 use crate::negotiation::{self, BodyType, Encoding, Offers, Representation, Transform};
 use crate::registry::cacher::CachedObject;
@@ -31,6 +32,7 @@ const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(1800);
 /// Serves one resource request.
 pub async fn handle<B>(
     registry: &Registry,
+    agents: Option<&AgentHub>,
     info: &RequestInfo,
     req: Request<B>,
 ) -> Result<Response<Body>, ApiError>
@@ -53,6 +55,9 @@ where
             return Err(ApiError::NoSuchPath)
         }
         _ => {}
+    }
+    if info.resource == "clusters" && info.subresource == "bootstrap" && !info.name.is_empty() {
+        return bootstrap(agents, info, &req).await;
     }
     let target = match info.subresource.as_str() {
         "" => Target::Main,
@@ -532,4 +537,43 @@ impl WatchEncoder {
 
 fn error_line(err: &ApiError) -> Vec<u8> {
     serde_json::to_vec(&json!({"type": "ERROR", "object": err.status()})).unwrap_or_default()
+}
+
+/// `GET clusters/{name}/bootstrap`: the agent's install manifest with a fresh token, as a `v1`
+/// List (JSON, or YAML documents when asked for YAML).
+async fn bootstrap<B>(
+    agents: Option<&AgentHub>,
+    info: &RequestInfo,
+    req: &Request<B>,
+) -> Result<Response<Body>, ApiError> {
+    if info.verb != "get" || !info.rest.is_empty() {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let agents = agents.ok_or_else(|| {
+        ApiError::ServiceUnavailable(
+            "this hub has no tunnel port for agents (start it with a tunnel CA)".into(),
+        )
+    })?;
+    let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+    let rep = negotiation::negotiate(accept, Offers::PLAIN)?;
+    let list = agents.bootstrap(&info.namespace, &info.name).await?;
+    match rep.encoding {
+        Encoding::Json => body::value_response(StatusCode::OK, &list, Encoding::Json),
+        Encoding::Yaml => {
+            // Documents, so that `kubectl apply -f` on the edge cluster reads them one by one.
+            let mut docs = String::new();
+            for item in list["items"].as_array().into_iter().flatten() {
+                docs.push_str("---\n");
+                docs.push_str(
+                    &serde_yaml_ng::to_string(item)
+                        .map_err(|e| ApiError::Internal(e.to_string()))?,
+                );
+            }
+            Ok(body::bytes_response(
+                StatusCode::OK,
+                "application/yaml",
+                docs,
+            ))
+        }
+    }
 }

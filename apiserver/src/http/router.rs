@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use super::body::{self, bytes_response, error_response, value_response, Body};
 use super::openapi::{OpenApi, GROUP_VERSION_PATH};
 use super::{discovery, resources};
+use crate::agents::AgentHub;
 use crate::errors::ApiError;
 use crate::negotiation::{negotiate, Encoding, Offers, Transform};
 use crate::registry::Registry;
@@ -20,6 +21,8 @@ use crate::request_info::RequestInfo;
 pub struct Router {
     pub registry: Registry,
     pub openapi: OpenApi,
+    /// The agents' side, for the `bootstrap` subresource (none without a tunnel port).
+    pub agents: Option<Arc<AgentHub>>,
 }
 
 /// The API level we serve, as `/version` reports it.
@@ -27,9 +30,13 @@ pub const KUBERNETES_MAJOR: &str = "1";
 pub const KUBERNETES_MINOR: &str = "34";
 
 impl Router {
-    pub fn new(registry: Registry) -> Arc<Self> {
+    pub fn new(registry: Registry, agents: Option<Arc<AgentHub>>) -> Arc<Self> {
         let openapi = OpenApi::build(&registry);
-        Arc::new(Router { registry, openapi })
+        Arc::new(Router {
+            registry,
+            openapi,
+            agents,
+        })
     }
 
     /// Serves a request whose [`RequestInfo`] has been parsed (and which has been authorized).
@@ -41,7 +48,7 @@ impl Router {
         let result = if info.is_resource_request && info.api_prefix == "api" {
             super::core::handle(&self.registry, info, &req).await
         } else if info.is_resource_request {
-            resources::handle(&self.registry, info, req).await
+            resources::handle(&self.registry, self.agents.as_deref(), info, req).await
         } else {
             self.non_resource(info, &req).await
         };
