@@ -153,6 +153,7 @@ pub fn prepare(
     layout: &DevLayout,
     listen: SocketAddr,
     tunnel_listen: SocketAddr,
+    keepalive: edgefleet_tunnel::Keepalive,
 ) -> anyhow::Result<ServerConfig> {
     let ca = layout.ca()?;
     let (dns, ips) = serving_names(listen);
@@ -198,6 +199,7 @@ pub fn prepare(
             replica: DEV_REPLICA.into(),
             advertise_address: None,
             agent_image: default_agent_image(),
+            keepalive,
         }),
     })
 }

@@ -48,6 +48,9 @@ struct DevArgs {
     /// Simulated edge clusters to start (`edgefleet-agent simulate`) in Environment `dev`.
     #[arg(long, default_value_t = 3)]
     agents: usize,
+    /// Tunnel PING interval (and timeout): an agent silent for twice this is disconnected.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    tunnel_keepalive: Duration,
 }
 
 /// The default tunnel port (konnectivity's agent port).
@@ -86,6 +89,9 @@ struct TunnelArgs {
     /// Agent image of install manifests.
     #[arg(long)]
     agent_image: Option<String>,
+    /// Tunnel PING interval (and timeout): an agent silent for twice this is disconnected.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    tunnel_keepalive: Duration,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -216,7 +222,8 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     let tunnel_listen = args
         .tunnel_listen
         .unwrap_or(SocketAddr::new(args.listen.ip(), tunnel_port));
-    let config = dev::prepare(&layout, args.listen, tunnel_listen)?;
+    let keepalive = edgefleet_tunnel::Keepalive { interval: args.tunnel_keepalive, timeout: args.tunnel_keepalive };
+    let config = dev::prepare(&layout, args.listen, tunnel_listen, keepalive)?;
     let server = app::bind(&config).await?;
     let addr = server.local_addr();
     let kubeconfig = dev::write_admin_kubeconfig(&layout, addr)?;
@@ -333,6 +340,8 @@ fn tunnel_config(
             .agent_image
             .clone()
             .unwrap_or_else(dev::default_agent_image),
+
+        keepalive: edgefleet_tunnel::Keepalive { interval: args.tunnel_keepalive, timeout: args.tunnel_keepalive },
     }))
 }
 

@@ -52,6 +52,8 @@ pub struct AgentsConfig {
     pub advertise_address: Option<String>,
     /// The agent image of install manifests.
     pub agent_image: String,
+    /// HTTP/2 PING keepalive of every session; a peer silent for twice this is dead.
+    pub keepalive: edgefleet_tunnel::Keepalive,
 }
 
 /// The running agent side of the hub.
@@ -79,10 +81,9 @@ impl AgentHub {
             certificate_validity: AGENT_CERTIFICATE_VALIDITY,
             presented: Arc::new(Mutex::new(HashMap::new())),
         });
-        let server = TunnelServer::new(
-            TunnelServerConfig::new(tls, config.replica.clone()),
-            admission.clone(),
-        );
+        let mut tunnel = TunnelServerConfig::new(tls, config.replica.clone());
+        tunnel.keepalive = config.keepalive;
+        let server = TunnelServer::new(tunnel, admission.clone());
         let listener = TcpListener::bind(config.listen).await?;
         let address = listener.local_addr()?;
         let serving = server.clone();
