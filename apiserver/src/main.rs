@@ -222,7 +222,10 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     let tunnel_listen = args
         .tunnel_listen
         .unwrap_or(SocketAddr::new(args.listen.ip(), tunnel_port));
-    let keepalive = edgefleet_tunnel::Keepalive { interval: args.tunnel_keepalive, timeout: args.tunnel_keepalive };
+    let keepalive = edgefleet_tunnel::Keepalive {
+        interval: args.tunnel_keepalive,
+        timeout: args.tunnel_keepalive,
+    };
     let config = dev::prepare(&layout, args.listen, tunnel_listen, keepalive)?;
     let server = app::bind(&config).await?;
     let addr = server.local_addr();
@@ -341,7 +344,10 @@ fn tunnel_config(
             .clone()
             .unwrap_or_else(dev::default_agent_image),
 
-        keepalive: edgefleet_tunnel::Keepalive { interval: args.tunnel_keepalive, timeout: args.tunnel_keepalive },
+        keepalive: edgefleet_tunnel::Keepalive {
+            interval: args.tunnel_keepalive,
+            timeout: args.tunnel_keepalive,
+        },
     }))
 }
 

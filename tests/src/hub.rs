@@ -21,6 +21,9 @@ use edgefleet_apiserver::pki::{self, LeafSpec};
 
 use crate::etcd::EtcdProcess;
 
+/// Tunnel keepalive of test hubs: a silent agent is declared dead after twice this.
+pub const TEST_KEEPALIVE: &str = "1s";
+
 /// How long a hub may take to start serving.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -156,6 +159,8 @@ impl Hub {
                     "dev",
                     "--agents",
                     &self.agents.to_string(),
+                    "--tunnel-keepalive",
+                    TEST_KEEPALIVE,
                     "--listen",
                     &listen,
                     "--data-dir",

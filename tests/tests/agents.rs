@@ -14,21 +14,44 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
 
 fn clusters(hub: &Hub, namespace: &str) -> Vec<Value> {
     let out = hub.ok(&["get", "clusters", "-n", namespace, "-o", "json"]);
-    serde_json::from_str::<Value>(&out).unwrap()["items"].as_array().cloned().unwrap_or_default()
+    serde_json::from_str::<Value>(&out).unwrap()["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn state(cluster: &Value) -> &str {
-    cluster["status"]["connection"]["state"].as_str().unwrap_or("Pending")
+    cluster["status"]["connection"]["state"]
+        .as_str()
+        .unwrap_or("Pending")
 }
 
 /// The `edgefleet-agent simulate` process the dev hub started.
 fn simulator_pid(hub: &Hub) -> u32 {
-    let out = Command::new("pgrep").args(["-P", &hub.pid().unwrap().to_string(), "-f", "edgefleet-agent"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().next().expect("a simulator process").trim().parse().unwrap()
+    let out = Command::new("pgrep")
+        .args([
+            "-P",
+            &hub.pid().unwrap().to_string(),
+            "-f",
+            "edgefleet-agent",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .expect("a simulator process")
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 fn signal(pid: u32, sig: &str) {
-    assert!(Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
 }
 
 #[test]
@@ -37,34 +60,56 @@ fn dev_hub_agents_connect_report_and_disconnect() {
     let reported = eventually(CONNECT_DEADLINE, "3 connected clusters with facts", || {
         let items = clusters(&hub, "dev");
         let ready = items.len() == 3
-            && items.iter().all(|c| state(c) == "Connected" && c["status"]["nodes"]["total"].as_i64().unwrap_or(0) > 0);
+            && items.iter().all(|c| {
+                state(c) == "Connected" && c["status"]["nodes"]["total"].as_i64().unwrap_or(0) > 0
+            });
         ready.then_some(items)
     });
     for c in &reported {
-        assert!(c["status"]["kubernetesVersion"].as_str().is_some_and(|v| v.starts_with('v')), "{c}");
+        assert!(
+            c["status"]["kubernetesVersion"]
+                .as_str()
+                .is_some_and(|v| v.starts_with('v')),
+            "{c}"
+        );
         assert!(!c["status"]["gpus"].as_array().unwrap().is_empty(), "{c}");
         assert_eq!(c["status"]["conditions"][0]["type"], "Ready");
         assert_eq!(c["status"]["conditions"][0]["status"], "True");
     }
     let table = hub.ok(&["get", "clusters", "-A"]);
-    let connected_rows = table.lines().filter(|l| l.split_whitespace().nth(3) == Some("Connected")).count();
+    let connected_rows = table
+        .lines()
+        .filter(|l| l.split_whitespace().nth(3) == Some("Connected"))
+        .count();
     assert_eq!(connected_rows, 3, "{table}");
 
     // Freeze the agents (their sockets stay open): the hub notices by keepalive alone.
     let simulator = simulator_pid(&hub);
     signal(simulator, "-STOP");
-    eventually(Duration::from_secs(30), "the frozen clusters to turn Disconnected", || {
-        clusters(&hub, "dev").iter().all(|c| state(c) == "Disconnected").then_some(())
-    });
+    eventually(
+        Duration::from_secs(30),
+        "the frozen clusters to turn Disconnected",
+        || {
+            clusters(&hub, "dev")
+                .iter()
+                .all(|c| state(c) == "Disconnected")
+                .then_some(())
+        },
+    );
     signal(simulator, "-CONT");
     eventually(CONNECT_DEADLINE, "the agents to come back", || {
-        clusters(&hub, "dev").iter().all(|c| state(c) == "Connected").then_some(())
+        clusters(&hub, "dev")
+            .iter()
+            .all(|c| state(c) == "Connected")
+            .then_some(())
     });
 }
 
 /// One `edgefleet-agent simulate` for a single cluster whose token is in `dir`.
 fn simulate(hub: &Hub, bootstrap_dir: &Path, log: &Path) -> Child {
-    let tunnel = hub.tunnel_addr.expect("the dev hub prints its tunnel address");
+    let tunnel = hub
+        .tunnel_addr
+        .expect("the dev hub prints its tunnel address");
     Command::new(binary("edgefleet-agent"))
         .arg("simulate")
         .arg(format!("--hub-address={tunnel}"))
@@ -83,13 +128,32 @@ fn simulate(hub: &Hub, bootstrap_dir: &Path, log: &Path) -> Child {
 #[test]
 fn bootstrap_token_enrolls_once_and_deletion_revokes() {
     let hub = Hub::dev().expect("dev hub starts");
-    hub.ok_stdin(&["apply", "-f", "-"], Some("apiVersion: edgefleet.io/v1alpha1\nkind: Environment\nmetadata:\n  name: lab\n"));
+    hub.ok_stdin(
+        &["apply", "-f", "-"],
+        Some("apiVersion: edgefleet.io/v1alpha1\nkind: Environment\nmetadata:\n  name: lab\n"),
+    );
     hub.ok_stdin(&["apply", "-f", "-"], Some("apiVersion: edgefleet.io/v1alpha1\nkind: Cluster\nmetadata:\n  name: edge-1\n  namespace: lab\n"));
 
-    let manifest: Value = serde_json::from_str(&hub.ok(&["get", "--raw", "/apis/edgefleet.io/v1alpha1/namespaces/lab/clusters/edge-1/bootstrap"])).unwrap();
-    let secret = manifest["items"].as_array().unwrap().iter().find(|i| i["kind"] == "Secret").expect("a Secret");
-    let token = String::from_utf8(base64_decode(secret["data"]["token"].as_str().unwrap())).unwrap();
-    let deployment = manifest["items"].as_array().unwrap().iter().find(|i| i["kind"] == "Deployment").expect("a Deployment");
+    let manifest: Value = serde_json::from_str(&hub.ok(&[
+        "get",
+        "--raw",
+        "/apis/edgefleet.io/v1alpha1/namespaces/lab/clusters/edge-1/bootstrap",
+    ]))
+    .unwrap();
+    let secret = manifest["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["kind"] == "Secret")
+        .expect("a Secret");
+    let token =
+        String::from_utf8(base64_decode(secret["data"]["token"].as_str().unwrap())).unwrap();
+    let deployment = manifest["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["kind"] == "Deployment")
+        .expect("a Deployment");
     assert!(deployment.to_string().contains("--cluster=lab/edge-1"));
 
     let dir = hub.dir.path().join("agent");
@@ -98,9 +162,15 @@ fn bootstrap_token_enrolls_once_and_deletion_revokes() {
     std::fs::write(first.join("token"), &token).unwrap();
     let mut agent = simulate(&hub, &dir.join("first"), &dir.join("first.log"));
     eventually(CONNECT_DEADLINE, "the enrolled cluster to connect", || {
-        clusters(&hub, "lab").iter().all(|c| state(c) == "Connected").then_some(())
+        clusters(&hub, "lab")
+            .iter()
+            .all(|c| state(c) == "Connected")
+            .then_some(())
     });
-    assert!(first.join("identity.pem").exists(), "the agent keeps its certificate");
+    assert!(
+        first.join("identity.pem").exists(),
+        "the agent keeps its certificate"
+    );
 
     // The same token again, from an agent without an identity: refused, and it says why.
     let second = dir.join("second/lab.edge-1");
@@ -118,9 +188,16 @@ fn bootstrap_token_enrolls_once_and_deletion_revokes() {
     // Deleting the Cluster closes the tunnel, and the agent's certificate is refused after.
     hub.ok(&["delete", "cluster", "edge-1", "-n", "lab"]);
     let log = dir.join("first.log");
-    eventually(CONNECT_DEADLINE, "the deleted cluster's agent to be refused", || {
-        std::fs::read_to_string(&log).unwrap_or_default().contains("no longer exists").then_some(())
-    });
+    eventually(
+        CONNECT_DEADLINE,
+        "the deleted cluster's agent to be refused",
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("no longer exists")
+                .then_some(())
+        },
+    );
     let _ = agent.kill();
 }
 
