@@ -218,7 +218,7 @@ impl ApiKind for Cluster {
         short_names: &["ec"],
         categories: &[crate::CATEGORY],
         scope: Scope::Namespaced,
-        subresources: &["status", "bootstrap"],
+        subresources: &["status", "bootstrap", "proxy"],
     };
 
     kind_accessors!();

@@ -1,7 +1,5 @@
 //! Response bodies and the helpers that build responses.
 
-use std::convert::Infallible;
-
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, WARNING};
 use http::{HeaderValue, Response, StatusCode};
@@ -12,14 +10,20 @@ use serde::Serialize;
 use crate::errors::ApiError;
 use crate::negotiation::Encoding;
 
-/// The body of every response: a whole buffer or a stream (watch).
-pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+/// Errors of a streaming body: an error aborts the response (a proxied stream that broke must
+/// not look complete to the client).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every response: a whole buffer or a stream (watch, proxy).
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Largest request body accepted (kube-apiserver allows 3 MiB).
 pub const MAX_REQUEST_BODY_BYTES: usize = 3 * 1024 * 1024;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 pub fn empty() -> Body {

@@ -103,6 +103,7 @@ pub fn resources(registry: &Registry) -> Value {
 fn subresource_verbs(sub: &str) -> &'static [&'static str] {
     match sub {
         "status" => STATUS_VERBS,
+        "proxy" => &["create", "delete", "get", "patch", "update"],
         _ => &["get"],
     }
 }

@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod openapi;
 pub mod params;
 pub mod pipeline;
+pub mod proxy;
 pub mod resources;
 pub mod router;
 pub mod server;

@@ -37,7 +37,7 @@ pub async fn handle<B>(
     req: Request<B>,
 ) -> Result<Response<Body>, ApiError>
 where
-    B: http_body::Body<Data = Bytes> + Send,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     if info.api_group != edgefleet_api::GROUP || info.api_version != edgefleet_api::VERSION {
@@ -56,8 +56,12 @@ where
         }
         _ => {}
     }
-    if info.resource == "clusters" && info.subresource == "bootstrap" && !info.name.is_empty() {
-        return bootstrap(agents, info, &req).await;
+    if info.resource == "clusters" && !info.name.is_empty() && !info.namespace.is_empty() {
+        match info.subresource.as_str() {
+            "bootstrap" => return bootstrap(agents, info, &req).await,
+            "proxy" => return super::proxy::handle(registry, agents, info, req).await,
+            _ => {}
+        }
     }
     let target = match info.subresource.as_str() {
         "" => Target::Main,
@@ -309,7 +313,7 @@ impl Ctx<'_> {
             include: self.query.include_object()?,
         };
         let stream = tokio_stream::wrappers::ReceiverStream::new(frames).map(move |frame| {
-            Ok::<_, std::convert::Infallible>(http_body::Frame::data(encoder.encode(frame)))
+            Ok::<_, body::BoxError>(http_body::Frame::data(encoder.encode(frame)))
         });
         let mut resp = Response::new(StreamBody::new(stream).boxed_unsync());
         let content_type = match rep.encoding {

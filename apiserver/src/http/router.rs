@@ -42,7 +42,7 @@ impl Router {
     /// Serves a request whose [`RequestInfo`] has been parsed (and which has been authorized).
     pub async fn route<B>(&self, info: &RequestInfo, req: Request<B>) -> Response<Body>
     where
-        B: http_body::Body<Data = Bytes> + Send,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let result = if info.is_resource_request && info.api_prefix == "api" {

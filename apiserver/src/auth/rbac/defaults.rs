@@ -29,6 +29,10 @@ pub const EDGEFLEET_VIEWER: &str = "edgefleet-viewer";
 
 const READ: [&str; 3] = ["get", "list", "watch"];
 const WRITE: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
+/// The verbs a proxied request can carry (from its HTTP method).
+const PROXY: [&str; 5] = ["get", "create", "update", "patch", "delete"];
+const PROXY_RESOURCE: &str = "clusters/proxy";
+const BOOTSTRAP_RESOURCE: &str = "clusters/bootstrap";
 
 fn all_kinds() -> [&'static str; 5] {
     [
@@ -94,12 +98,28 @@ pub fn default_cluster_roles() -> Vec<ClusterRole> {
             vec![
                 rule(READ).groups([GROUP]).resources(readable()).build(),
                 rule(WRITE).groups([GROUP]).resources(operable()).build(),
+                // kubectl into edge clusters (their own RBAC applies too), and enrolling agents.
+                rule(PROXY)
+                    .groups([GROUP])
+                    .resources([PROXY_RESOURCE])
+                    .build(),
+                rule(["get"])
+                    .groups([GROUP])
+                    .resources([BOOTSTRAP_RESOURCE])
+                    .build(),
             ],
         ),
         cluster_role(
             EDGEFLEET_VIEWER,
             AGGREGATE_TO_VIEW,
-            vec![rule(READ).groups([GROUP]).resources(readable()).build()],
+            vec![
+                rule(READ).groups([GROUP]).resources(readable()).build(),
+                // Read-only kubectl into edge clusters: GET (list, watch, logs) through the proxy.
+                rule(["get"])
+                    .groups([GROUP])
+                    .resources([PROXY_RESOURCE])
+                    .build(),
+            ],
         ),
     ]
 }

@@ -823,6 +823,9 @@ async fn edgefleet_roles() {
                         res(who, "delete", EF, "placements", "retail", "p"),
                         res(who, "list", EF, "environments", "retail", ""),
                         res(who, "get", EF, "clusters/status", "retail", "edge-1"),
+                        res(who, "get", EF, "clusters/proxy", "retail", "edge-1"),
+                        res(who, "delete", EF, "clusters/proxy", "retail", "edge-1"),
+                        res(who, "get", EF, "clusters/bootstrap", "retail", "edge-1"),
                     ]
                 })
                 .collect(),
@@ -831,8 +834,6 @@ async fn edgefleet_roles() {
                 .flat_map(|who| {
                     [
                         res(who, "create", EF, "environments", "retail", ""),
-                        res(who, "get", EF, "clusters/proxy", "retail", "edge-1"),
-                        res(who, "get", EF, "clusters/bootstrap", "retail", "edge-1"),
                         res(who, "update", EF, "clusters/status", "retail", "edge-1"),
                     ]
                 })
@@ -849,6 +850,7 @@ async fn edgefleet_roles() {
                         res(who, "list", EF, "fleets", "retail", ""),
                         res(who, "watch", EF, "placements", "retail", ""),
                         res(who, "get", EF, "clusteraddons/status", "retail", "a"),
+                        res(who, "get", EF, "clusters/proxy", "retail", "edge-1"),
                     ]
                 })
                 .collect(),
@@ -856,7 +858,8 @@ async fn edgefleet_roles() {
                 .into_iter()
                 .flat_map(|who| {
                     [
-                        res(who, "get", EF, "clusters/proxy", "retail", "edge-1"),
+                        res(who, "delete", EF, "clusters/proxy", "retail", "edge-1"),
+                        res(who, "create", EF, "clusters/proxy", "retail", "edge-1"),
                         res(who, "get", EF, "clusters/bootstrap", "retail", "edge-1"),
                         res(who, "create", EF, "clusters", "retail", ""),
                         res(who, "update", EF, "clusters", "retail", "edge-1"),

@@ -1,0 +1,383 @@
+//! `clusters/{name}/proxy/{path}`: kubectl to an edge cluster, through its agent's tunnel.
+//!
+//! ```text
+//! kubectl ──► hub: authn ─► authz clusters/proxy (verb from method) ─► audit ─► here:
+//!     strip the caller's Authorization, Impersonate-*, front-proxy and hop-by-hop headers,
+//!     add Impersonate-User/Group/Uid/Extra-* for the caller,
+//!     one HTTP/2 stream to the agent (or an extended CONNECT for exec/attach/port-forward),
+//! agent ──► edge kube-apiserver with its own credentials + the impersonation headers
+//! ```
+//!
+//! Responses stream both ways (watch, `logs -f`). A cluster without a tunnel answers `503` at
+//! once; an unknown cluster `404`.
+
+use bytes::Bytes;
+use edgefleet_api::agent::agent_identity;
+use edgefleet_tunnel::UpgradeOutcome;
+use http::header::{
+    HeaderName, HeaderValue, AUTHORIZATION, CONNECTION, HOST, PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+
+use super::body::{self, Body, BoxError};
+use crate::agents::AgentHub;
+use crate::auth::UserInfo;
+use crate::errors::ApiError;
+use crate::registry::Registry;
+use crate::request_info::RequestInfo;
+
+const IMPERSONATE_USER: &str = "impersonate-user";
+const IMPERSONATE_GROUP: &str = "impersonate-group";
+const IMPERSONATE_UID: &str = "impersonate-uid";
+const IMPERSONATE_EXTRA_PREFIX: &str = "impersonate-extra-";
+/// kube's WebSocket handshake GUID (RFC 6455).
+const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        CONNECTION,
+        TE,
+        TRAILER,
+        TRANSFER_ENCODING,
+        UPGRADE,
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+        HOST,
+    ]
+    .contains(name)
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// Whether the caller's header may go to the edge cluster.
+fn forwardable(name: &HeaderName, connection_listed: &[String]) -> bool {
+    let n = name.as_str();
+    !(is_hop_by_hop(name)
+        || *name == AUTHORIZATION
+        || n.starts_with("impersonate-")
+        || n.starts_with("x-remote-")
+        || connection_listed.iter().any(|c| c == n))
+}
+
+/// Header names the `Connection` header lists (also hop-by-hop).
+fn connection_listed(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// kube escapes extra keys in `Impersonate-Extra-<key>` like a URL path segment.
+fn escape_extra_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The headers to send to the edge cluster for `user`'s request.
+pub fn edge_headers(caller: &HeaderMap, user: &UserInfo) -> Result<HeaderMap, ApiError> {
+    let listed = connection_listed(caller);
+    let mut out = HeaderMap::new();
+    for (name, value) in caller {
+        if forwardable(name, &listed) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    let value = |s: &str| {
+        HeaderValue::from_str(s).map_err(|_| {
+            ApiError::BadRequest("the caller's identity cannot be sent as a header".into())
+        })
+    };
+    out.insert(
+        HeaderName::from_static(IMPERSONATE_USER),
+        value(&user.name)?,
+    );
+    for group in &user.groups {
+        out.append(HeaderName::from_static(IMPERSONATE_GROUP), value(group)?);
+    }
+    if !user.uid.is_empty() {
+        out.insert(HeaderName::from_static(IMPERSONATE_UID), value(&user.uid)?);
+    }
+    for (key, values) in &user.extra {
+        let name = HeaderName::from_bytes(
+            format!("{IMPERSONATE_EXTRA_PREFIX}{}", escape_extra_key(key)).as_bytes(),
+        )
+        .map_err(|_| {
+            ApiError::BadRequest(format!("user extra key {key:?} cannot be sent as a header"))
+        })?;
+        for v in values {
+            out.append(name.clone(), value(v)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The upgrade protocol of an HTTP/1.1 upgrade request (`websocket`, `spdy/3.1`).
+fn upgrade_protocol<B>(req: &Request<B>) -> Option<String> {
+    let upgrading = connection_listed(req.headers())
+        .iter()
+        .any(|t| t == "upgrade");
+    let protocol = req
+        .headers()
+        .get(UPGRADE)?
+        .to_str()
+        .ok()?
+        .trim()
+        .to_ascii_lowercase();
+    (upgrading && !protocol.is_empty()).then_some(protocol)
+}
+
+/// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key` (RFC 6455 §4.2.2).
+fn websocket_accept(key: &str) -> String {
+    use base64::Engine as _;
+    let digest = ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        format!("{key}{WEBSOCKET_GUID}").as_bytes(),
+    );
+    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+}
+
+/// Serves a proxy request. The caller was authorized for `clusters/proxy` by the pipeline.
+pub async fn handle<B>(
+    registry: &Registry,
+    agents: Option<&AgentHub>,
+    info: &RequestInfo,
+    mut req: Request<B>,
+) -> Result<Response<Body>, ApiError>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let clusters = registry.resource("clusters").ok_or(ApiError::NoSuchPath)?;
+    // An unknown cluster is a 404 whether or not a tunnel exists.
+    clusters.get(&info.namespace, &info.name, Some("0")).await?;
+    let identity = agent_identity(&info.namespace, &info.name);
+    let agents = agents.ok_or_else(|| not_connected(info, "this hub has no tunnel port"))?;
+    if !agents.sessions().is_connected(&identity) {
+        return Err(not_connected(info, "its agent has no tunnel to this hub"));
+    }
+    let user = req.extensions().get::<UserInfo>().cloned().ok_or_else(|| {
+        ApiError::Internal("a proxied request reached the proxy unauthenticated".into())
+    })?;
+    let path = format!("/{}", info.rest);
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let headers = edge_headers(req.headers(), &user)?;
+    let dialer = agents.sessions().dialer(&identity);
+
+    if let Some(protocol) = upgrade_protocol(&req) {
+        let mut head = Request::builder()
+            .uri(&path_and_query)
+            .body(())
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        *head.headers_mut() = headers;
+        let outcome = dialer
+            .upgrade(&protocol, head)
+            .await
+            .map_err(|e| tunnel_error(info, e))?;
+        return match outcome {
+            UpgradeOutcome::Rejected(response) => Ok(relay(response)),
+            UpgradeOutcome::Upgraded {
+                head: agent,
+                stream,
+            } => {
+                let client_upgrade = hyper::upgrade::on(&mut req);
+                let mut resp = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+                let client_wants = req
+                    .headers()
+                    .get(UPGRADE)
+                    .cloned()
+                    .unwrap_or_else(|| HeaderValue::from_static("websocket"));
+                resp = resp
+                    .header(CONNECTION, "Upgrade")
+                    .header(UPGRADE, client_wants);
+                if let Some(key) = req
+                    .headers()
+                    .get("sec-websocket-key")
+                    .and_then(|k| k.to_str().ok())
+                {
+                    resp = resp.header("sec-websocket-accept", websocket_accept(key));
+                }
+                for name in [
+                    "sec-websocket-protocol",
+                    "x-stream-protocol-version",
+                    "sec-websocket-extensions",
+                ] {
+                    if let Some(v) = agent.headers.get(name) {
+                        resp = resp.header(name, v);
+                    }
+                }
+                tokio::spawn(async move {
+                    match client_upgrade.await {
+                        Ok(client) => {
+                            let (mut client, mut edge) = (TokioIo::new(client), stream);
+                            if let Err(err) =
+                                tokio::io::copy_bidirectional(&mut client, &mut edge).await
+                            {
+                                tracing::debug!(%err, "proxied upgraded stream ended with an error");
+                            }
+                        }
+                        Err(err) => {
+                            tracing::debug!(%err, "the client did not complete the upgrade")
+                        }
+                    }
+                });
+                resp.body(body::empty())
+                    .map_err(|e| ApiError::Internal(e.to_string()))
+            }
+        };
+    }
+
+    let (parts, incoming) = req.into_parts();
+    let mut forward = Request::builder()
+        .method(parts.method)
+        .uri(&path_and_query)
+        .body(incoming)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    *forward.headers_mut() = headers;
+    let response = dialer
+        .send(forward)
+        .await
+        .map_err(|e| tunnel_error(info, e))?;
+    Ok(relay(response))
+}
+
+/// The agent's response, streamed to the caller without hop-by-hop headers.
+fn relay(response: Response<hyper::body::Incoming>) -> Response<Body> {
+    let (mut parts, incoming) = response.into_parts();
+    let listed = connection_listed(&parts.headers);
+    let names: Vec<HeaderName> = parts.headers.keys().cloned().collect();
+    for name in names {
+        if is_hop_by_hop(&name) || listed.iter().any(|c| c == name.as_str()) {
+            parts.headers.remove(&name);
+        }
+    }
+    Response::from_parts(parts, incoming.map_err(BoxError::from).boxed_unsync())
+}
+
+fn not_connected(info: &RequestInfo, why: &str) -> ApiError {
+    ApiError::ServiceUnavailable(format!(
+        "cluster {}/{} is not connected: {why}",
+        info.namespace, info.name
+    ))
+}
+
+fn tunnel_error(info: &RequestInfo, err: edgefleet_tunnel::Error) -> ApiError {
+    match err {
+        edgefleet_tunnel::Error::NotConnected { .. } => {
+            not_connected(info, "its agent has no tunnel to this hub")
+        }
+        other => {
+            tracing::debug!(cluster = %format!("{}/{}", info.namespace, info.name), err = %other, "proxying through the tunnel failed");
+            ApiError::ServiceUnavailable(format!(
+                "proxying to cluster {}/{} failed: {other}",
+                info.namespace, info.name
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> UserInfo {
+        UserInfo {
+            name: "alice".into(),
+            uid: "u-1".into(),
+            groups: vec!["ops".into(), "system:authenticated".into()],
+            extra: [(
+                "scopes.example.com/team a".to_string(),
+                vec!["gpu".to_string(), "ml".to_string()],
+            )]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn the_caller_s_credentials_never_reach_the_edge() {
+        let mut caller = HeaderMap::new();
+        caller.insert(AUTHORIZATION, HeaderValue::from_static("Bearer secret"));
+        caller.insert("impersonate-user", HeaderValue::from_static("root"));
+        caller.insert(
+            "impersonate-group",
+            HeaderValue::from_static("system:masters"),
+        );
+        caller.insert("x-remote-user", HeaderValue::from_static("mallory"));
+        caller.insert(
+            CONNECTION,
+            HeaderValue::from_static("keep-alive, x-custom-hop"),
+        );
+        caller.insert("x-custom-hop", HeaderValue::from_static("1"));
+        caller.insert("accept", HeaderValue::from_static("application/json"));
+        let out = edge_headers(&caller, &user()).unwrap();
+        assert!(out.get(AUTHORIZATION).is_none());
+        assert!(
+            out.get("x-remote-user").is_none()
+                && out.get("x-custom-hop").is_none()
+                && out.get(CONNECTION).is_none()
+        );
+        assert_eq!(out.get("accept").unwrap(), "application/json");
+        assert_eq!(
+            out.get_all("impersonate-user").iter().collect::<Vec<_>>(),
+            ["alice"]
+        );
+        let groups: Vec<&str> = out
+            .get_all("impersonate-group")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(groups, ["ops", "system:authenticated"]);
+        assert_eq!(out.get("impersonate-uid").unwrap(), "u-1");
+        let extra: Vec<&str> = out
+            .get_all("impersonate-extra-scopes.example.com%2Fteam%20a")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(extra, ["gpu", "ml"]);
+    }
+
+    #[test]
+    fn websocket_accept_matches_rfc_6455() {
+        // The example of RFC 6455 §1.3.
+        assert_eq!(
+            websocket_accept("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kZs+xOo0LlbzWk="
+        );
+    }
+
+    #[test]
+    fn upgrades_are_recognised() {
+        let req = Request::get("/x")
+            .header(CONNECTION, "Upgrade")
+            .header(UPGRADE, "SPDY/3.1")
+            .body(())
+            .unwrap();
+        assert_eq!(upgrade_protocol(&req).as_deref(), Some("spdy/3.1"));
+        let plain = Request::get("/x")
+            .header(UPGRADE, "websocket")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            upgrade_protocol(&plain),
+            None,
+            "Upgrade without Connection: Upgrade is not an upgrade"
+        );
+    }
+}
