@@ -184,6 +184,7 @@ fn bootstrap_token_enrolls_once_and_deletion_revokes() {
     });
     assert!(!logged.contains(&token), "the agent never logs its token");
     let _ = reuser.kill();
+    let _ = reuser.wait();
 
     // Deleting the Cluster closes the tunnel, and the agent's certificate is refused after.
     hub.ok(&["delete", "cluster", "edge-1", "-n", "lab"]);
@@ -199,6 +200,7 @@ fn bootstrap_token_enrolls_once_and_deletion_revokes() {
         },
     );
     let _ = agent.kill();
+    let _ = agent.wait();
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {

@@ -358,7 +358,7 @@ mod tests {
         // The example of RFC 6455 §1.3.
         assert_eq!(
             websocket_accept("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kZs+xOo0LlbzWk="
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
 
