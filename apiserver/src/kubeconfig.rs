@@ -170,3 +170,88 @@ mod tests {
         assert_eq!(v["contexts"][0]["context"]["user"], "admin");
     }
 }
+
+/// The proxy path of an edge cluster under a hub's (or management cluster's) server URL.
+pub fn cluster_proxy_path(environment: &str, cluster: &str) -> String {
+    format!(
+        "/apis/{}/namespaces/{environment}/clusters/{cluster}/proxy",
+        edgefleet_api::API_VERSION
+    )
+}
+
+/// A kubeconfig for the edge cluster `environment/cluster`: the current context of `config`
+/// (a kubeconfig's YAML) with its server pointed at the cluster's proxy subresource. The user's
+/// credentials are kept as they are (certificates, tokens, exec plugins): the hub authenticates
+/// and authorizes the same person, then forwards as them.
+pub fn for_cluster(config: &str, environment: &str, cluster: &str) -> Result<String, String> {
+    let config: serde_json::Value =
+        serde_yaml_ng::from_str(config).map_err(|e| format!("not a kubeconfig: {e}"))?;
+    let current = config["current-context"]
+        .as_str()
+        .ok_or("the kubeconfig has no current-context")?;
+    let named = |list: &str, name: &str| {
+        config[list]
+            .as_array()
+            .and_then(|items| items.iter().find(|i| i["name"] == name))
+            .cloned()
+            .ok_or_else(|| format!("the kubeconfig has no {list} entry {name:?}"))
+    };
+    let context = named("contexts", current)?;
+    let cluster_name = context["context"]["cluster"]
+        .as_str()
+        .ok_or("the current context names no cluster")?;
+    let user_name = context["context"]["user"].as_str().unwrap_or_default();
+    let mut hub = named("clusters", cluster_name)?;
+    let server = hub["cluster"]["server"]
+        .as_str()
+        .ok_or("the cluster has no server")?
+        .trim_end_matches('/')
+        .to_string();
+    let new_name = format!("{environment}-{cluster}");
+    hub["name"] = new_name.clone().into();
+    hub["cluster"]["server"] =
+        format!("{server}{}", cluster_proxy_path(environment, cluster)).into();
+    let mut users = Vec::new();
+    if !user_name.is_empty() {
+        users.push(named("users", user_name)?);
+    }
+    let out = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [hub],
+        "users": users,
+        "contexts": [{"name": new_name, "context": {"cluster": new_name, "user": user_name}}],
+        "current-context": new_name,
+    });
+    serde_yaml_ng::to_string(&out).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod cluster_tests {
+    use super::*;
+
+    #[test]
+    fn points_the_current_context_at_the_cluster_proxy() {
+        let hub = render(
+            "hub",
+            "https://hub:6443/",
+            "CA",
+            "alice",
+            Credentials::Token("t0k3n"),
+            None,
+        );
+        let edge = for_cluster(&hub, "retail", "store-1").unwrap();
+        let v: serde_json::Value = serde_yaml_ng::from_str(&edge).unwrap();
+        assert_eq!(
+            v["clusters"][0]["cluster"]["server"],
+            "https://hub:6443/apis/edgefleet.io/v1alpha1/namespaces/retail/clusters/store-1/proxy"
+        );
+        assert_eq!(
+            v["clusters"][0]["cluster"]["certificate-authority-data"],
+            STANDARD.encode("CA")
+        );
+        assert_eq!(v["users"][0]["user"]["token"], "t0k3n");
+        assert_eq!(v["current-context"], "retail-store-1");
+        assert!(for_cluster("kind: Config", "a", "b").is_err());
+    }
+}

@@ -29,7 +29,8 @@ enum Command {
     Dev(DevArgs),
     /// Run the hub with explicit storage, TLS and authentication settings.
     Serve(Box<ServeArgs>),
-    /// Print a kubeconfig for a user, with a client certificate from a dev hub's CA.
+    /// Print a kubeconfig: for an edge cluster (`--cluster env/name`, through the hub's proxy,
+    /// with your current credentials), and/or for a user with a certificate from a dev hub's CA.
     Kubeconfig(KubeconfigArgs),
 }
 
@@ -148,12 +149,20 @@ struct ServeArgs {
 
 #[derive(Args)]
 struct KubeconfigArgs {
+    /// The edge cluster, `environment/name`: kubectl with this kubeconfig talks to it through
+    /// the hub's `clusters/{name}/proxy`.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// The kubeconfig whose current context reaches the hub (default: $KUBECONFIG, then
+    /// ~/.kube/config); used with --cluster when no --user is given.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
     /// Data directory of the dev hub whose CA signs the certificate.
     #[arg(long, default_value = "./.edgefleet")]
     data_dir: PathBuf,
-    /// User name (certificate CN).
-    #[arg(long)]
-    user: String,
+    /// User name (certificate CN) for a new client certificate from the dev CA.
+    #[arg(long, required_unless_present = "cluster")]
+    user: Option<String>,
     /// Groups (certificate O), repeatable.
     #[arg(long = "group")]
     groups: Vec<String>,
@@ -196,16 +205,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Dev(args) => run_dev(args).await,
         Command::Serve(args) => run_serve(*args).await,
         Command::Kubeconfig(args) => {
-            let layout = DevLayout::new(&args.data_dir)?;
-            let server = args
-                .server
-                .or_else(|| layout.server_url())
-                .context("no --server given and no admin.kubeconfig in the data directory")?;
-            let groups: Vec<&str> = args.groups.iter().map(String::as_str).collect();
-            print!(
-                "{}",
-                layout.user_kubeconfig(&server, &args.user, &groups, args.namespace.as_deref())?
-            );
+            print!("{}", kubeconfig(args)?);
             Ok(())
         }
     }
@@ -357,4 +357,41 @@ fn last_certificate(chain: &str) -> Option<String> {
     let end = chain.rfind(END)? + END.len();
     let begin = chain[..end].rfind("-----BEGIN CERTIFICATE-----")?;
     Some(format!("{}\n", &chain[begin..end]))
+}
+
+/// `edgefleet-apiserver kubeconfig`.
+fn kubeconfig(args: KubeconfigArgs) -> anyhow::Result<String> {
+    let base = match &args.user {
+        Some(user) => {
+            let layout = DevLayout::new(&args.data_dir)?;
+            let server = args
+                .server
+                .clone()
+                .or_else(|| layout.server_url())
+                .context("no --server given and no admin.kubeconfig in the data directory")?;
+            let groups: Vec<&str> = args.groups.iter().map(String::as_str).collect();
+            layout.user_kubeconfig(&server, user, &groups, args.namespace.as_deref())?
+        }
+        None => {
+            let path = args
+                .kubeconfig
+                .clone()
+                .or_else(|| {
+                    std::env::var_os("KUBECONFIG").and_then(|k| std::env::split_paths(&k).next())
+                })
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config")))
+                .context("no --kubeconfig, $KUBECONFIG or $HOME")?;
+            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?
+        }
+    };
+    match &args.cluster {
+        None => Ok(base),
+        Some(cluster) => {
+            let (environment, name) = cluster
+                .split_once('/')
+                .context("--cluster is environment/name")?;
+            edgefleet_apiserver::kubeconfig::for_cluster(&base, environment, name)
+                .map_err(anyhow::Error::msg)
+        }
+    }
 }
