@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::agents::{AgentHub, AgentsConfig};
 use crate::auth::flags::{AuthenticationFlags, AuthorizationFlags};
+use crate::auth::rbac::{Policy, RbacAuthorizer};
 use crate::http::pipeline::Pipeline;
 use crate::http::router::Router;
 use crate::http::{server, tls};
@@ -117,7 +118,14 @@ pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
     }
     let tls = tls::server_config(cert_chain, key, &client_cas)?;
     let authenticator = Arc::new(config.authentication.build()?);
-    let authorizer = config.authorization.build()?.authorizer;
+    let authorization = config.authorization.build()?;
+    if let (Some(rbac), Some(path)) = (
+        authorization.rbac.clone(),
+        config.authorization.authorization_rbac_file.clone(),
+    ) {
+        tokio::spawn(reload_rbac(rbac, path));
+    }
+    let authorizer = authorization.authorizer;
     let pipeline = Arc::new(Pipeline {
         authenticator,
         authorizer,
@@ -133,6 +141,34 @@ pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
         registry,
         agents,
     })
+}
+
+/// How often the RBAC policy file is checked for changes.
+const RBAC_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Reloads the RBAC policy file when it changes; a file that does not load keeps the policy in
+/// force (and says why in the log).
+async fn reload_rbac(rbac: Arc<RbacAuthorizer>, path: PathBuf) {
+    let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = modified(&path);
+    let mut tick = tokio::time::interval(RBAC_RELOAD_INTERVAL);
+    loop {
+        tick.tick().await;
+        let now = modified(&path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match Policy::load_file(&path) {
+            Ok(policy) => {
+                rbac.replace(policy);
+                tracing::info!(path = %path.display(), "RBAC policy reloaded");
+            }
+            Err(err) => {
+                tracing::error!(path = %path.display(), %err, "RBAC policy not reloaded; keeping the previous one")
+            }
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -147,14 +147,21 @@ fn serving_names(listen: SocketAddr) -> (Vec<String>, Vec<IpAddr>) {
     (dns, ips)
 }
 
-/// Prepares certificates and returns the server configuration for `dev`; agents dial
-/// `tunnel_listen`.
-pub fn prepare(
-    layout: &DevLayout,
-    listen: SocketAddr,
-    tunnel_listen: SocketAddr,
-    keepalive: edgefleet_tunnel::Keepalive,
-) -> anyhow::Result<ServerConfig> {
+/// What a dev hub is asked to be.
+#[derive(Clone, Debug)]
+pub struct DevOptions {
+    /// The API's address.
+    pub listen: SocketAddr,
+    /// The tunnel port's address.
+    pub tunnel_listen: SocketAddr,
+    pub keepalive: edgefleet_tunnel::Keepalive,
+    /// kube's static token file, for users without certificates.
+    pub token_auth_file: Option<PathBuf>,
+}
+
+/// Prepares certificates and returns the server configuration for `dev`.
+pub fn prepare(layout: &DevLayout, options: &DevOptions) -> anyhow::Result<ServerConfig> {
+    let listen = options.listen;
     let ca = layout.ca()?;
     let (dns, ips) = serving_names(listen);
     let dns_refs: Vec<&str> = dns.iter().map(String::as_str).collect();
@@ -182,6 +189,7 @@ pub fn prepare(
         tls_private_key_file: layout.pki.join("apiserver.key"),
         authentication: AuthenticationFlags {
             client_ca_file: Some(layout.pki.join("ca.crt")),
+            token_auth_file: options.token_auth_file.clone(),
             ..AuthenticationFlags::default()
         },
         authorization: AuthorizationFlags {
@@ -191,7 +199,7 @@ pub fn prepare(
         compaction_interval: Duration::from_secs(300),
         registry: RegistryConfig::default(),
         agents: Some(AgentsConfig {
-            listen: tunnel_listen,
+            listen: options.tunnel_listen,
             tls_cert_pem: serving.certificate_chain_pem.clone(),
             tls_key_pem: serving.key_pem().to_string(),
             serving_ca_pem: ca.certificate_pem().to_string(),
@@ -199,7 +207,7 @@ pub fn prepare(
             replica: DEV_REPLICA.into(),
             advertise_address: None,
             agent_image: default_agent_image(),
-            keepalive,
+            keepalive: options.keepalive,
         }),
     })
 }
@@ -301,7 +309,7 @@ pub const STANDALONE_GROUPS: [(&str, &str); 3] = [
 pub fn standalone_bindings_yaml() -> String {
     let mut out = String::from(
         "# RBAC policy of this hub, added to the built-in roles (edgefleet-admin, edgefleet-operator,\n\
-         # edgefleet-viewer and Kubernetes' discovery roles). Edit and restart to change who may do what.\n",
+         # edgefleet-viewer and Kubernetes' discovery roles). The hub reloads it when it changes.\n",
     );
     for (group, role) in STANDALONE_GROUPS {
         let binding = ClusterRoleBinding {

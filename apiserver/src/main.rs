@@ -52,6 +52,9 @@ struct DevArgs {
     /// Tunnel PING interval (and timeout): an agent silent for twice this is disconnected.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     tunnel_keepalive: Duration,
+    /// Static bearer tokens (kube's CSV format), for users without certificates.
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
 }
 
 /// The default tunnel port (konnectivity's agent port).
@@ -222,11 +225,16 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     let tunnel_listen = args
         .tunnel_listen
         .unwrap_or(SocketAddr::new(args.listen.ip(), tunnel_port));
-    let keepalive = edgefleet_tunnel::Keepalive {
-        interval: args.tunnel_keepalive,
-        timeout: args.tunnel_keepalive,
+    let options = dev::DevOptions {
+        listen: args.listen,
+        tunnel_listen,
+        keepalive: edgefleet_tunnel::Keepalive {
+            interval: args.tunnel_keepalive,
+            timeout: args.tunnel_keepalive,
+        },
+        token_auth_file: args.token_auth_file.clone(),
     };
-    let config = dev::prepare(&layout, args.listen, tunnel_listen, keepalive)?;
+    let config = dev::prepare(&layout, &options)?;
     let server = app::bind(&config).await?;
     let addr = server.local_addr();
     let kubeconfig = dev::write_admin_kubeconfig(&layout, addr)?;
