@@ -62,7 +62,7 @@ struct RunArgs {
     #[arg(long, env = "EDGEFLEET_IDENTITY_DIR")]
     identity_dir: PathBuf,
     /// Kubeconfig of the edge cluster (default: the pod's service account).
-    #[arg(long, env = "KUBECONFIG")]
+    #[arg(long, env = "EDGEFLEET_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
 }
 

@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tower::util::BoxCloneSyncService;
-use tower::{Layer, ServiceBuilder, ServiceExt};
+use tower::{Layer, ServiceExt};
 
 use crate::error::{Error, Result};
 use crate::timeouts::{
@@ -129,7 +129,7 @@ impl Transports {
                 upgrade: BoxCloneSyncService::new(auth.layer(upgrade)),
             },
             None => Self {
-                pooled: BoxCloneSyncService::new(ServiceBuilder::new().service(pooled)),
+                pooled: BoxCloneSyncService::new(pooled),
                 upgrade: BoxCloneSyncService::new(upgrade),
             },
         }
