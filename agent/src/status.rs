@@ -6,8 +6,9 @@
 //! |-----------------------------------------------------------|------|----------------------|
 //! | upstream unreachable, TLS failure, broken response        | 502  | `ServiceUnavailable` |
 //! | upstream connect or response-headers timeout              | 504  | `Timeout`            |
-//! | upstream answered an upgrade with 2xx but not 101         | 502  | `ServiceUnavailable` |
+//! | upgrade answered 2xx-not-101, or a wrong WebSocket accept | 502  | `ServiceUnavailable` |
 //! | upgrade `:protocol` neither `websocket` nor `SPDY/3.1`    | 400  | `BadRequest`         |
+//! | a request that cannot be rebuilt for the upstream         | 400  | `BadRequest`         |
 //! | request from the hub without `Impersonate-User`           | 403  | `Forbidden`          |
 //! | unknown path (simulated cluster, `/.well-known/edgefleet`)| 404  | `NotFound`           |
 //!
@@ -75,9 +76,10 @@ pub fn upstream_error(error: &UpstreamError) -> Response<TunnelBody> {
         UpstreamError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "Timeout"),
         UpstreamError::Unreachable { .. }
         | UpstreamError::NoUpgrade { .. }
-        | UpstreamError::WebSocketAccept
-        | UpstreamError::Request(_) => (StatusCode::BAD_GATEWAY, "ServiceUnavailable"),
-        UpstreamError::UnsupportedProtocol(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
+        | UpstreamError::WebSocketAccept => (StatusCode::BAD_GATEWAY, "ServiceUnavailable"),
+        UpstreamError::UnsupportedProtocol(_) | UpstreamError::Request(_) => {
+            (StatusCode::BAD_REQUEST, "BadRequest")
+        }
         UpstreamError::NotImpersonated => (StatusCode::FORBIDDEN, "Forbidden"),
     };
     failure(code, reason, error_chain(error))
