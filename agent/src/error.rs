@@ -1,0 +1,76 @@
+//! Errors of building an agent (configuration, credentials, files). Failures while serving a
+//! request never end up here: they become a `metav1.Status` for the caller ([`crate::status`]).
+
+use std::path::PathBuf;
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why an agent could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file the configuration names could not be read.
+    #[error("reading the {what} {path}")]
+    ReadFile {
+        /// What the file is for.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The hub address is not `host:port`.
+    #[error("invalid hub address {0:?}: expected host:port")]
+    HubAddress(String),
+    /// The name the hub's certificate must carry is not a DNS name or IP address.
+    #[error("invalid hub server name {0:?}")]
+    HubServerName(String, #[source] rustls_pki_types::InvalidDnsNameError),
+    /// The hub CA bundle holds no usable certificate.
+    #[error("invalid hub CA bundle {path}")]
+    HubCa {
+        /// The bundle.
+        path: PathBuf,
+        /// What was wrong with it.
+        #[source]
+        source: edgefleet_tunnel::Error,
+    },
+    /// The cluster is not `<environment>/<name>`.
+    #[error("invalid cluster {0:?}: expected <environment>/<name>")]
+    ClusterRef(String),
+    /// The agent has neither a stored identity nor a bootstrap token.
+    #[error(
+        "no identity is stored in {dir} and no bootstrap token was given: the agent cannot enroll"
+    )]
+    NoCredentials {
+        /// The identity directory.
+        dir: PathBuf,
+    },
+    /// The identity directory could not be read.
+    #[error("reading the stored identity")]
+    Identity(#[source] edgefleet_tunnel::Error),
+    /// The kubeconfig could not be loaded.
+    #[error("loading the kubeconfig {path}")]
+    Kubeconfig {
+        /// The kubeconfig.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// In-cluster configuration (service account) could not be loaded.
+    #[error("loading the in-cluster configuration (service account token, ca.crt, KUBERNETES_SERVICE_HOST/PORT)")]
+    InCluster(#[source] kube::config::InClusterError),
+    /// The upstream client (TLS, credentials) could not be built from the configuration.
+    #[error("building the client for the edge kube-apiserver")]
+    UpstreamClient(#[source] kube::Error),
+    /// The upstream URL is not usable.
+    #[error("invalid kube-apiserver URL {0:?}")]
+    UpstreamUrl(String),
+    /// The bootstrap directory of `simulate` holds no cluster.
+    #[error("the bootstrap directory {0} holds no <environment>.<name> subdirectories")]
+    EmptyBootstrapDir(PathBuf),
+    /// A simulated cluster shape is invalid.
+    #[error("invalid simulated cluster shape: {0}")]
+    Shape(String),
+}
