@@ -97,6 +97,8 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // kube-rs builds its TLS configuration with the process-wide provider: make it ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
