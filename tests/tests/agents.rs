@@ -126,7 +126,7 @@ fn simulate(hub: &Hub, bootstrap_dir: &Path, log: &Path) -> Child {
 }
 
 #[test]
-fn bootstrap_token_enrolls_once_and_deletion_revokes() {
+fn bootstrap_token_enrolls_once_and_rotation_or_deletion_revokes() {
     let hub = Hub::dev().expect("dev hub starts");
     hub.ok_stdin(
         &["apply", "-f", "-"],
@@ -186,9 +186,39 @@ fn bootstrap_token_enrolls_once_and_deletion_revokes() {
     let _ = reuser.kill();
     let _ = reuser.wait();
 
-    // Deleting the Cluster closes the tunnel, and the agent's certificate is refused after.
-    hub.ok(&["delete", "cluster", "edge-1", "-n", "lab"]);
+    // Rotating the credentials revokes the certificate: the tunnel closes and stays refused.
     let log = dir.join("first.log");
+    hub.ok(&[
+        "annotate",
+        "cluster",
+        "edge-1",
+        "-n",
+        "lab",
+        "edgefleet.io/rotate-credentials=2026-11-21",
+    ]);
+    eventually(
+        CONNECT_DEADLINE,
+        "the rotated cluster's certificate to be refused",
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("is revoked")
+                .then_some(())
+        },
+    );
+    eventually(
+        CONNECT_DEADLINE,
+        "the rotated cluster to turn Disconnected",
+        || {
+            clusters(&hub, "lab")
+                .iter()
+                .all(|c| state(c) == "Disconnected")
+                .then_some(())
+        },
+    );
+
+    // Deleting the Cluster: the agent's certificate is refused because the cluster is gone.
+    hub.ok(&["delete", "cluster", "edge-1", "-n", "lab"]);
     eventually(
         CONNECT_DEADLINE,
         "the deleted cluster's agent to be refused",

@@ -2,7 +2,9 @@
 //! expire.
 //!
 //! - **Revocation**: the clusters' watch cache is followed; a deleted Cluster's session is
-//!   closed and its certificates forgotten, so the agent's next connection is refused.
+//!   closed and its certificates forgotten, so the agent's next connection is refused. Setting
+//!   the annotation `edgefleet.io/rotate-credentials` (any value, e.g. a date) does the same for
+//!   a Cluster that stays: its agent enrolls again with a new bootstrap token.
 //! - **Rotation**: every [`ROTATION_CHECK_INTERVAL`], each session whose certificate has less
 //!   than a third of [`AGENT_CERTIFICATE_VALIDITY`] left gets a new one over its tunnel.
 
@@ -55,14 +57,21 @@ async fn revoke_deleted(registry: Registry, sessions: SessionRegistry, credentia
             Ok((events, _)) => {
                 for event in events {
                     position = event.revision;
-                    if event.kind == EventKind::Deleted {
+                    let why = match event.kind {
+                        EventKind::Deleted => Some("cluster deleted"),
+                        EventKind::Updated if rotation_requested(&event) => {
+                            Some("credentials rotated")
+                        }
+                        _ => None,
+                    };
+                    if let Some(why) = why {
                         let (namespace, name) = (&event.object.namespace, &event.object.name);
                         let identity = agent_identity(namespace, name);
-                        if sessions.close(&identity) {
-                            tracing::info!(%identity, "cluster deleted: tunnel closed");
-                        }
                         if let Err(err) = credentials.revoke(namespace, name).await {
-                            tracing::warn!(%identity, %err, "revoking a deleted cluster's certificates failed");
+                            tracing::warn!(%identity, %err, "revoking certificates failed");
+                        }
+                        if sessions.close(&identity) {
+                            tracing::info!(%identity, why, "tunnel closed, certificates revoked");
                         }
                     }
                 }
@@ -84,6 +93,23 @@ async fn revoke_deleted(registry: Registry, sessions: SessionRegistry, credentia
             }
         }
     }
+}
+
+/// Setting (or changing) this annotation on a Cluster revokes its agent's certificates and
+/// closes its tunnel; the agent must enroll again with a new bootstrap token.
+pub const ROTATE_CREDENTIALS_ANNOTATION: &str = "edgefleet.io/rotate-credentials";
+
+fn annotation(obj: &crate::registry::cacher::CachedObject) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(&obj.json).ok()?;
+    value["metadata"]["annotations"][ROTATE_CREDENTIALS_ANNOTATION]
+        .as_str()
+        .map(String::from)
+}
+
+/// Whether an update set or changed [`ROTATE_CREDENTIALS_ANNOTATION`].
+fn rotation_requested(event: &crate::registry::cacher::CachedEvent) -> bool {
+    let now = annotation(&event.object);
+    now.is_some() && event.prev.as_ref().and_then(|p| annotation(p)) != now
 }
 
 async fn rotate(sessions: SessionRegistry, admission: Arc<HubAdmission>) {
