@@ -106,18 +106,12 @@ pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
 
     let cert_chain = tls::load_certs(&config.tls_cert_file)?;
     let key = tls::load_key(&config.tls_private_key_file)?;
-    // TLS asks for client certificates from either CA; authentication decides which vouched.
-    let mut client_cas = Vec::new();
-    let auth = &config.authentication;
-    for path in [&auth.client_ca_file, &auth.requestheader_client_ca_file]
-        .into_iter()
-        .flatten()
-    {
-        client_cas.extend(tls::load_certs(path)?);
-    }
-    let tls = tls::server_config(cert_chain, key, &client_cas)?;
-    let authenticator = Arc::new(config.authentication.build()?);
-    let authorizer = config.authorization.build()?.authorizer;
+    let authentication = config.authentication.build().await?;
+    // TLS asks for client certificates from any trusted CA (the CA files, and behind
+    // kube-apiserver the cluster's); authentication decides which vouched.
+    let tls = tls::server_config(cert_chain, key, &authentication.client_cas_at_startup())?;
+    let authenticator = authentication.authenticator;
+    let authorizer = config.authorization.build().await?.authorizer;
     let pipeline = Arc::new(Pipeline {
         authenticator,
         authorizer,

@@ -187,6 +187,7 @@ pub fn prepare(
         authorization: AuthorizationFlags {
             authorization_mode: vec![AuthorizationMode::Rbac],
             authorization_rbac_file: Some(rbac_file),
+            ..AuthorizationFlags::default()
         },
         compaction_interval: Duration::from_secs(300),
         registry: RegistryConfig::default(),
