@@ -107,18 +107,17 @@ pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
 
     let cert_chain = tls::load_certs(&config.tls_cert_file)?;
     let key = tls::load_key(&config.tls_private_key_file)?;
-    // TLS asks for client certificates from either CA; authentication decides which vouched.
-    let mut client_cas = Vec::new();
-    let auth = &config.authentication;
-    for path in [&auth.client_ca_file, &auth.requestheader_client_ca_file]
-        .into_iter()
-        .flatten()
-    {
-        client_cas.extend(tls::load_certs(path)?);
-    }
-    let tls = tls::server_config(cert_chain, key, &client_cas)?;
-    let authenticator = Arc::new(config.authentication.build()?);
-    let authorization = config.authorization.build()?;
+    let authentication = config.authentication.build().await?;
+    // TLS asks for client certificates from every trusted CA (the CA files, and behind
+    // kube-apiserver the cluster's, which may change at run time); authentication decides which
+    // CA vouched for a certificate.
+    let verifier = authentication
+        .client_certificates
+        .clone()
+        .map(|v| v as Arc<dyn rustls::server::danger::ClientCertVerifier>);
+    let tls = tls::server_config(cert_chain, key, verifier)?;
+    let authenticator = authentication.authenticator;
+    let authorization = config.authorization.build().await?;
     if let (Some(rbac), Some(path)) = (
         authorization.rbac.clone(),
         config.authorization.authorization_rbac_file.clone(),

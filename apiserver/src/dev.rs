@@ -190,11 +190,13 @@ pub fn prepare(layout: &DevLayout, options: &DevOptions) -> anyhow::Result<Serve
         authentication: AuthenticationFlags {
             client_ca_file: Some(layout.pki.join("ca.crt")),
             token_auth_file: options.token_auth_file.clone(),
+            standalone: true,
             ..AuthenticationFlags::default()
         },
         authorization: AuthorizationFlags {
             authorization_mode: vec![AuthorizationMode::Rbac],
             authorization_rbac_file: Some(rbac_file),
+            ..AuthorizationFlags::default()
         },
         compaction_interval: Duration::from_secs(300),
         registry: RegistryConfig::default(),

@@ -103,6 +103,64 @@ impl Authorizer for PrivilegedGroups {
     }
 }
 
+/// Allows some non-resource paths to everyone, without asking further (kube's
+/// `--authorization-always-allow-paths`, by default the health endpoints, so that probes work
+/// even when the delegated authorizer cannot be reached). A trailing `*` matches a prefix.
+#[derive(Clone, Debug, Default)]
+pub struct AlwaysAllowPaths {
+    /// Without their leading `/`, as kube compares them.
+    paths: Vec<String>,
+    prefixes: Vec<String>,
+}
+
+/// A `*` that is not the last character of an always-allowed path.
+#[derive(Debug, thiserror::Error)]
+#[error("only a trailing * is allowed in {0:?}")]
+pub struct InvalidPathPattern(pub String);
+
+impl AlwaysAllowPaths {
+    pub fn new<I, S>(patterns: I) -> Result<Self, InvalidPathPattern>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut allowed = AlwaysAllowPaths::default();
+        for pattern in patterns {
+            let p = pattern
+                .as_ref()
+                .strip_prefix('/')
+                .unwrap_or(pattern.as_ref());
+            match p.strip_suffix('*') {
+                Some(prefix) if !prefix.contains('*') => allowed.prefixes.push(prefix.to_string()),
+                None if !p.contains('*') => allowed.paths.push(p.to_string()),
+                _ => return Err(InvalidPathPattern(pattern.as_ref().to_string())),
+            }
+        }
+        Ok(allowed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty() && self.prefixes.is_empty()
+    }
+}
+
+#[async_trait]
+impl Authorizer for AlwaysAllowPaths {
+    async fn authorize(&self, a: &Attributes) -> Decision {
+        if a.resource_request {
+            return Decision::NoOpinion(String::new());
+        }
+        let path = a.path.strip_prefix('/').unwrap_or(&a.path);
+        if self.paths.iter().any(|p| p == path)
+            || self.prefixes.iter().any(|p| path.starts_with(p.as_str()))
+        {
+            Decision::Allow
+        } else {
+            Decision::NoOpinion(String::new())
+        }
+    }
+}
+
 /// Asks each authorizer in turn: the first Allow or Deny wins; when all have no opinion the result
 /// is NoOpinion with the non-empty reasons joined by newlines (kube's `union.New`).
 #[derive(Clone, Default)]
@@ -221,6 +279,35 @@ mod tests {
             masters.authorize(&alice).await,
             Decision::NoOpinion(String::new())
         );
+    }
+
+    #[tokio::test]
+    async fn always_allowed_paths_match_exactly_or_by_trailing_star() {
+        let allowed =
+            AlwaysAllowPaths::new(["/healthz", "/readyz", "livez", "/metrics/*"]).unwrap();
+        let anonymous = UserInfo::anonymous();
+        for path in [
+            "/healthz",
+            "/readyz",
+            "/livez",
+            "/metrics/",
+            "/metrics/cadvisor",
+        ] {
+            let get = Attributes::non_resource(anonymous.clone(), "get", path);
+            assert_eq!(allowed.authorize(&get).await, Decision::Allow, "{path}");
+        }
+        for path in ["/healthz/etcd", "/metrics", "/apis", "/"] {
+            let get = Attributes::non_resource(anonymous.clone(), "get", path);
+            assert!(!allowed.authorize(&get).await.is_allow(), "{path}");
+        }
+        // A resource whose name looks like a path is not a path.
+        let resource = Attributes::resource(anonymous, "get", "", "healthz");
+        assert!(!allowed.authorize(&resource).await.is_allow());
+
+        assert!(AlwaysAllowPaths::new(["/a*b"]).is_err());
+        assert!(AlwaysAllowPaths::new(Vec::<String>::new())
+            .unwrap()
+            .is_empty());
     }
 
     #[tokio::test]

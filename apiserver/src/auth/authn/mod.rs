@@ -11,7 +11,8 @@
 //!
 //! ```text
 //!  requestheader ──► x509 client cert ──► bearer token(s) ──► anonymous (if enabled)
-//!  (front proxy)     (--client-ca-file)   (--token-auth-file)   system:anonymous
+//!  (front proxy)     (--client-ca-file)   (--token-auth-file,   system:anonymous
+//!                                          then TokenReview)
 //!         first Ok(Some) wins; then `system:authenticated` is added to the user
 //! ```
 //!
@@ -31,16 +32,21 @@ use rustls_pki_types::CertificateDer;
 
 use super::UserInfo;
 
+pub mod client_ca;
+pub mod cluster_config;
 pub mod requestheader;
 pub mod token;
+pub mod tokenreview;
 mod union;
 pub mod x509;
 
 #[cfg(test)]
 pub(crate) mod testing;
 
+pub use client_ca::ClientCertificateAuthorities;
 pub use requestheader::{RequestHeaderAuthenticator, RequestHeaderConfig};
 pub use token::{TokenFile, TokenFileError};
+pub use tokenreview::TokenReviewAuthenticator;
 pub use union::{UnionAuthenticator, UnionAuthenticatorBuilder};
 pub use x509::{CaBundleError, CertificateVerifier, X509Authenticator};
 
@@ -74,6 +80,17 @@ pub enum AuthnError {
 
     #[error("invalid bearer token")]
     InvalidBearerToken,
+
+    /// The management cluster's TokenReview did not authenticate the token.
+    #[error("invalid bearer token: {reason}")]
+    TokenReviewRejected { reason: String },
+
+    /// The management cluster could not be asked; not cached, so the next request asks again.
+    #[error("the bearer token could not be reviewed")]
+    TokenReviewFailed {
+        #[source]
+        source: std::sync::Arc<crate::auth::delegation::RequestError>,
+    },
 
     #[error("header {header} is not valid UTF-8")]
     InvalidHeaderValue { header: HeaderName },

@@ -1,4 +1,7 @@
-//! Test PKI: CAs and client certificates generated with rcgen, plus request heads.
+//! Test PKI: CAs and client certificates generated with rcgen, plus request heads and the
+//! management cluster's authentication ConfigMap.
+
+use std::collections::BTreeMap;
 
 use http::request::Parts;
 use rcgen::{
@@ -6,6 +9,8 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls_pki_types::CertificateDer;
+
+use super::cluster_config as cc;
 
 /// A certificate authority that issues client certificates.
 pub(crate) struct Ca {
@@ -140,4 +145,40 @@ pub(crate) fn head(headers: &[(&str, &str)]) -> Parts {
         builder = builder.header(*name, *value);
     }
     builder.body(()).expect("valid request").into_parts().0
+}
+
+/// The ConfigMap as kube-apiserver writes it, with the given CAs and front-proxy header names.
+pub(crate) fn configmap(
+    proxy_ca: Option<&Ca>,
+    client_ca: Option<&Ca>,
+    username_header: &str,
+) -> BTreeMap<String, String> {
+    let mut data = BTreeMap::new();
+    if let Some(ca) = client_ca {
+        data.insert(cc::CLIENT_CA_KEY.into(), ca.pem.clone());
+    }
+    if let Some(ca) = proxy_ca {
+        data.insert(cc::REQUESTHEADER_CLIENT_CA_KEY.into(), ca.pem.clone());
+        data.insert(
+            cc::REQUESTHEADER_ALLOWED_NAMES_KEY.into(),
+            r#"["front-proxy-client"]"#.into(),
+        );
+        data.insert(
+            cc::REQUESTHEADER_USERNAME_HEADERS_KEY.into(),
+            format!(r#"["{username_header}"]"#),
+        );
+        data.insert(
+            cc::REQUESTHEADER_UID_HEADERS_KEY.into(),
+            r#"["X-Remote-Uid"]"#.into(),
+        );
+        data.insert(
+            cc::REQUESTHEADER_GROUP_HEADERS_KEY.into(),
+            r#"["X-Remote-Group"]"#.into(),
+        );
+        data.insert(
+            cc::REQUESTHEADER_EXTRA_HEADERS_PREFIX_KEY.into(),
+            r#"["X-Remote-Extra-"]"#.into(),
+        );
+    }
+    data
 }
