@@ -76,6 +76,7 @@ pub struct AuditConfig {
     pub max_segment_bytes: u64,
     pub max_object_bytes: usize,
     pub session_max_bytes: u64,
+    /// Zero: only explicit [`Auditor::checkpoint`] calls and shutdown take checkpoints.
     pub checkpoint_interval: Duration,
     /// Where checkpoints are kept outside the trail; `None` keeps them in the trail only.
     pub checkpoint_storage: Option<DynStorage>,
@@ -85,7 +86,11 @@ pub struct AuditConfig {
 impl AuditConfig {
     /// Defaults: the default policy, ack after write, 64 MiB segments, 64 KiB bodies, 16 MiB
     /// recordings, checkpoints every 10 s, no storage, no webhook.
-    pub fn new(dir: impl Into<PathBuf>, replica: impl Into<String>, signing_key: SigningKey) -> Self {
+    pub fn new(
+        dir: impl Into<PathBuf>,
+        replica: impl Into<String>,
+        signing_key: SigningKey,
+    ) -> Self {
         AuditConfig {
             dir: dir.into(),
             replica: replica.into(),
@@ -193,11 +198,13 @@ impl Auditor {
             checkpointer: Mutex::new(None),
             webhook: Mutex::new(webhook_task),
         });
-        let task = tokio::spawn(run_checkpointer(
-            Arc::downgrade(&inner),
-            config.checkpoint_interval,
-        ));
-        *lock(&inner.checkpointer) = Some(task);
+        if !config.checkpoint_interval.is_zero() {
+            let task = tokio::spawn(run_checkpointer(
+                Arc::downgrade(&inner),
+                config.checkpoint_interval,
+            ));
+            *lock(&inner.checkpointer) = Some(task);
+        }
         Ok(Auditor { inner })
     }
 
@@ -315,7 +322,10 @@ impl Auditor {
         };
         let webhook = lock(&self.inner.webhook).take();
         if let Some(task) = webhook {
-            if tokio::time::timeout(WEBHOOK_FLUSH_TIMEOUT, task).await.is_err() {
+            if tokio::time::timeout(WEBHOOK_FLUSH_TIMEOUT, task)
+                .await
+                .is_err()
+            {
                 tracing::warn!("audit webhook did not drain before shutdown");
             }
         }
@@ -433,9 +443,11 @@ async fn check_stored_checkpoint(
         seq: stored.seq,
         reason,
     };
-    stored
-        .verify(key)
-        .map_err(|e| mismatch(format!("the stored checkpoint does not verify with this hub's key: {e}")))?;
+    stored.verify(key).map_err(|e| {
+        mismatch(format!(
+            "the stored checkpoint does not verify with this hub's key: {e}"
+        ))
+    })?;
     if head.seq < stored.seq {
         return Err(mismatch(format!(
             "the trail ends at record {}: records {}..={} are missing",
@@ -450,12 +462,18 @@ async fn check_stored_checkpoint(
         .await
         .map_err(|_| AuditError::Stopped)??;
     match record {
-        Some(r) if r.hash == stored.hash => Ok(()),
-        Some(r) => Err(mismatch(format!(
-            "record {} has hash {}, the checkpoint says {}",
-            r.seq, r.hash, stored.hash
+        Some(r) if r.is_sound() && r.hash == stored.hash => Ok(()),
+        Some(r) => Err(mismatch(match r.defect {
+            Some(defect) => format!("record {}: {defect}", r.seq),
+            None => format!(
+                "record {} has hash {}, the checkpoint says {}",
+                r.seq, r.hash, stored.hash
+            ),
+        })),
+        None => Err(mismatch(format!(
+            "record {} is not in the trail",
+            stored.seq
         ))),
-        None => Err(mismatch(format!("record {} is not in the trail", stored.seq))),
     }
 }
 
@@ -786,8 +804,7 @@ impl AuditedRequest {
         if body.len() > max {
             return Err(format!("{} bytes exceed the limit of {max}", body.len()));
         }
-        let mut object: Value =
-            serde_json::from_slice(body).map_err(|_| "not JSON".to_string())?;
+        let mut object: Value = serde_json::from_slice(body).map_err(|_| "not JSON".to_string())?;
         if self.config.omit_managed_fields {
             strip_managed_fields(&mut object);
         }

@@ -30,7 +30,7 @@ pub fn write(value: &Value, out: &mut Vec<u8>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_scalar(&Value::String(key.clone()), out);
+                serde_json::to_writer(&mut *out, key.as_str()).expect("a string serializes");
                 out.push(b':');
                 write(member, out);
             }
@@ -95,9 +95,10 @@ mod tests {
 
     #[test]
     fn sorts_keys_recursively_and_drops_whitespace() {
-        let v: Value =
-            serde_json::from_str(r#"{ "b": 1, "a": {"z": [ {"y":null,"x":true} ], "é": "\u0001\n"}, "B": 2.5 }"#)
-                .unwrap();
+        let v: Value = serde_json::from_str(
+            r#"{ "b": 1, "a": {"z": [ {"y":null,"x":true} ], "é": "\u0001\n"}, "B": 2.5 }"#,
+        )
+        .unwrap();
         assert_eq!(
             String::from_utf8(to_vec(&v)).unwrap(),
             r#"{"B":2.5,"a":{"z":[{"x":true,"y":null}],"é":"\u0001\n"},"b":1}"#
@@ -106,7 +107,13 @@ mod tests {
 
     #[test]
     fn numbers_read_back_print_the_same() {
-        for text in ["0.1234567890123456", "1e300", "-0.0", "123456789012345678", "5e-324"] {
+        for text in [
+            "0.1234567890123456",
+            "1e300",
+            "-0.0",
+            "123456789012345678",
+            "5e-324",
+        ] {
             let once = to_vec(&serde_json::from_str(text).unwrap());
             let twice = to_vec(&serde_json::from_slice(&once).unwrap());
             assert_eq!(once, twice, "{text}");

@@ -338,9 +338,8 @@ pub async fn store_checkpoint(
     checkpoint: &SignedCheckpoint,
 ) -> Result<(), CheckpointStoreError> {
     let key = checkpoint_key(&checkpoint.replica);
-    let value = bytes::Bytes::from(
-        serde_json::to_vec(checkpoint).expect("a checkpoint serializes"),
-    );
+    let value =
+        bytes::Bytes::from(serde_json::to_vec(checkpoint).expect("a checkpoint serializes"));
     match storage.create(&key, value.clone()).await {
         Ok(_) => return Ok(()),
         Err(StorageError::AlreadyExists { .. }) => {}
@@ -387,7 +386,13 @@ mod tests {
             0o600
         );
 
-        let cp = SignedCheckpoint::sign(&key, "hub-0", 7, GENESIS, "2024-01-01T00:00:00.000000Z".into());
+        let cp = SignedCheckpoint::sign(
+            &key,
+            "hub-0",
+            7,
+            GENESIS,
+            "2024-01-01T00:00:00.000000Z".into(),
+        );
         assert_eq!(cp.verify(&public), Ok(()));
         let mut forged = cp.clone();
         forged.seq = 8;

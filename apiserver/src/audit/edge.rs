@@ -119,14 +119,12 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> EdgeRequestInf
     info.api_version = version.to_string();
     info.verb = verb;
 
-    if parts[0] == "namespaces" {
-        if parts.len() > 1 {
-            info.namespace = parts[1].to_string();
-            // `/namespaces/<ns>/status` and `/finalize` are subresources of the Namespace;
-            // anything else after the name is a resource in that namespace.
-            if parts.len() > 2 && !matches!(parts[2], "status" | "finalize") {
-                parts.drain(..2);
-            }
+    if parts[0] == "namespaces" && parts.len() > 1 {
+        info.namespace = parts[1].to_string();
+        // `/namespaces/<ns>/status` and `/finalize` are subresources of the Namespace;
+        // anything else after the name is a resource in that namespace.
+        if parts.len() > 2 && !matches!(parts[2], "status" | "finalize") {
+            parts.drain(..2);
         }
     }
 
@@ -288,8 +286,13 @@ mod tests {
             let i = p(method.clone(), uri);
             assert!(i.is_resource_request, "{uri}");
             let got = [
-                i.verb.as_str(), i.api_group.as_str(), i.api_version.as_str(), i.namespace.as_str(),
-                i.resource.as_str(), i.name.as_str(), i.subresource.as_str(),
+                i.verb.as_str(),
+                i.api_group.as_str(),
+                i.api_version.as_str(),
+                i.namespace.as_str(),
+                i.resource.as_str(),
+                i.name.as_str(),
+                i.subresource.as_str(),
             ];
             assert_eq!(&got, want, "{method} {uri}");
         }
@@ -297,7 +300,18 @@ mod tests {
 
     #[test]
     fn non_resource_requests() {
-        for uri in ["/healthz", "/version", "/api", "/api/v1", "/apis", "/apis/apps", "/apis/apps/v1", "/openapi/v2", "/api/v1/watch", "/"] {
+        for uri in [
+            "/healthz",
+            "/version",
+            "/api",
+            "/api/v1",
+            "/apis",
+            "/apis/apps",
+            "/apis/apps/v1",
+            "/openapi/v2",
+            "/api/v1/watch",
+            "/",
+        ] {
             let i = p(Method::GET, uri);
             assert!(!i.is_resource_request, "{uri}");
             assert_eq!(i.verb, "get");

@@ -195,10 +195,7 @@ impl ResponseStatus {
             status: status.status.clone().unwrap_or_default(),
             message: status.message.clone().unwrap_or_default(),
             reason: status.reason.clone().unwrap_or_default(),
-            details: status
-                .details
-                .as_ref()
-                .and_then(|d| serde_json::to_value(d).ok()),
+            details: status.details.as_ref().map(details_value),
             code: i32::from(code),
         }
     }
@@ -213,6 +210,56 @@ impl ResponseStatus {
             ..ResponseStatus::default()
         }
     }
+}
+
+/// `metav1.StatusDetails` with Go's member order (k8s-openapi sorts them).
+fn details_value(details: &k8s_openapi::apimachinery::pkg::apis::meta::v1::StatusDetails) -> Value {
+    let mut map = serde_json::Map::new();
+    let mut put = |key: &str, value: Option<Value>| {
+        if let Some(value) = value {
+            map.insert(key.to_string(), value);
+        }
+    };
+    let string = |s: &Option<String>| s.clone().filter(|s| !s.is_empty()).map(Value::String);
+    put("name", string(&details.name));
+    put("group", string(&details.group));
+    put("kind", string(&details.kind));
+    put("uid", string(&details.uid));
+    put(
+        "causes",
+        details
+            .causes
+            .as_ref()
+            .filter(|c| !c.is_empty())
+            .map(|causes| {
+                Value::Array(
+                    causes
+                        .iter()
+                        .map(|c| {
+                            let mut cause = serde_json::Map::new();
+                            for (key, value) in [
+                                ("reason", &c.reason),
+                                ("message", &c.message),
+                                ("field", &c.field),
+                            ] {
+                                if let Some(v) = value.clone().filter(|v| !v.is_empty()) {
+                                    cause.insert(key.to_string(), Value::String(v));
+                                }
+                            }
+                            Value::Object(cause)
+                        })
+                        .collect(),
+                )
+            }),
+    );
+    put(
+        "retryAfterSeconds",
+        details
+            .retry_after_seconds
+            .filter(|s| *s != 0)
+            .map(Value::from),
+    );
+    Value::Object(map)
 }
 
 /// One audit event (`audit.k8s.io/v1` `Event`).
@@ -251,7 +298,12 @@ pub struct Event {
 
 impl Event {
     /// An event with the identifying fields set and nothing else.
-    pub fn new(level: Level, audit_id: impl Into<String>, stage: Stage, received: MicroTime) -> Self {
+    pub fn new(
+        level: Level,
+        audit_id: impl Into<String>,
+        stage: Stage,
+        received: MicroTime,
+    ) -> Self {
         Event {
             kind: EVENT_KIND.into(),
             api_version: API_VERSION.into(),
@@ -291,11 +343,12 @@ pub struct EventList {
 /// unless it is the last entry already.
 pub fn source_ips(headers: &http::HeaderMap, peer: Option<IpAddr>) -> Vec<String> {
     let mut ips: Vec<IpAddr> = Vec::new();
-    if let Some(forwarded) = headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
-        ips.extend(forwarded.split(',').filter_map(|p| p.trim().parse::<IpAddr>().ok()));
+    if let Some(forwarded) = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        ips.extend(
+            forwarded
+                .split(',')
+                .filter_map(|p| p.trim().parse::<IpAddr>().ok()),
+        );
     }
     if let Some(real) = headers
         .get("x-real-ip")

@@ -233,7 +233,12 @@ fn rule_matches(rule: &PolicyRule, attrs: &Attributes) -> bool {
     if !rule.users.is_empty() && !rule.users.contains(&attrs.user.name) {
         return false;
     }
-    if !rule.user_groups.is_empty() && !attrs.user.groups.iter().any(|g| rule.user_groups.contains(g))
+    if !rule.user_groups.is_empty()
+        && !attrs
+            .user
+            .groups
+            .iter()
+            .any(|g| rule.user_groups.contains(g))
     {
         return false;
     }

@@ -5,6 +5,7 @@
 //! <dir>/segment-000002.log   records k+1..       (the only segment ever appended to)
 //! <dir>/sessions/<auditID>.cast                  exec/attach recordings, hashed into events
 //! <dir>/recovered/…                              torn tails cut off at start-up, kept as evidence
+//! <dir>/audit.lock                                flock of the one writing process
 //!
 //! record n:  {"event":{…},"hash":"<h(n)>","prev":"<h(n-1)>","seq":n}\n
 //!        or  {"checkpoint":{…},"hash":"<h(n)>","prev":"<h(n-1)>","seq":n}\n
@@ -28,6 +29,8 @@ use super::canonical;
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 pub const SEGMENT_PREFIX: &str = "segment-";
 pub const SEGMENT_SUFFIX: &str = ".log";
+/// Locked (flock) by the one process appending to the trail.
+pub const LOCK_FILE: &str = "audit.lock";
 /// Sub-directory of exec/attach recordings.
 pub const SESSIONS_DIR: &str = "sessions";
 /// Sub-directory where start-up recovery keeps the bytes it cut off.
@@ -136,8 +139,7 @@ impl ParsedRecord {
 
 /// Parses one line (without its newline). `Err` says why it is not a record at all.
 pub fn parse_record(line: &[u8]) -> Result<ParsedRecord, String> {
-    let value: Value =
-        serde_json::from_slice(line).map_err(|e| format!("not valid JSON ({e})"))?;
+    let value: Value = serde_json::from_slice(line).map_err(|e| format!("not valid JSON ({e})"))?;
     let Value::Object(mut map) = value else {
         return Err("not a JSON object".into());
     };
@@ -193,9 +195,11 @@ fn take_hash(map: &mut Map<String, Value>, key: &str) -> Result<String, String> 
     }
 }
 
-/// Lines of a segment: `(line number from 1, byte offset, line without newline)`, and the bytes
-/// after the last newline (an unterminated last line) separately.
-pub fn split_lines(bytes: &[u8]) -> (Vec<(usize, usize, &[u8])>, &[u8]) {
+/// One complete line of a segment: line number (from 1), byte offset, bytes without the newline.
+pub type Line<'a> = (usize, usize, &'a [u8]);
+
+/// Lines of a segment, and the bytes after the last newline (an unterminated last line).
+pub fn split_lines(bytes: &[u8]) -> (Vec<Line<'_>>, &[u8]) {
     let mut lines = Vec::new();
     let mut start = 0;
     for (i, b) in bytes.iter().enumerate() {
@@ -238,9 +242,13 @@ mod tests {
         assert_eq!(canonical::sha256_hex(&canonical::to_vec(&v)), hash);
 
         // Whitespace is a modification, too.
-        let spaced = String::from_utf8(line.to_vec()).unwrap().replacen(",", ", ", 1);
+        let spaced = String::from_utf8(line.to_vec())
+            .unwrap()
+            .replacen(",", ", ", 1);
         assert!(!parse_record(spaced.as_bytes()).unwrap().is_sound());
-        let changed = String::from_utf8(line.to_vec()).unwrap().replace("\"b\":1", "\"b\":2");
+        let changed = String::from_utf8(line.to_vec())
+            .unwrap()
+            .replace("\"b\":1", "\"b\":2");
         assert!(!parse_record(changed.as_bytes()).unwrap().is_sound());
         assert!(parse_record(b"{\"seq\":1}").is_err());
     }

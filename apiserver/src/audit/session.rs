@@ -147,7 +147,11 @@ impl SessionRecorder {
         header: SessionHeader,
     ) -> io::Result<SessionRecorder> {
         let dir = audit_dir.join(sessions_dir);
-        tokio::fs::create_dir_all(&dir).await?;
+        tokio::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .await?;
         // An audit ID can come from the client (the Audit-ID header) and repeat: never
         // overwrite a recording, pick a fresh name instead.
         let mut name = format!("{audit_id}.{RECORDING_EXTENSION}");
@@ -204,7 +208,10 @@ impl SessionRecorder {
         let mut bytes = std::mem::take(pending);
         bytes.extend_from_slice(data);
         let (code, text) = match std::str::from_utf8(&bytes) {
-            Ok(_) => (stream.text_code(), String::from_utf8(bytes).expect("checked")),
+            Ok(_) => (
+                stream.text_code(),
+                String::from_utf8(bytes).expect("checked"),
+            ),
             // Only an incomplete character at the end: hold it back for the next frame.
             Err(e) if e.error_len().is_none() && bytes.len() - e.valid_up_to() < 4 => {
                 let tail = bytes.split_off(e.valid_up_to());
@@ -212,7 +219,10 @@ impl SessionRecorder {
                 if bytes.is_empty() {
                     return Ok(());
                 }
-                (stream.text_code(), String::from_utf8(bytes).expect("checked"))
+                (
+                    stream.text_code(),
+                    String::from_utf8(bytes).expect("checked"),
+                )
             }
             Err(_) => (stream.binary_code(), STANDARD.encode(&bytes)),
         };
@@ -288,7 +298,8 @@ impl SessionRecorder {
         for stream in [StreamKind::Stdin, StreamKind::Stdout, StreamKind::Stderr] {
             let rest = std::mem::take(&mut self.pending[stream.index()]);
             if !rest.is_empty() && !self.truncated {
-                self.frame(stream.binary_code(), &STANDARD.encode(&rest)).await?;
+                self.frame(stream.binary_code(), &STANDARD.encode(&rest))
+                    .await?;
             }
         }
         self.file.flush().await?;

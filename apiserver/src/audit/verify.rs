@@ -29,8 +29,7 @@ use serde_json::Value;
 use super::canonical;
 use super::checkpoint::{PublicKey, SignedCheckpoint};
 use super::segment::{
-    list_segments, parse_record, split_lines, ParsedRecord, PayloadKind, GENESIS_HASH,
-    SESSIONS_DIR,
+    list_segments, parse_record, split_lines, ParsedRecord, PayloadKind, GENESIS_HASH, SESSIONS_DIR,
 };
 use super::session::{ANNOTATION_SESSION_RECORDING, ANNOTATION_SESSION_RECORDING_SHA256};
 
@@ -89,7 +88,10 @@ impl fmt::Display for Problem {
             None => f.write_str("trail")?,
         }
         if let Some(segment) = &self.segment {
-            let name = segment.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+            let name = segment
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
             write!(f, " ({name}")?;
             if let Some(line) = self.line {
                 write!(f, " line {line}")?;
@@ -147,7 +149,10 @@ impl fmt::Display for VerifyReport {
         if self.signatures_checked {
             writeln!(f, "checkpoint signatures: checked")?;
         } else {
-            writeln!(f, "checkpoint signatures: NOT checked (no public key given)")?;
+            writeln!(
+                f,
+                "checkpoint signatures: NOT checked (no public key given)"
+            )?;
         }
         match &self.checkpoint {
             Some(cp) => writeln!(
@@ -372,7 +377,13 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    fn problem(&mut self, kind: ProblemKind, seq: Option<u64>, at: Option<&Location>, detail: String) {
+    fn problem(
+        &mut self,
+        kind: ProblemKind,
+        seq: Option<u64>,
+        at: Option<&Location>,
+        detail: String,
+    ) {
         self.report.problem = Some(Problem {
             kind,
             seq,
@@ -391,7 +402,10 @@ impl Walk<'_> {
     }
 
     fn run(&mut self) {
-        let mut pos = Pos { segment: 0, line: 0 };
+        let mut pos = Pos {
+            segment: 0,
+            line: 0,
+        };
         while let Some((item, next)) = self.trail.item(pos) {
             let record = match item {
                 Item::Incomplete(location, bytes) => {
@@ -400,7 +414,10 @@ impl Walk<'_> {
                     continue;
                 }
                 Item::Unreadable(reason, path) => {
-                    let at = Location { segment: path, line: 0 };
+                    let at = Location {
+                        segment: path,
+                        line: 0,
+                    };
                     self.problem(ProblemKind::Unreadable, None, Some(&at), reason);
                     return;
                 }
@@ -410,7 +427,10 @@ impl Walk<'_> {
                             ProblemKind::Inserted,
                             None,
                             Some(&location),
-                            format!("a line that is not a record ({reason}) sits between record {} and record {}", self.expected_seq - 1, self.expected_seq),
+                            format!(
+                                "a line that is not a record ({reason}) sits before record {}",
+                                self.expected_seq
+                            ),
                         );
                     } else {
                         self.problem(
@@ -490,7 +510,10 @@ impl Walk<'_> {
                         ProblemKind::Modified,
                         Some(r.seq),
                         Some(at),
-                        format!("the first record's prev is {}, not the genesis hash", r.prev),
+                        format!(
+                            "the first record's prev is {}, not the genesis hash",
+                            r.prev
+                        ),
                     );
                 }
                 return false;
@@ -545,7 +568,10 @@ impl Walk<'_> {
                         ProblemKind::Inserted,
                         Some(r.seq),
                         Some(at),
-                        format!("a second record {} (the chain continues from the first)", r.seq),
+                        format!(
+                            "a second record {} (the chain continues from the first)",
+                            r.seq
+                        ),
                     );
                 }
                 return false;
@@ -555,7 +581,11 @@ impl Walk<'_> {
             ProblemKind::Inserted,
             Some(r.seq),
             Some(at),
-            format!("record {} appears again after record {}", r.seq, expected - 1),
+            format!(
+                "record {} appears again after record {}",
+                r.seq,
+                expected - 1
+            ),
         );
         false
     }
@@ -590,7 +620,12 @@ impl Walk<'_> {
             }
             PayloadKind::Event => {
                 if let Err(detail) = self.check_recording(&r.payload) {
-                    self.problem(ProblemKind::RecordingModified, Some(r.seq), Some(at), detail);
+                    self.problem(
+                        ProblemKind::RecordingModified,
+                        Some(r.seq),
+                        Some(at),
+                        detail,
+                    );
                     return false;
                 }
                 self.report.events += 1;
@@ -635,7 +670,9 @@ impl Walk<'_> {
             .and_then(|rest| rest.strip_prefix('/'))
             .is_some_and(|file| !file.is_empty() && !file.contains('/') && !file.starts_with('.'));
         if !valid_name {
-            return Err(format!("the event names recording {name:?}, outside {SESSIONS_DIR}/"));
+            return Err(format!(
+                "the event names recording {name:?}, outside {SESSIONS_DIR}/"
+            ));
         }
         let path = self.dir.join(name);
         let bytes = std::fs::read(&path).map_err(|e| format!("recording {name}: {e}"))?;

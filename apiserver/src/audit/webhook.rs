@@ -170,7 +170,11 @@ impl WebhookConfig {
                 ([only], _) => (only.entry.cluster.clone(), only.entry.user.clone()),
                 ([], [only]) => (
                     only.name.clone(),
-                    config.users.first().map(|u| u.name.clone()).unwrap_or_default(),
+                    config
+                        .users
+                        .first()
+                        .map(|u| u.name.clone())
+                        .unwrap_or_default(),
                 ),
                 _ => return Err(cfg("no current-context".into())),
             }
@@ -232,14 +236,16 @@ impl WebhookConfig {
                 if cluster.insecure_skip_tls_verify {
                     return Err(cfg("insecure-skip-tls-verify is not supported".into()));
                 }
-                let ca = match (&cluster.certificate_authority_data, &cluster.certificate_authority) {
+                let ca = match (
+                    &cluster.certificate_authority_data,
+                    &cluster.certificate_authority,
+                ) {
                     (Some(d), _) => data("certificate-authority-data", d)?,
                     (None, Some(p)) => read(p)?,
-                    (None, None) => {
-                        return Err(cfg(
-                            "an https server needs certificate-authority or certificate-authority-data".into(),
-                        ))
-                    }
+                    (None, None) => return Err(cfg(
+                        "an https server needs certificate-authority or certificate-authority-data"
+                            .into(),
+                    )),
                 };
                 let cert = match (&user.client_certificate_data, &user.client_certificate) {
                     (Some(d), _) => Some(data("client-certificate-data", d)?),
@@ -354,8 +360,10 @@ pub fn event_list_body(events: &[Bytes]) -> Bytes {
     let len: usize = events.iter().map(|e| e.len() + 1).sum();
     let mut body = BytesMut::with_capacity(len + 96);
     body.extend_from_slice(
-        format!(r#"{{"kind":"{EVENT_LIST_KIND}","apiVersion":"{API_VERSION}","metadata":{{}},"items":["#)
-            .as_bytes(),
+        format!(
+            r#"{{"kind":"{EVENT_LIST_KIND}","apiVersion":"{API_VERSION}","metadata":{{}},"items":["#
+        )
+        .as_bytes(),
     );
     for (i, event) in events.iter().enumerate() {
         if i > 0 {
@@ -459,10 +467,13 @@ impl Client {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let tls = uri.scheme_str() == Some("https");
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect((host, port)))
-            .await
-            .map_err(|_| PostError::Retry("connect timed out".into()))?
-            .map_err(|e| PostError::Retry(format!("connecting to {host}:{port}: {e}")))?;
+        let tcp = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::TcpStream::connect((host, port)),
+        )
+        .await
+        .map_err(|_| PostError::Retry("connect timed out".into()))?
+        .map_err(|e| PostError::Retry(format!("connecting to {host}:{port}: {e}")))?;
         drop(tcp.set_nodelay(true));
         let handshake_error = |e: hyper::Error| PostError::Retry(format!("HTTP handshake: {e}"));
         match (&self.config.tls, tls) {
@@ -490,7 +501,9 @@ impl Client {
                 tokio::spawn(async move { drop(conn.await) });
                 Ok(sender)
             }
-            _ => Err(PostError::Fatal("https server without TLS configuration".into())),
+            _ => Err(PostError::Fatal(
+                "https server without TLS configuration".into(),
+            )),
         }
     }
 }

@@ -30,10 +30,11 @@
 //!   append fails until the process restarts and recovery reads what the file really holds.
 //!
 //! **Recovery** (at open): the last segment is read and checked record by record. Bytes after
-//! the last sound record are a torn write — an unterminated line (a kill during `write(2)`), or
-//! NUL bytes (a power loss after the size grew but before the data landed) — and are cut off,
-//! copied to `recovered/` first and reported. Anything else (a complete line that is not a sound
-//! record, a broken chain) is damage or tampering: the trail refuses to open.
+//! the last line end are a torn write — part of a line (a kill during `write(2)`), or NUL bytes
+//! (a power loss after the size grew but before the data landed) — and are cut off, copied to
+//! `recovered/` first and reported. Anything else (a complete line that is not a sound record, a
+//! broken chain) is damage or tampering: the trail refuses to open, and `audit verify` tells
+//! what is wrong.
 
 use std::fs::File;
 use std::io::{self, Write as _};
@@ -47,8 +48,8 @@ use tokio::sync::oneshot;
 use super::checkpoint::{SignedCheckpoint, SigningKey};
 use super::event::MicroTime;
 use super::segment::{
-    encode_record, list_segments, parse_record, segment_file_name, split_lines,
-    ParsedRecord, PayloadKind, GENESIS_HASH, RECOVERED_DIR,
+    encode_record, list_segments, parse_record, segment_file_name, split_lines, ParsedRecord,
+    PayloadKind, GENESIS_HASH, LOCK_FILE, RECOVERED_DIR,
 };
 
 /// Most commands one group commit takes from the queue.
@@ -108,6 +109,8 @@ pub enum OpenError {
         #[source]
         source: io::Error,
     },
+    #[error("{path} is locked: another process is writing this audit trail")]
+    Locked { path: String },
     #[error("{path} line {line}: {reason}")]
     Corrupt {
         path: String,
@@ -239,6 +242,7 @@ pub(crate) fn open(config: WriterConfig) -> Result<WriterHandle, OpenError> {
             stop: false,
         }),
         cv: Condvar::new(),
+        health: config.health.clone(),
     });
     let syncer_thread = {
         let sync = sync.clone();
@@ -248,6 +252,7 @@ pub(crate) fn open(config: WriterConfig) -> Result<WriterHandle, OpenError> {
             .map_err(|e| OpenError::io("spawning the audit syncer for", &config.dir, e))?
     };
     let writer = Writer {
+        _lock: recovered.lock,
         segment_path: config.dir.join(segment_file_name(recovered.segment)),
         dir: config.dir,
         max_segment_bytes: config.max_segment_bytes,
@@ -280,6 +285,8 @@ pub(crate) fn open(config: WriterConfig) -> Result<WriterHandle, OpenError> {
 }
 
 struct Writer {
+    /// Released when the writer ends.
+    _lock: File,
     dir: PathBuf,
     max_segment_bytes: u64,
     durability: Durability,
@@ -318,6 +325,9 @@ impl Writer {
             stop = self.commit(batch);
         }
         let result = self.finish();
+        // Release the lock, the file and the webhook feed before answering: once shutdown
+        // returns, another writer may open the trail.
+        drop(self);
         if let Some(reply) = stop {
             drop(reply.send(result));
         }
@@ -325,10 +335,7 @@ impl Writer {
     }
 
     /// One group commit; returns the reply of a Stop command in the batch.
-    fn commit(
-        &mut self,
-        batch: Vec<Command>,
-    ) -> Option<oneshot::Sender<Result<(), WriteFailure>>> {
+    fn commit(&mut self, batch: Vec<Command>) -> Option<oneshot::Sender<Result<(), WriteFailure>>> {
         if self.failure.is_none() {
             if let Some(failure) = self.sync.failure() {
                 self.poison(failure);
@@ -478,7 +485,9 @@ impl Writer {
     }
 
     fn poisoned(&self) -> WriteFailure {
-        WriteFailure::Poisoned(Arc::new(self.failure.clone().unwrap_or(WriteFailure::Stopped)))
+        WriteFailure::Poisoned(Arc::new(
+            self.failure.clone().unwrap_or(WriteFailure::Stopped),
+        ))
     }
 
     fn poison(&mut self, failure: WriteFailure) {
@@ -517,6 +526,8 @@ struct Waiter {
 struct Syncer {
     state: Mutex<SyncState>,
     cv: Condvar,
+    /// Told at once when an fsync fails, so readiness reports it before the next append.
+    health: Arc<Health>,
 }
 
 struct SyncState {
@@ -535,7 +546,8 @@ impl Syncer {
         let mut state = lock(&self.state);
         loop {
             if state.failure.is_none() && state.written > state.synced {
-                let (file, generation, upto) = (state.file.clone(), state.generation, state.written);
+                let (file, generation, upto) =
+                    (state.file.clone(), state.generation, state.written);
                 drop(state);
                 let result = file.sync_data();
                 state = lock(&self.state);
@@ -556,8 +568,10 @@ impl Syncer {
                         state = lock(&self.state);
                     }
                     Err(err) => {
-                        let failure = WriteFailure::io("fdatasync", Path::new("audit segment"), err);
-                        tracing::error!(error = %failure, "audit fsync failed");
+                        let failure =
+                            WriteFailure::io("fdatasync", Path::new("audit segment"), err);
+                        tracing::error!(error = %failure, "audit fsync failed; every audited request is refused until restart");
+                        self.health.set(failure.clone());
                         state.failure = Some(failure.clone());
                         let waiters = std::mem::take(&mut state.waiters);
                         drop(state);
@@ -645,11 +659,34 @@ fn create_segment(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Takes the trail's exclusive lock: two writers would interleave their chains.
+fn lock_dir(dir: &Path) -> Result<File, OpenError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| OpenError::io("opening", &path, e))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(OpenError::Locked {
+            path: path.display().to_string(),
+        }),
+        Err(e) => Err(OpenError::io("locking", &path, e.into())),
+    }
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 struct Recovered {
+    /// Holds the directory's exclusive lock while open.
+    lock: File,
     file: File,
     segment: u64,
     len: u64,
@@ -669,12 +706,14 @@ fn recover(dir: &Path) -> Result<Recovered, OpenError> {
             .create(dir)
             .map_err(|e| OpenError::io("creating", dir, e))?;
     }
+    let lock = lock_dir(dir)?;
     let segments = list_segments(dir).map_err(|e| OpenError::io("listing", dir, e))?;
     let Some((last_number, last_path)) = segments.last().cloned() else {
         let path = dir.join(segment_file_name(1));
         let file = create_segment(&path).map_err(|e| OpenError::io("creating", &path, e))?;
         sync_dir(dir).map_err(|e| OpenError::io("fsync", dir, e))?;
         return Ok(Recovered {
+            lock,
             file,
             segment: 1,
             len: 0,
@@ -760,12 +799,17 @@ fn recover(dir: &Path) -> Result<Recovered, OpenError> {
         .len();
     let (head_seq, head_hash, last_checkpoint_seq) = match head {
         Some(h) => {
-            let cp = if h.kind == PayloadKind::Checkpoint { h.seq } else { 0 };
+            let cp = if h.kind == PayloadKind::Checkpoint {
+                h.seq
+            } else {
+                0
+            };
             (h.seq, h.hash, cp)
         }
         None => (0, GENESIS_HASH.to_string(), 0),
     };
     Ok(Recovered {
+        lock,
         file,
         segment: last_number,
         len,
@@ -776,7 +820,12 @@ fn recover(dir: &Path) -> Result<Recovered, OpenError> {
     })
 }
 
-fn save_torn_tail(dir: &Path, segment: &Path, offset: usize, tail: &[u8]) -> Result<PathBuf, OpenError> {
+fn save_torn_tail(
+    dir: &Path,
+    segment: &Path,
+    offset: usize,
+    tail: &[u8],
+) -> Result<PathBuf, OpenError> {
     let recovered = dir.join(RECOVERED_DIR);
     std::fs::create_dir_all(&recovered).map_err(|e| OpenError::io("creating", &recovered, e))?;
     let name = segment
@@ -825,7 +874,9 @@ pub(crate) fn find_record(dir: &Path, seq: u64) -> Result<Option<ParsedRecord>, 
     for (_, path) in segments.iter().rev() {
         let bytes = std::fs::read(path).map_err(|e| OpenError::io("reading", path, e))?;
         let (lines, _) = split_lines(&bytes);
-        let Some((_, _, first)) = lines.first() else { continue };
+        let Some((_, _, first)) = lines.first() else {
+            continue;
+        };
         let first_seq = parse_record(first).map(|r| r.seq).unwrap_or(u64::MAX);
         if first_seq > seq {
             continue;
@@ -841,4 +892,3 @@ pub(crate) fn find_record(dir: &Path, seq: u64) -> Result<Option<ParsedRecord>, 
     }
     Ok(None)
 }
-

@@ -85,27 +85,99 @@ fn kube_semantics_table() {
     let anon = user("system:anonymous", &["system:unauthenticated"]);
     use Level::*;
     let cases: Vec<(Attributes, Level, &str)> = vec![
-        (res(&alice, "get", "", "pods", "default", "p"), RequestResponse, "first rule wins"),
-        (res(&alice, "get", "", "pods/log", "default", "p"), Metadata, "pods does not match pods/log"),
-        (res(&alice, "get", "", "pods/exec", "default", "p"), Request, "falls to the core group rule"),
-        (res(&alice, "update", "", "configmaps", "x", "controller-leader"), None, "resourceNames"),
-        (res(&alice, "update", "", "configmaps", "kube-system", "other"), Request, "namespaces"),
-        (res(&alice, "update", "", "configmaps", "default", "other"), Metadata, "namespace not listed"),
-        (res(&proxy, "watch", "", "endpoints", "", ""), None, "users and verbs"),
-        (res(&proxy, "list", "", "endpoints", "", ""), Request, "verb not listed"),
-        (res(&alice, "watch", "", "endpoints", "", ""), Request, "user not listed"),
+        (
+            res(&alice, "get", "", "pods", "default", "p"),
+            RequestResponse,
+            "first rule wins",
+        ),
+        (
+            res(&alice, "get", "", "pods/log", "default", "p"),
+            Metadata,
+            "pods does not match pods/log",
+        ),
+        (
+            res(&alice, "get", "", "pods/exec", "default", "p"),
+            Request,
+            "falls to the core group rule",
+        ),
+        (
+            res(&alice, "update", "", "configmaps", "x", "controller-leader"),
+            None,
+            "resourceNames",
+        ),
+        (
+            res(&alice, "update", "", "configmaps", "kube-system", "other"),
+            Request,
+            "namespaces",
+        ),
+        (
+            res(&alice, "update", "", "configmaps", "default", "other"),
+            Metadata,
+            "namespace not listed",
+        ),
+        (
+            res(&proxy, "watch", "", "endpoints", "", ""),
+            None,
+            "users and verbs",
+        ),
+        (
+            res(&proxy, "list", "", "endpoints", "", ""),
+            Request,
+            "verb not listed",
+        ),
+        (
+            res(&alice, "watch", "", "endpoints", "", ""),
+            Request,
+            "user not listed",
+        ),
         (url(&alice, "get", "/apis/apps"), None, "prefix wildcard"),
         (url(&alice, "get", "/version"), None, "exact path"),
         (url(&alice, "get", "/versions"), None, "no rule matches"),
-        (url(&anon, "get", "/api"), None, "group not listed, no rule matches"),
-        (res(&alice, "get", "", "secrets", "default", "s"), Metadata, "secrets"),
-        (res(&alice, "get", "extensions", "ingresses", "default", "i"), Request, "whole group"),
-        (res(&alice, "patch", "apps", "deployments/scale", "default", "d"), RequestResponse, "*/scale"),
-        (res(&alice, "patch", "apps", "deployments", "default", "d"), None, "*/scale needs a subresource"),
-        (res(&alice, "get", "apps", "statefulsets", "default", "s"), Request, "resource/* matches the resource"),
-        (res(&alice, "get", "apps", "statefulsets/status", "default", "s"), Request, "resource/* matches subresources"),
-        (res(&alice, "list", "batch", "jobs", "", ""), Metadata, "cluster-scoped is the empty namespace"),
-        (res(&alice, "list", "batch", "jobs", "other", ""), None, "namespace not listed"),
+        (
+            url(&anon, "get", "/api"),
+            None,
+            "group not listed, no rule matches",
+        ),
+        (
+            res(&alice, "get", "", "secrets", "default", "s"),
+            Metadata,
+            "secrets",
+        ),
+        (
+            res(&alice, "get", "extensions", "ingresses", "default", "i"),
+            Request,
+            "whole group",
+        ),
+        (
+            res(&alice, "patch", "apps", "deployments/scale", "default", "d"),
+            RequestResponse,
+            "*/scale",
+        ),
+        (
+            res(&alice, "patch", "apps", "deployments", "default", "d"),
+            None,
+            "*/scale needs a subresource",
+        ),
+        (
+            res(&alice, "get", "apps", "statefulsets", "default", "s"),
+            Request,
+            "resource/* matches the resource",
+        ),
+        (
+            res(&alice, "get", "apps", "statefulsets/status", "default", "s"),
+            Request,
+            "resource/* matches subresources",
+        ),
+        (
+            res(&alice, "list", "batch", "jobs", "", ""),
+            Metadata,
+            "cluster-scoped is the empty namespace",
+        ),
+        (
+            res(&alice, "list", "batch", "jobs", "other", ""),
+            None,
+            "namespace not listed",
+        ),
     ];
     for (attrs, want, why) in &cases {
         assert_eq!(policy.evaluate(attrs).level, *want, "{why}: {attrs:?}");
@@ -152,8 +224,10 @@ fn validation_as_kube_does() {
         "{header}rules:\n- level: None\n  resources: [{{group: \"\", resourceNames: [\"x\"]}}]\n"
     ))
     .contains("requires at least one resource"));
-    assert!(invalid("apiVersion: audit.k8s.io/v1beta1\nkind: Policy\nrules: [{level: None}]\n")
-        .contains("apiVersion"));
+    assert!(
+        invalid("apiVersion: audit.k8s.io/v1beta1\nkind: Policy\nrules: [{level: None}]\n")
+            .contains("apiVersion")
+    );
 
     // Parse errors: an unknown level or stage, a misspelt field.
     for bad in [
@@ -183,19 +257,69 @@ fn default_policy() {
         (url(&alice, "get", "/readyz/etcd"), None),
         (url(&alice, "get", "/apis"), Metadata),
         (url(&alice, "get", "/metrics"), Metadata),
-        (res(&alice, "create", "", "secrets", "default", ""), Metadata),
-        (res(&alice, "update", "", "secrets", "default", "s"), Metadata),
-        (res(&alice, "patch", "", "configmaps", "default", "c"), Metadata),
-        (res(&alice, "create", "", "serviceaccounts/token", "default", "sa"), Metadata),
-        (res(&alice, "create", "authentication.k8s.io", "tokenreviews", "", ""), Metadata),
-        (res(&alice, "get", ef, "clusters/bootstrap", "retail", "edge-1"), Metadata),
-        (res(&alice, "get", ef, "clusters", "retail", "edge-1"), Metadata),
+        (
+            res(&alice, "create", "", "secrets", "default", ""),
+            Metadata,
+        ),
+        (
+            res(&alice, "update", "", "secrets", "default", "s"),
+            Metadata,
+        ),
+        (
+            res(&alice, "patch", "", "configmaps", "default", "c"),
+            Metadata,
+        ),
+        (
+            res(
+                &alice,
+                "create",
+                "",
+                "serviceaccounts/token",
+                "default",
+                "sa",
+            ),
+            Metadata,
+        ),
+        (
+            res(
+                &alice,
+                "create",
+                "authentication.k8s.io",
+                "tokenreviews",
+                "",
+                "",
+            ),
+            Metadata,
+        ),
+        (
+            res(&alice, "get", ef, "clusters/bootstrap", "retail", "edge-1"),
+            Metadata,
+        ),
+        (
+            res(&alice, "get", ef, "clusters", "retail", "edge-1"),
+            Metadata,
+        ),
         (res(&alice, "watch", ef, "clusters", "", ""), Metadata),
-        (res(&alice, "update", ef, "clusters", "retail", "edge-1"), Request),
-        (res(&alice, "delete", ef, "placements", "retail", "p"), Request),
-        (res(&alice, "create", "", "pods/exec", "default", "web-1"), Request),
-        (res(&alice, "patch", "apps", "deployments", "shop", "web"), Request),
-        (res(&alice, "get", "", "pods/log", "default", "web-1"), Metadata),
+        (
+            res(&alice, "update", ef, "clusters", "retail", "edge-1"),
+            Request,
+        ),
+        (
+            res(&alice, "delete", ef, "placements", "retail", "p"),
+            Request,
+        ),
+        (
+            res(&alice, "create", "", "pods/exec", "default", "web-1"),
+            Request,
+        ),
+        (
+            res(&alice, "patch", "apps", "deployments", "shop", "web"),
+            Request,
+        ),
+        (
+            res(&alice, "get", "", "pods/log", "default", "web-1"),
+            Metadata,
+        ),
         (res(&alice, "impersonate", "", "users", "", "bob"), Metadata),
     ];
     for (attrs, want) in &cases {
@@ -223,9 +347,22 @@ rules:
     let alice = user("alice", &[]);
     let edge = res(&alice, "get", "", "pods", "default", "web-1");
     let hub = |cluster: &str| {
-        res(&alice, "get", "edgefleet.io", "clusters/proxy", "retail", cluster)
+        res(
+            &alice,
+            "get",
+            "edgefleet.io",
+            "clusters/proxy",
+            "retail",
+            cluster,
+        )
     };
-    assert_eq!(policy.evaluate_any(&[&edge, &hub("edge-1")]).level, Level::RequestResponse);
-    assert_eq!(policy.evaluate_any(&[&edge, &hub("edge-2")]).level, Level::Metadata);
+    assert_eq!(
+        policy.evaluate_any(&[&edge, &hub("edge-1")]).level,
+        Level::RequestResponse
+    );
+    assert_eq!(
+        policy.evaluate_any(&[&edge, &hub("edge-2")]).level,
+        Level::Metadata
+    );
     assert_eq!(policy.evaluate(&edge).level, Level::Metadata);
 }
