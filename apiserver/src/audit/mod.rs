@@ -59,7 +59,9 @@ pub use event::{Event, Level, ResponseStatus, Stage};
 pub use policy::{Policy, PolicyEvaluator};
 pub use segment::SESSIONS_DIR;
 pub use session::{Recording, SessionHeader, SessionRecorder, StreamKind};
-pub use verify::{load_checkpoint_file, verify_dir, Problem, ProblemKind, VerifyReport};
+pub use verify::{
+    load_checkpoint_file, verify_command, verify_dir, Problem, ProblemKind, VerifyReport,
+};
 pub use webhook::WebhookConfig;
 pub use writer::{Appended, Durability, Recovery};
 

@@ -936,6 +936,18 @@ async fn checkpoints_go_to_storage_and_a_cut_trail_refuses_to_start() {
         .unwrap();
     assert!(last.seq > stored.seq);
     assert!(verify_dir(&dir, Some(&public), Some(&last)).is_intact());
+    // What `audit verify --dir --public-key --checkpoint` runs.
+    let checkpoint_file = tmp.path().join("checkpoint.json");
+    std::fs::write(&checkpoint_file, serde_json::to_vec(&last).unwrap()).unwrap();
+    let report = verify_command(
+        &dir,
+        Some(&checkpoint::public_key_path(&signing)),
+        Some(&checkpoint_file),
+    )
+    .unwrap();
+    assert!(report.is_intact() && report.signatures_checked && report.checkpoint.is_some());
+    assert!(report.to_string().contains("INTACT"), "{report}");
+    assert!(verify_command(&dir, Some(&tmp.path().join("missing.pub")), None).is_err());
 
     // Restarting over the intact trail works and continues it.
     let auditor = open(NEVER).await.unwrap();

@@ -693,6 +693,27 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// `edgefleet-apiserver audit verify --dir DIR [--public-key FILE] [--checkpoint FILE]`: reads
+/// the PEM public key and the checkpoint (JSON, as storage keeps it) and verifies. Print the
+/// report; exit 0 when [`VerifyReport::is_intact`], 1 when not, 2 on an `Err` (bad arguments).
+pub fn verify_command(
+    dir: &Path,
+    public_key: Option<&Path>,
+    checkpoint: Option<&Path>,
+) -> Result<VerifyReport, super::AuditError> {
+    let key = public_key.map(PublicKey::load).transpose()?;
+    let checkpoint = checkpoint
+        .map(|path| {
+            load_checkpoint_file(path).map_err(|source| super::AuditError::Io {
+                op: "reading the checkpoint",
+                path: path.display().to_string(),
+                source,
+            })
+        })
+        .transpose()?;
+    Ok(verify_dir(dir, key.as_ref(), checkpoint.as_ref()))
+}
+
 /// Reads a checkpoint (JSON, as stored) from a file, for `audit verify --checkpoint`.
 pub fn load_checkpoint_file(path: &Path) -> Result<SignedCheckpoint, std::io::Error> {
     let bytes = std::fs::read(path)?;
