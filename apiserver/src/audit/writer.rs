@@ -21,12 +21,12 @@
 //! power loss could take back.
 //!
 //! Why `AfterWrite` is the default — `audit::tests::append_latency`, debug build, ext4 on a shared
-//! two-core VM:
+//! two-core VM under load from other builds (three runs; p50 / p99):
 //!
-//! | durability   | one append p50 / p99 | a request (begin + complete) p50 / p99 | 64 concurrent requests |
-//! |--------------|----------------------|----------------------------------------|------------------------|
-//! | `AfterWrite` | 31 µs / 0.20 ms      | 61 µs / 0.27 ms                        | 37 000 records/s       |
-//! | `AfterSync`  | 184 µs / 6.3 ms      | 374 µs / 10.6 ms                       | 24 000 records/s       |
+//! | durability   | one append             | a request (begin + complete) | 64 concurrent requests |
+//! |--------------|------------------------|------------------------------|------------------------|
+//! | `AfterWrite` | 28–32 µs / 0.07–1.2 ms | 54–63 µs / 0.13–3.6 ms       | 21 000–44 000 records/s |
+//! | `AfterSync`  | 0.18–2.2 ms / 6–12 ms  | 0.37–4.0 ms / 11–17 ms       | 11 000–24 000 records/s |
 //!
 //! Only `AfterWrite` keeps the audit overhead of a request under 0.2 ms; the risk it leaves is
 //! losing the last milliseconds of records to a power loss or kernel crash, never to a crash of
