@@ -10,6 +10,7 @@
 pub mod agents;
 pub mod app;
 pub mod apply;
+pub mod audit;
 pub mod auth;
 pub mod dev;
 pub mod errors;
