@@ -1206,7 +1206,7 @@ async fn the_webhook_receives_the_trail_as_batched_event_lists() {
     let certs = crate::http::tls::certs_from_pem(leaf.certificate_chain_pem.as_bytes()).unwrap();
     let key_der =
         rustls_pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem().as_bytes()).unwrap();
-    let tls = crate::http::tls::server_config(certs, key_der, &[]).unwrap();
+    let tls = crate::http::tls::server_config(certs, key_der, None).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let received: Arc<std::sync::Mutex<Vec<(http::request::Parts, bytes::Bytes)>>> = Arc::default();
