@@ -40,15 +40,44 @@ pub enum Error {
     ClusterRef(String),
     /// The agent has neither a stored identity nor a bootstrap token.
     #[error(
-        "no identity is stored in {dir} and no bootstrap token was given: the agent cannot enroll"
+        "no identity is stored in {location} and no bootstrap token was given: the agent cannot enroll"
     )]
     NoCredentials {
-        /// The identity directory.
-        dir: PathBuf,
+        /// The identity directory, or `the Secret <namespace>/<name>`.
+        location: String,
     },
     /// The identity directory could not be read.
     #[error("reading the stored identity")]
     Identity(#[source] edgefleet_tunnel::Error),
+    /// The identity Secret is not `<namespace>/<name>`.
+    #[error("invalid identity Secret {value:?}: {why}")]
+    SecretRef {
+        /// What was given.
+        value: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The working directory of the identity could not be created or written.
+    #[error("preparing the identity working directory {path} (it must be writable: with a read-only root filesystem, mount an emptyDir and pass --identity-dir)")]
+    WorkDir {
+        /// The directory or file.
+        path: PathBuf,
+        /// The I/O failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The identity Secret could not be read.
+    #[error("restoring the identity from its Secret")]
+    IdentitySecret(#[source] crate::identity::secret::SecretError),
+    /// The identity Secret holds something that is not a certificate chain and its key.
+    #[error("the Secret {secret} holds an unusable identity.pem; delete the Secret to enroll again with a new bootstrap token")]
+    UnusableSecretIdentity {
+        /// `<namespace>/<name>`.
+        secret: String,
+        /// What is wrong with it (never its contents).
+        #[source]
+        source: edgefleet_tunnel::Error,
+    },
     /// The kubeconfig could not be loaded.
     #[error("loading the kubeconfig {path}")]
     Kubeconfig {

@@ -24,7 +24,8 @@
 //! ```
 //!
 //! * [`run`]: one agent for a real edge cluster ([`RunConfig`] → [`EdgeAgent::build`] →
-//!   [`EdgeAgent::run`]); facts come from a list+watch of the cluster's nodes ([`facts::watch`]).
+//!   [`EdgeAgent::run`]); facts come from a list+watch of the cluster's nodes ([`facts::watch`]);
+//!   its identity lives in a directory or in a Secret of the edge cluster ([`identity`]).
 //! * [`simulate`]: many agents in one process, each with its own TLS connection and identity,
 //!   each backed by an in-memory cluster ([`SimulateConfig`] → [`Simulation::build`] →
 //!   [`Simulation::run`]), for the quickstart, end-to-end tests and scale benchmarks.
@@ -34,6 +35,7 @@
 pub mod error;
 pub mod facts;
 pub mod hub;
+pub mod identity;
 pub mod run;
 pub mod service;
 pub mod simulate;
@@ -43,6 +45,7 @@ pub mod upstream;
 
 pub use error::{Error, Result};
 pub use hub::HubConfig;
+pub use identity::{IdentityStorage, SecretRef, SecretStorage};
 pub use run::{ClusterRef, EdgeAgent, RunConfig};
 pub use service::AgentService;
 pub use simulate::{ClusterShape, SimulateConfig, Simulation};

@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use edgefleet_agent::{
-    ClusterRef, ClusterShape, EdgeAgent, HubConfig, RunConfig, SimulateConfig, Simulation,
-    UpstreamSource,
+    ClusterRef, ClusterShape, EdgeAgent, HubConfig, IdentityStorage, RunConfig, SecretRef,
+    SecretStorage, SimulateConfig, Simulation, UpstreamSource,
 };
 
 #[derive(Parser)]
@@ -49,6 +49,14 @@ impl HubArgs {
 }
 
 #[derive(Args)]
+#[command(group(
+    // One or both: a directory alone, a Secret alone (temporary working copy), or a Secret
+    // with a working directory on a writable volume.
+    ArgGroup::new("identity")
+        .required(true)
+        .multiple(true)
+        .args(["identity_dir", "identity_secret"])
+))]
 struct RunArgs {
     #[command(flatten)]
     hub: HubArgs,
@@ -58,12 +66,30 @@ struct RunArgs {
     /// Single-use bootstrap token, read only while no identity is stored.
     #[arg(long, env = "EDGEFLEET_BOOTSTRAP_TOKEN_FILE")]
     bootstrap_token_file: Option<PathBuf>,
-    /// Where the agent keeps its key and certificate.
+    /// Where the agent keeps its key and certificate. With --identity-secret, only a private
+    /// working copy (default: a new directory under $TMPDIR, removed when the agent stops).
     #[arg(long, env = "EDGEFLEET_IDENTITY_DIR")]
-    identity_dir: PathBuf,
+    identity_dir: Option<PathBuf>,
+    /// Keep the identity in this Secret of the edge cluster, <namespace>/<name>, so that a
+    /// restarted agent reconnects with its certificate (needs get, create and update on it).
+    #[arg(long, env = "EDGEFLEET_IDENTITY_SECRET", value_name = "NAMESPACE/NAME")]
+    identity_secret: Option<SecretRef>,
     /// Kubeconfig of the edge cluster (default: the pod's service account).
     #[arg(long, env = "EDGEFLEET_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
+}
+
+impl RunArgs {
+    fn identity(&self) -> IdentityStorage {
+        match (&self.identity_secret, &self.identity_dir) {
+            (Some(secret), work_dir) => IdentityStorage::Secret(SecretStorage {
+                work_dir: work_dir.clone(),
+                ..SecretStorage::new(secret.clone())
+            }),
+            (None, Some(dir)) => IdentityStorage::Directory(dir.clone()),
+            (None, None) => unreachable!("clap requires --identity-dir or --identity-secret"),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -106,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => {
             let cluster: ClusterRef = args.cluster.parse()?;
+            let identity = args.identity();
             let upstream = match args.kubeconfig {
                 Some(path) => UpstreamSource::Kubeconfig(path),
                 None => UpstreamSource::InCluster,
@@ -114,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
                 hub: args.hub.config(),
                 cluster,
                 bootstrap_token_file: args.bootstrap_token_file,
-                identity_dir: args.identity_dir,
+                identity,
                 upstream,
             })
             .await
@@ -146,4 +173,78 @@ async fn shutdown_on_signal(agents: impl std::future::Future<Output = ()>) -> an
         _ = terminate.recv() => tracing::info!("terminated; closing the tunnel"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    const HUB: [&str; 5] = [
+        "edgefleet-agent",
+        "run",
+        "--hub-address=hub.example.com:8132",
+        "--hub-ca-file=/etc/edgefleet/bootstrap/hub-ca.crt",
+        "--cluster=retail/store-1",
+    ];
+
+    fn run(extra: &[&str]) -> Result<RunArgs, clap::Error> {
+        let args = HUB.iter().chain(extra);
+        match Cli::try_parse_from(args)?.command {
+            Command::Run(args) => Ok(args),
+            Command::Simulate(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn the_flags_are_consistent() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn an_identity_directory_or_secret_is_required() {
+        let error = run(&[]).err().expect("neither is an error");
+        assert_eq!(error.kind(), ErrorKind::MissingRequiredArgument);
+        let message = error.to_string();
+        assert!(message.contains("--identity-dir"), "{message}");
+        assert!(message.contains("--identity-secret"), "{message}");
+
+        let args = run(&["--identity-dir=/var/lib/edgefleet"]).unwrap();
+        assert_eq!(
+            args.identity(),
+            IdentityStorage::Directory("/var/lib/edgefleet".into())
+        );
+    }
+
+    #[test]
+    fn a_secret_takes_an_optional_working_directory() {
+        let secret: SecretRef = "edgefleet-system/edgefleet-agent-identity".parse().unwrap();
+        let args = run(&["--identity-secret=edgefleet-system/edgefleet-agent-identity"]).unwrap();
+        assert_eq!(
+            args.identity(),
+            IdentityStorage::Secret(SecretStorage::new(secret.clone()))
+        );
+
+        let args = run(&[
+            "--identity-secret=edgefleet-system/edgefleet-agent-identity",
+            "--identity-dir=/var/run/edgefleet",
+        ])
+        .unwrap();
+        let IdentityStorage::Secret(storage) = args.identity() else {
+            panic!("expected a Secret");
+        };
+        assert_eq!(storage.secret, secret);
+        assert_eq!(storage.work_dir, Some("/var/run/edgefleet".into()));
+    }
+
+    #[test]
+    fn an_invalid_secret_is_refused_with_the_reason() {
+        let error = run(&["--identity-secret=edgefleet-agent-identity"])
+            .err()
+            .expect("a name without a namespace is an error");
+        assert_eq!(error.kind(), ErrorKind::ValueValidation);
+        let message = error.to_string();
+        assert!(message.contains("<namespace>/<name>"), "{message}");
+    }
 }

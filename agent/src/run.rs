@@ -2,25 +2,30 @@
 //!
 //! ```text
 //!  RunConfig ──build──► EdgeAgent ──run──► ┬─ TunnelClient (connect loop, forever)
-//!                                          │    serves AgentService { facts feed, Upstream }
-//!                                          └─ FactsWatcher (list+watch nodes, forever)
-//!                                               publishes to the facts feed
+//!   (with a Secret:                        │    serves AgentService { facts feed, Upstream }
+//!    restore the identity                  ├─ FactsWatcher (list+watch nodes, forever)
+//!    from it first)                        │    publishes to the facts feed
+//!                                          └─ SecretSync (with a Secret; forever)
+//!                                               copies identity.pem to the Secret on change
 //! ```
 //!
 //! Building fails fast on what a person must fix (unreadable files, a bad kubeconfig, no way to
-//! enroll); running never ends on its own: the tunnel reconnects and the watcher relists.
+//! enroll, an unreadable or unusable identity Secret); running never ends on its own: the
+//! tunnel reconnects, the watcher relists and the Secret sync retries.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use edgefleet_api::agent::agent_identity;
-use edgefleet_tunnel::{AgentStatus, IdentityStore, TunnelClient};
+use edgefleet_tunnel::{AgentStatus, TunnelClient};
+use tempfile::TempDir;
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::facts::watch::{feed, FactsWatcher};
 use crate::hub::{read_token, HubConfig};
+use crate::identity::{IdentityStorage, SecretSync};
 use crate::service::AgentService;
 use crate::upstream::{Upstream, UpstreamSource};
 
@@ -72,7 +77,7 @@ pub struct RunConfig {
     /// Single-use enrollment token, read only while no identity is stored.
     pub bootstrap_token_file: Option<PathBuf>,
     /// Where the agent keeps its key and certificate.
-    pub identity_dir: PathBuf,
+    pub identity: IdentityStorage,
     /// The edge kube-apiserver and the agent's credentials for it.
     pub upstream: UpstreamSource,
 }
@@ -81,6 +86,9 @@ pub struct RunConfig {
 pub struct EdgeAgent {
     tunnel: TunnelClient<AgentService<Upstream>>,
     watcher: FactsWatcher,
+    identity_sync: Option<SecretSync>,
+    /// The identity's temporary working directory: removed (key included) when the agent stops.
+    temp_dir: Option<TempDir>,
 }
 
 impl fmt::Debug for EdgeAgent {
@@ -95,33 +103,38 @@ impl EdgeAgent {
     /// Loads everything `config` names and wires the agent up.
     pub async fn build(config: RunConfig) -> Result<Self> {
         let hub = config.hub.prepare()?;
-        let identity = IdentityStore::directory(&config.identity_dir);
-        let enrolled = identity.load().map_err(Error::Identity)?.is_some();
+        // The client first: a Secret-backed identity is read with it.
+        let kube_config = config.upstream.load().await?;
+        let upstream = Upstream::from_config(&kube_config)?;
+        let client = kube::Client::try_from(kube_config).map_err(Error::UpstreamClient)?;
+
+        let identity = config.identity.prepare(&client).await?;
+        let enrolled = identity.store.load().map_err(Error::Identity)?.is_some();
         let token = match (&config.bootstrap_token_file, enrolled) {
             (Some(path), false) => read_token(path)?,
             _ => None,
         };
         if !enrolled && token.is_none() {
             return Err(Error::NoCredentials {
-                dir: config.identity_dir.clone(),
+                location: identity.location,
             });
         }
 
-        let kube_config = config.upstream.load().await?;
-        let upstream = Upstream::from_config(&kube_config)?;
-        let client = kube::Client::try_from(kube_config).map_err(Error::UpstreamClient)?;
         let (publish, facts) = feed();
         tracing::info!(
             cluster = %config.cluster,
             upstream = ?upstream,
+            identity = %identity.location,
             enrolled,
             "edge agent configured"
         );
 
-        let tunnel_config = hub.tunnel_config(identity, config.cluster.identity(), token);
+        let tunnel_config = hub.tunnel_config(identity.store, config.cluster.identity(), token);
         Ok(Self {
             tunnel: TunnelClient::new(tunnel_config, AgentService::new(facts, upstream)),
             watcher: FactsWatcher::new(client, publish),
+            identity_sync: identity.sync,
+            temp_dir: identity.temp_dir,
         })
     }
 
@@ -132,7 +145,22 @@ impl EdgeAgent {
 
     /// Runs until the future is dropped (which closes the tunnel).
     pub async fn run(self) {
-        tokio::join!(self.tunnel.run(), self.watcher.run());
+        let Self {
+            tunnel,
+            watcher,
+            identity_sync,
+            temp_dir,
+        } = self;
+        // Held by this future: dropping it (a signal) removes the directory.
+        let _temp_dir = temp_dir;
+        let status = tunnel.status();
+        let sync = async move {
+            match identity_sync {
+                Some(sync) => sync.run(status).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::join!(tunnel.run(), watcher.run(), sync);
     }
 }
 

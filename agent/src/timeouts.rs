@@ -50,3 +50,17 @@ pub const SIMULATED_WATCH_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// How often `simulate` logs how many of its agents are connected (only when it changed).
 pub const SIMULATION_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How often, with `--identity-secret`, the agent compares its working copy of `identity.pem`
+/// with what the Secret holds. Enrollment is saved at once (it changes the tunnel's status); a
+/// rotation over the tunnel changes nothing the agent is told of, so it reaches the Secret
+/// within this bound. The certificate it replaces stays valid for a third of its lifetime, so
+/// a restart within this window still reconnects.
+pub const IDENTITY_SECRET_POLL_INTERVAL: Duration = Duration::from_secs(10);
+
+/// First wait before writing the identity Secret again after a failure; doubles per
+/// consecutive failure.
+pub const IDENTITY_SECRET_RETRY_BASE: Duration = Duration::from_secs(1);
+
+/// Longest wait before writing the identity Secret again after failures.
+pub const IDENTITY_SECRET_RETRY_CAP: Duration = Duration::from_secs(30);

@@ -8,7 +8,7 @@ mod support;
 use std::path::Path;
 
 use bytes::Bytes;
-use edgefleet_agent::{ClusterRef, EdgeAgent, RunConfig, UpstreamSource};
+use edgefleet_agent::{ClusterRef, EdgeAgent, IdentityStorage, RunConfig, UpstreamSource};
 use edgefleet_api::agent::{ClusterFacts, FACTS_PATH};
 use edgefleet_tunnel::{body, UpgradeOutcome};
 use http::{Request, StatusCode};
@@ -33,7 +33,7 @@ async fn start_agent(
         hub: hub.agent_config(),
         cluster: "retail/edge-1".parse::<ClusterRef>().unwrap(),
         bootstrap_token_file: Some(token_file),
-        identity_dir: dir.join("identity"),
+        identity: IdentityStorage::Directory(dir.join("identity")),
         upstream: UpstreamSource::Kubeconfig(kubeconfig),
     })
     .await

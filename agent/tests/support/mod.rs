@@ -16,8 +16,9 @@ use edgefleet_agent::HubConfig;
 use edgefleet_tunnel::handshake::Hello;
 use edgefleet_tunnel::identity::Usage;
 use edgefleet_tunnel::{
-    async_trait, body, Admission, Admitted, Backoff, CertificateAuthority, PeerCertificates,
-    Refusal, SessionRegistry, StoredIdentity, TunnelBody, TunnelServer, TunnelServerConfig,
+    async_trait, body, Admission, Admitted, Backoff, CertificateAuthority, CertificateSigner,
+    PeerCertificates, Refusal, SessionRegistry, StoredIdentity, TunnelBody, TunnelServer,
+    TunnelServerConfig,
 };
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -74,6 +75,8 @@ pub struct TestAdmission {
     pub enrolled: Mutex<Vec<String>>,
     /// Identities admitted by client certificate, in order.
     pub by_certificate: Mutex<Vec<String>>,
+    /// Serial numbers (hex) of the client certificates admitted, in order.
+    pub certificate_serials: Mutex<Vec<String>>,
     /// Reasons of refusals, in order.
     pub refusals: Mutex<Vec<String>>,
 }
@@ -97,6 +100,10 @@ impl Admission for TestAdmission {
     async fn admit(&self, hello: &Hello, peer: &PeerCertificates) -> Result<Admitted, Refusal> {
         if let Some(identity) = peer.common_name() {
             self.by_certificate.lock().unwrap().push(identity.clone());
+            self.certificate_serials
+                .lock()
+                .unwrap()
+                .push(peer.serial_hex().unwrap_or_default());
             return Ok(Admitted {
                 identity,
                 issue_certificate: None,
@@ -130,6 +137,20 @@ impl Admission for TestAdmission {
     }
 }
 
+/// Signs rotation CSRs with the test CA, as the hub's signer would.
+pub struct TestSigner(pub Arc<Pki>);
+
+#[async_trait]
+impl CertificateSigner for TestSigner {
+    async fn sign(
+        &self,
+        identity: &str,
+        csr_pem: &str,
+    ) -> Result<String, edgefleet_tunnel::BoxError> {
+        Ok(self.0.ca.sign_csr(csr_pem, identity, DAY)?)
+    }
+}
+
 /// The hub's tunnel port on loopback, and a client for the test to act as the hub.
 pub struct Hub {
     pub server: TunnelServer,
@@ -152,6 +173,7 @@ impl Hub {
             tokens: Mutex::default(),
             enrolled: Mutex::default(),
             by_certificate: Mutex::default(),
+            certificate_serials: Mutex::default(),
             refusals: Mutex::default(),
         });
         let server = TunnelServer::new(

@@ -7,6 +7,16 @@
 //! (RFC 6455 handshake, `Sec-WebSocket-Accept`) and SPDY/3.1 upgrades that echo bytes, and
 //! `Status` 404s. It serves HTTP/2 and HTTP/1.1 (ALPN), as kube-apiserver does, and records
 //! every request's method, URI and headers.
+//!
+//! Secrets (`GET/POST /api/v1/namespaces/{ns}/secrets`, `GET/PUT …/secrets/{name}`) are kept in
+//! memory with kube-apiserver's semantics for what the agent relies on: one resourceVersion
+//! counter bumped by every write (not by an update that changes nothing); create answers 201,
+//! or 409 `AlreadyExists`, or 500 when the body carries a resourceVersion; update answers 404
+//! for a missing Secret, 400 when the body names another object, 409 `Conflict` when the body's
+//! resourceVersion is not the current one, and is unconditional without one (as for Secrets);
+//! `stringData` is merged into `data`; uid and creationTimestamp are the server's. Everything in
+//! [`FORBIDDEN_NAMESPACE`] is 403, as an edge cluster's RBAC would answer. A test can play
+//! another writer ([`FakeUpstream::interfere_after_next_get`]) to provoke a real conflict.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -23,9 +33,10 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeStatus};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeStatus, Secret};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta, Time};
+use k8s_openapi::ByteString;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -56,6 +67,25 @@ struct State {
     seen: Mutex<Vec<Seen>>,
     node_watches: Mutex<Vec<mpsc::Sender<Bytes>>>,
     configmap_watches: Mutex<Vec<mpsc::Sender<Bytes>>>,
+    secrets: Mutex<SecretStore>,
+}
+
+/// Secrets by (namespace, name), and the cluster's resourceVersion counter.
+#[derive(Default)]
+struct SecretStore {
+    objects: BTreeMap<(String, String), Secret>,
+    resource_version: u64,
+    /// Secrets another writer changes right after their next GET is answered.
+    interfere: Vec<(String, String)>,
+    /// How many updates were answered 409 Conflict.
+    conflicts: usize,
+}
+
+impl SecretStore {
+    fn next_resource_version(&mut self) -> String {
+        self.resource_version += 1;
+        self.resource_version.to_string()
+    }
 }
 
 pub struct FakeUpstream {
@@ -151,6 +181,40 @@ impl FakeUpstream {
         }
     }
 
+    /// The Secret `namespace/name`, as a GET would return it.
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<Secret> {
+        let store = self.state.secrets.lock().unwrap();
+        store
+            .objects
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// Creates or replaces a Secret, as someone else with access to the cluster would.
+    pub fn put_secret(&self, mut secret: Secret) {
+        let key = (
+            secret.metadata.namespace.clone().unwrap(),
+            secret.metadata.name.clone().unwrap(),
+        );
+        let mut store = self.state.secrets.lock().unwrap();
+        secret.metadata.resource_version = Some(store.next_resource_version());
+        store.objects.insert(key, secret);
+    }
+
+    /// After the next GET of `namespace/name` is answered, another writer annotates the Secret
+    /// (a new resourceVersion), so an update based on that GET conflicts.
+    pub fn interfere_after_next_get(&self, namespace: &str, name: &str) {
+        let mut store = self.state.secrets.lock().unwrap();
+        store
+            .interfere
+            .push((namespace.to_owned(), name.to_owned()));
+    }
+
+    /// How many Secret updates were answered 409 Conflict.
+    pub fn conflicts(&self) -> usize {
+        self.state.secrets.lock().unwrap().conflicts
+    }
+
     /// The sending end of the next ConfigMap watch a client opens.
     pub async fn configmap_watch(&self) -> mpsc::Sender<Bytes> {
         wait_for("a ConfigMap watch", || {
@@ -193,6 +257,12 @@ async fn route(state: &State, mut req: Request<Incoming>) -> Response<FakeBody> 
         .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
     if req.headers().contains_key(http::header::UPGRADE) {
         return upgrade(&mut req);
+    }
+    if let Some((namespace, name)) = secrets_path(req.uri().path()) {
+        let (namespace, name) = (namespace.to_owned(), name.map(str::to_owned));
+        let method = req.method().clone();
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        return secrets(state, &method, &namespace, name.as_deref(), &body);
     }
     match (req.method().clone(), req.uri().path()) {
         (Method::GET, "/version") => json(
@@ -239,6 +309,195 @@ async fn route(state: &State, mut req: Request<Incoming>) -> Response<FakeBody> 
                 "message": "the server could not find the requested resource"}),
         ),
     }
+}
+
+/// `/api/v1/namespaces/{ns}/secrets[/{name}]` → (ns, name).
+fn secrets_path(path: &str) -> Option<(&str, Option<&str>)> {
+    let rest = path.strip_prefix("/api/v1/namespaces/")?;
+    let (namespace, rest) = rest.split_once('/')?;
+    match rest.strip_prefix("secrets")? {
+        "" => Some((namespace, None)),
+        name => {
+            let name = name.strip_prefix('/')?;
+            (!name.is_empty() && !name.contains('/')).then_some((namespace, Some(name)))
+        }
+    }
+}
+
+/// The Secrets API (see the module docs).
+fn secrets(
+    state: &State,
+    method: &Method,
+    namespace: &str,
+    name: Option<&str>,
+    body: &[u8],
+) -> Response<FakeBody> {
+    let verb = match (method, name) {
+        (&Method::GET, Some(_)) => "get",
+        (&Method::POST, None) => "create",
+        (&Method::PUT, Some(_)) => "update",
+        _ => {
+            return status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+                None,
+            )
+        }
+    };
+    if namespace == FORBIDDEN_NAMESPACE {
+        let message = format!(
+            "secrets{} is forbidden: User \"system:serviceaccount:edgefleet-system:edgefleet-agent\" \
+             cannot {verb} resource \"secrets\" in API group \"\" in the namespace \"{namespace}\"",
+            name.map(|n| format!(" \"{n}\"")).unwrap_or_default()
+        );
+        return status(StatusCode::FORBIDDEN, "Forbidden", &message, name);
+    }
+    let mut store = state.secrets.lock().unwrap();
+    if let Some(name) = name.filter(|_| verb == "get") {
+        let key = (namespace.to_owned(), name.to_owned());
+        let Some(found) = store.objects.get(&key).cloned() else {
+            return not_found(name);
+        };
+        if let Some(i) = store.interfere.iter().position(|k| *k == key) {
+            store.interfere.remove(i);
+            let resource_version = store.next_resource_version();
+            let other = store.objects.get_mut(&key).unwrap();
+            other
+                .metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert("example.com/other-writer".into(), "was here".into());
+            other.metadata.resource_version = Some(resource_version);
+        }
+        return object(StatusCode::OK, &found);
+    }
+
+    let Ok(mut secret) = serde_json::from_slice::<Secret>(body) else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the body of the request was in an unknown format",
+            None,
+        );
+    };
+    match secret.metadata.namespace.as_deref() {
+        Some(ns) if ns != namespace => return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the namespace of the provided object does not match the namespace sent on the request",
+            None,
+        ),
+        _ => secret.metadata.namespace = Some(namespace.to_owned()),
+    }
+    if let Some(string_data) = secret.string_data.take() {
+        let data = secret.data.get_or_insert_with(BTreeMap::new);
+        for (key, value) in string_data {
+            data.insert(key, ByteString(value.into_bytes()));
+        }
+    }
+    let Some(object_name) = secret.metadata.name.clone().filter(|n| !n.is_empty()) else {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "Secret \"\" is invalid: metadata.name: Required value: name or generateName is required",
+            None,
+        );
+    };
+    let key = (namespace.to_owned(), object_name.clone());
+
+    match name {
+        // Create.
+        None => {
+            if secret.metadata.resource_version.is_some() {
+                return status(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    "resourceVersion should not be set on objects to be created",
+                    None,
+                );
+            }
+            if store.objects.contains_key(&key) {
+                return status(
+                    StatusCode::CONFLICT,
+                    "AlreadyExists",
+                    &format!("secrets \"{object_name}\" already exists"),
+                    Some(&object_name),
+                );
+            }
+            secret.metadata.uid = Some(uuid::Uuid::new_v4().to_string());
+            secret.metadata.creation_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+            secret.metadata.resource_version = Some(store.next_resource_version());
+            store.objects.insert(key, secret.clone());
+            object(StatusCode::CREATED, &secret)
+        }
+        // Update.
+        Some(name) => {
+            if object_name != name {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    &format!(
+                        "the name of the object ({object_name}) does not match the name on the URL ({name})"
+                    ),
+                    None,
+                );
+            }
+            let Some(current) = store.objects.get(&key).cloned() else {
+                return not_found(name);
+            };
+            let current_version = current.metadata.resource_version.clone();
+            if secret
+                .metadata
+                .resource_version
+                .as_ref()
+                .is_some_and(|rv| Some(rv) != current_version.as_ref())
+            {
+                store.conflicts += 1;
+                return status(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    &format!(
+                        "Operation cannot be fulfilled on secrets \"{name}\": the object has been \
+                         modified; please apply your changes to the latest version and try again"
+                    ),
+                    Some(name),
+                );
+            }
+            secret.metadata.uid = current.metadata.uid.clone();
+            secret.metadata.creation_timestamp = current.metadata.creation_timestamp.clone();
+            secret.metadata.resource_version = current_version;
+            if secret == current {
+                return object(StatusCode::OK, &current);
+            }
+            secret.metadata.resource_version = Some(store.next_resource_version());
+            store.objects.insert(key, secret.clone());
+            object(StatusCode::OK, &secret)
+        }
+    }
+}
+
+fn object(code: StatusCode, secret: &Secret) -> Response<FakeBody> {
+    json(code, serde_json::to_value(secret).unwrap())
+}
+
+fn not_found(name: &str) -> Response<FakeBody> {
+    status(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        &format!("secrets \"{name}\" not found"),
+        Some(name),
+    )
+}
+
+/// A `metav1.Status` failure, as kube-apiserver writes it.
+fn status(code: StatusCode, reason: &str, message: &str, name: Option<&str>) -> Response<FakeBody> {
+    let mut value = serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": reason, "code": code.as_u16()});
+    if let Some(name) = name {
+        value["details"] = serde_json::json!({"name": name, "kind": "secrets"});
+    }
+    json(code, value)
 }
 
 /// Namespace where the fake's RBAC forbids everything (for refused upgrades).
