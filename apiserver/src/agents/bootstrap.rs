@@ -59,7 +59,7 @@ pub fn install_manifest(p: &InstallParams<'_>) -> Value {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
             "metadata": {"name": "edgefleet-agent-identity", "namespace": AGENT_NAMESPACE, "labels": labels},
-            "rules": [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["edgefleet-agent-identity"], "verbs": ["get", "update", "patch"]},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["edgefleet-agent-identity"], "verbs": ["get", "update"]},
                       {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}],
         }),
         json!({
@@ -99,12 +99,21 @@ pub fn install_manifest(p: &InstallParams<'_>) -> Value {
                                 format!("--cluster={}/{}", p.environment, p.cluster),
                                 "--bootstrap-token-file=/etc/edgefleet/bootstrap/token",
                                 format!("--identity-secret={AGENT_NAMESPACE}/edgefleet-agent-identity"),
+                                // A working copy of the identity; the Secret is what survives.
+                                "--identity-dir=/var/run/edgefleet",
                             ],
                             "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
                             "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}},
-                            "volumeMounts": [{"name": "bootstrap", "mountPath": "/etc/edgefleet/bootstrap", "readOnly": true}],
+                            "volumeMounts": [
+                                {"name": "bootstrap", "mountPath": "/etc/edgefleet/bootstrap", "readOnly": true},
+                                {"name": "identity", "mountPath": "/var/run/edgefleet"},
+                            ],
                         }],
-                        "volumes": [{"name": "bootstrap", "secret": {"secretName": "edgefleet-agent-bootstrap"}}],
+                        "volumes": [
+                            {"name": "bootstrap", "secret": {"secretName": "edgefleet-agent-bootstrap"}},
+                            // In memory: the agent's private key never touches the node's disk.
+                            {"name": "identity", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+                        ],
                     },
                 },
             },
