@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::agents::{AgentHub, AgentsConfig};
+use crate::audit::{AuditConfig, Auditor, Durability, PolicyEvaluator, SigningKey, WebhookConfig};
 use crate::auth::flags::{AuthenticationFlags, AuthorizationFlags};
 use crate::auth::rbac::{Policy, RbacAuthorizer};
 use crate::http::pipeline::Pipeline;
@@ -41,6 +42,59 @@ pub struct ServerConfig {
     pub registry: RegistryConfig,
     /// The tunnel port for agents; none without a CA to sign their certificates.
     pub agents: Option<AgentsConfig>,
+    /// The audit trail; none to run without one.
+    pub audit: Option<AuditSettings>,
+}
+
+/// kube-apiserver's `--audit-webhook-batch-max-size` default.
+pub const DEFAULT_AUDIT_WEBHOOK_BATCH_MAX_SIZE: usize = 400;
+/// kube-apiserver's `--audit-webhook-batch-max-wait` default.
+pub const DEFAULT_AUDIT_WEBHOOK_BATCH_MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Where and how the audit trail is kept (`--audit-*` flags).
+#[derive(Clone, Debug)]
+pub struct AuditSettings {
+    /// Directory of the trail's segment files and session recordings.
+    pub dir: PathBuf,
+    /// Ed25519 key (PKCS#8) signing the checkpoints; generated with a `.pub` beside it if missing.
+    pub signing_key_file: PathBuf,
+    /// kube's `audit.k8s.io/v1` Policy; the built-in policy when absent.
+    pub policy_file: Option<PathBuf>,
+    /// kube's audit webhook configuration (a kubeconfig) for a SIEM.
+    pub webhook_config_file: Option<PathBuf>,
+    pub webhook_batch_max_size: usize,
+    pub webhook_batch_max_wait: Duration,
+    /// Acknowledge records only once fsynced (survives power loss) rather than once written.
+    pub fsync_before_ack: bool,
+    /// This replica's name, in checkpoints.
+    pub replica: String,
+}
+
+impl AuditSettings {
+    /// Opens the trail (checkpoints also go to `store`).
+    pub async fn open(&self, store: DynStorage) -> anyhow::Result<Auditor> {
+        let (key, generated) = SigningKey::load_or_generate(&self.signing_key_file)?;
+        if generated {
+            tracing::info!(path = %self.signing_key_file.display(), "generated the audit signing key");
+        }
+        let mut config = AuditConfig::new(&self.dir, self.replica.clone(), key);
+        if let Some(path) = &self.policy_file {
+            config.policy = PolicyEvaluator::from_file(path)?;
+        }
+        if let Some(path) = &self.webhook_config_file {
+            let mut webhook = WebhookConfig::from_kubeconfig_file(path)?;
+            webhook.batch_max_size = self.webhook_batch_max_size;
+            webhook.batch_max_wait = self.webhook_batch_max_wait;
+            config.webhook = Some(webhook);
+        }
+        if self.fsync_before_ack {
+            config.durability = Durability::AfterSync;
+        }
+        config.checkpoint_storage = Some(store);
+        Auditor::open(config)
+            .await
+            .with_context(|| format!("opening the audit trail in {}", self.dir.display()))
+    }
 }
 
 /// A hub whose listener is bound (so its address is known) but which does not serve yet.
@@ -69,9 +123,15 @@ impl BoundServer {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` resolves.
+    /// Serves until `shutdown` resolves; then closes the audit trail with a final checkpoint.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let auditor = self.pipeline.auditor.clone();
         server::serve(self.listener, self.tls, self.pipeline, shutdown).await;
+        if let Some(auditor) = auditor {
+            if let Err(err) = auditor.shutdown().await {
+                tracing::error!(%err, "closing the audit trail failed");
+            }
+        }
     }
 }
 
@@ -97,6 +157,10 @@ pub async fn open_storage(config: &StorageConfig) -> anyhow::Result<(DynStorage,
 /// Opens storage, starts the registry and binds the listener.
 pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
     let (store, compactor) = open_storage(&config.storage).await?;
+    let auditor = match &config.audit {
+        Some(audit) => Some(audit.open(store.clone()).await?),
+        None => None,
+    };
     tokio::spawn(compactor.with_interval(config.compaction_interval).run());
     let registry = Registry::new(store, config.registry.clone());
     let agents = match &config.agents {
@@ -129,6 +193,7 @@ pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
         authenticator,
         authorizer,
         router,
+        auditor,
     });
     let listener = TcpListener::bind(config.listen)
         .await

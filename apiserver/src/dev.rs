@@ -23,7 +23,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::json;
 
 use crate::agents::{AgentHub, AgentsConfig};
-use crate::app::{ServerConfig, StorageConfig};
+use crate::app::{
+    AuditSettings, ServerConfig, StorageConfig, DEFAULT_AUDIT_WEBHOOK_BATCH_MAX_SIZE,
+    DEFAULT_AUDIT_WEBHOOK_BATCH_MAX_WAIT,
+};
 use crate::auth::flags::{AuthenticationFlags, AuthorizationFlags, AuthorizationMode};
 use crate::auth::rbac;
 use crate::errors::ApiError;
@@ -61,6 +64,11 @@ impl DevLayout {
 
     pub fn store(&self) -> PathBuf {
         self.data_dir.join("store")
+    }
+
+    /// The audit trail (`edgefleet-apiserver audit verify --dir <this>`).
+    pub fn audit_dir(&self) -> PathBuf {
+        self.data_dir.join("audit")
     }
 
     fn read(&self, name: &str) -> Option<String> {
@@ -210,6 +218,16 @@ pub fn prepare(layout: &DevLayout, options: &DevOptions) -> anyhow::Result<Serve
             advertise_address: None,
             agent_image: default_agent_image(),
             keepalive: options.keepalive,
+        }),
+        audit: Some(AuditSettings {
+            dir: layout.audit_dir(),
+            signing_key_file: layout.pki.join("audit-signing.key"),
+            policy_file: None,
+            webhook_config_file: None,
+            webhook_batch_max_size: DEFAULT_AUDIT_WEBHOOK_BATCH_MAX_SIZE,
+            webhook_batch_max_wait: DEFAULT_AUDIT_WEBHOOK_BATCH_MAX_WAIT,
+            fsync_before_ack: false,
+            replica: DEV_REPLICA.into(),
         }),
     })
 }

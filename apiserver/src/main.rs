@@ -32,6 +32,52 @@ enum Command {
     /// Print a kubeconfig: for an edge cluster (`--cluster env/name`, through the hub's proxy,
     /// with your current credentials), and/or for a user with a certificate from a dev hub's CA.
     Kubeconfig(KubeconfigArgs),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Prove a trail intact, or name the first record that was modified, removed, inserted,
+    /// reordered or truncated (exit 0 intact, 1 tampered, 2 unreadable).
+    Verify {
+        /// The trail's directory (`<data-dir>/audit` for a dev hub).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The checkpoint signing key's public half (`<key>.pub`); without it, signatures are
+        /// checked against the key the checkpoints name but not tied to your key.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// A checkpoint kept outside the trail (JSON), to detect a cut tail.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    /// Directory of the audit trail; auditing is off without it.
+    #[arg(long, requires = "audit_signing_key_file")]
+    audit_log_dir: Option<PathBuf>,
+    /// Ed25519 key (PKCS#8 PEM) signing checkpoints; generated (with a .pub) if missing. Keep it
+    /// away from the trail's directory.
+    #[arg(long)]
+    audit_signing_key_file: Option<PathBuf>,
+    /// kube's audit Policy file (audit.k8s.io/v1); a built-in policy otherwise.
+    #[arg(long)]
+    audit_policy_file: Option<PathBuf>,
+    /// kube's audit webhook configuration (kubeconfig format), to ship events to a SIEM.
+    #[arg(long)]
+    audit_webhook_config_file: Option<PathBuf>,
+    #[arg(long, default_value_t = edgefleet_apiserver::app::DEFAULT_AUDIT_WEBHOOK_BATCH_MAX_SIZE)]
+    audit_webhook_batch_max_size: usize,
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    audit_webhook_batch_max_wait: Duration,
+    /// Acknowledge audit records only once fsynced (survives power loss; slower) instead of
+    /// once written (survives a crash of the hub).
+    #[arg(long)]
+    audit_fsync: bool,
 }
 
 #[derive(Args)]
@@ -148,6 +194,8 @@ struct ServeArgs {
     authorization: AuthorizationFlags,
     #[command(flatten)]
     tunnel: TunnelArgs,
+    #[command(flatten)]
+    audit: AuditArgs,
 }
 
 #[derive(Args)]
@@ -208,6 +256,26 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Dev(args) => run_dev(args).await,
         Command::Serve(args) => run_serve(*args).await,
+        Command::Audit(AuditCommand::Verify {
+            dir,
+            public_key,
+            checkpoint,
+        }) => {
+            match edgefleet_apiserver::audit::verify_command(
+                &dir,
+                public_key.as_deref(),
+                checkpoint.as_deref(),
+            ) {
+                Ok(report) => {
+                    println!("{report}");
+                    std::process::exit(if report.is_intact() { 0 } else { 1 });
+                }
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    std::process::exit(2);
+                }
+            }
+        }
         Command::Kubeconfig(args) => {
             print!("{}", kubeconfig(args)?);
             Ok(())
@@ -294,11 +362,36 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         compaction_interval: args.etcd_compaction_interval,
         registry: RegistryConfig::default(),
         agents: None,
+        audit: None,
     };
     let config = ServerConfig {
         agents: tunnel_config(&args.tunnel, &config)?,
         ..config
     };
+    let replica = config
+        .agents
+        .as_ref()
+        .map(|a| a.replica.clone())
+        .unwrap_or_else(default_replica);
+    let audit = args
+        .audit
+        .audit_log_dir
+        .clone()
+        .map(|dir| app::AuditSettings {
+            dir,
+            signing_key_file: args
+                .audit
+                .audit_signing_key_file
+                .clone()
+                .expect("clap requires it with --audit-log-dir"),
+            policy_file: args.audit.audit_policy_file.clone(),
+            webhook_config_file: args.audit.audit_webhook_config_file.clone(),
+            webhook_batch_max_size: args.audit.audit_webhook_batch_max_size,
+            webhook_batch_max_wait: args.audit.audit_webhook_batch_max_wait,
+            fsync_before_ack: args.audit.audit_fsync,
+            replica,
+        });
+    let config = ServerConfig { audit, ..config };
     let server = app::bind(&config).await?;
     tracing::info!(addr = %server.local_addr(), "serving");
     println!("edgefleet hub serving on https://{}", server.local_addr());
@@ -334,12 +427,7 @@ fn tunnel_config(
         None => last_certificate(&tls_cert_pem)
             .context("the tunnel serving chain has no certificate")?,
     };
-    let replica = match &args.hub_replica {
-        Some(name) => name.clone(),
-        None => std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "hub".into()),
-    };
+    let replica = args.hub_replica.clone().unwrap_or_else(default_replica);
     Ok(Some(edgefleet_apiserver::agents::AgentsConfig {
         listen: SocketAddr::new(args.tunnel_bind_address, args.tunnel_port),
         tls_cert_pem,
@@ -403,4 +491,13 @@ fn kubeconfig(args: KubeconfigArgs) -> anyhow::Result<String> {
                 .map_err(anyhow::Error::msg)
         }
     }
+}
+
+/// This replica's name when none is given: the host name (a pod's name in Kubernetes).
+fn default_replica() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "hub".into())
 }

@@ -10,12 +10,14 @@ use serde::Serialize;
 use crate::errors::ApiError;
 use crate::negotiation::Encoding;
 
-/// Errors of a streaming body: an error aborts the response (a proxied stream that broke must
-/// not look complete to the client).
+/// Any error, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The body of every response: a whole buffer or a stream (watch, proxy).
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+/// The body of every request and response: a whole buffer or a stream (watch, proxy). An error
+/// aborts the stream (a proxied stream that broke must not look complete to the client); the
+/// error type is concrete because generic `Into<BoxError>` bounds trip up the compiler's
+/// `Send` checks of async code.
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// Largest request body accepted (kube-apiserver allows 3 MiB).
 pub const MAX_REQUEST_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -110,7 +112,7 @@ pub fn add_warnings(resp: &mut Response<Body>, warnings: &[String]) {
 pub async fn read_body<B>(body: B) -> Result<Bytes, ApiError>
 where
     B: http_body::Body<Data = Bytes>,
-    B::Error: std::error::Error + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
 {
     match Limited::new(body, MAX_REQUEST_BODY_BYTES).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),

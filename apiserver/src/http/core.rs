@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use http::header::ACCEPT;
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::body::{value_response, Body};
@@ -85,10 +85,10 @@ fn table(namespaces: &[Value], resource_version: &str) -> Value {
 }
 
 /// Serves `GET /api/v1/namespaces[/<name>]`.
-pub async fn handle<B>(
+pub async fn handle(
     registry: &Registry,
     info: &RequestInfo,
-    req: &Request<B>,
+    req: &http::request::Parts,
 ) -> Result<Response<Body>, ApiError> {
     if info.api_version != "v1" || info.resource != "namespaces" || !info.subresource.is_empty() {
         return Err(ApiError::NoSuchPath);
@@ -97,7 +97,7 @@ pub async fn handle<B>(
         .resource("environments")
         .ok_or(ApiError::NoSuchPath)?
         .clone();
-    let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+    let accept = req.headers.get(ACCEPT).and_then(|v| v.to_str().ok());
     let rep = negotiate(accept, Offers::OBJECTS)?;
     match info.verb.as_str() {
         "get" => {
@@ -121,7 +121,7 @@ pub async fn handle<B>(
             }
         }
         "list" => {
-            let query = Query::parse(req.uri().query());
+            let query = Query::parse(req.uri.query());
             let opts = ListOptions {
                 filter: query.filter()?,
                 ..Default::default()

@@ -1,5 +1,6 @@
 //! The HTTP surface: TLS listener, the request pipeline, routing and handlers.
 
+pub mod audited;
 pub mod body;
 pub mod core;
 
@@ -12,3 +13,4 @@ pub mod resources;
 pub mod router;
 pub mod server;
 pub mod tls;
+pub mod websocket_frames;

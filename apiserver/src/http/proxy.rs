@@ -21,9 +21,14 @@ use http::header::{
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::mpsc;
 
-use super::body::{self, Body, BoxError};
+use super::audited::AuditSlot;
+use super::body::{self, Body};
+use super::websocket_frames::MessageSplitter;
 use crate::agents::AgentHub;
+use crate::audit::{Recording, ResponseStatus, SessionHeader, SessionRecorder, StreamKind};
 use crate::auth::UserInfo;
 use crate::errors::ApiError;
 use crate::registry::Registry;
@@ -152,16 +157,12 @@ fn websocket_accept(key: &str) -> String {
 }
 
 /// Serves a proxy request. The caller was authorized for `clusters/proxy` by the pipeline.
-pub async fn handle<B>(
+pub async fn handle(
     registry: &Registry,
     agents: Option<&AgentHub>,
     info: &RequestInfo,
-    mut req: Request<B>,
-) -> Result<Response<Body>, ApiError>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+    mut req: Request<Body>,
+) -> Result<Response<Body>, ApiError> {
     let clusters = registry.resource("clusters").ok_or(ApiError::NoSuchPath)?;
     // An unknown cluster is a 404 whether or not a tunnel exists.
     clusters.get(&info.namespace, &info.name, Some("0")).await?;
@@ -223,18 +224,48 @@ where
                         resp = resp.header(name, v);
                     }
                 }
+                // The switch is recorded (fail closed) before it happens; the end, with the
+                // session recording of exec/attach, when the stream ends.
+                let slot = req.extensions().get::<AuditSlot>().cloned();
+                let mut audited = slot.as_ref().and_then(AuditSlot::take);
+                if let Some(a) = audited.as_mut() {
+                    a.response_started(ResponseStatus::code(101)).await?;
+                }
+                let recorder = match (slot.as_ref(), audited.as_ref()) {
+                    (Some(slot), Some(a)) if is_session(&info.rest) => {
+                        let header = SessionHeader {
+                            width: None,
+                            height: None,
+                            title: format!("{} ({}/{})", info.rest, info.namespace, info.name),
+                            env: vec![
+                                (
+                                    "cluster".into(),
+                                    format!("{}/{}", info.namespace, info.name),
+                                ),
+                                ("path".into(), path_and_query.clone()),
+                            ],
+                        };
+                        Some(slot.auditor().record_session(a, header).await?)
+                    }
+                    _ => None,
+                };
+                let websocket = protocol == "websocket";
                 tokio::spawn(async move {
-                    match client_upgrade.await {
+                    let recording = match client_upgrade.await {
                         Ok(client) => {
-                            let (mut client, mut edge) = (TokioIo::new(client), stream);
-                            if let Err(err) =
-                                tokio::io::copy_bidirectional(&mut client, &mut edge).await
-                            {
-                                tracing::debug!(%err, "proxied upgraded stream ended with an error");
-                            }
+                            splice(TokioIo::new(client), stream, recorder, websocket).await
                         }
                         Err(err) => {
-                            tracing::debug!(%err, "the client did not complete the upgrade")
+                            tracing::debug!(%err, "the client did not complete the upgrade");
+                            None
+                        }
+                    };
+                    if let Some(mut a) = audited {
+                        if let Some(recording) = recording {
+                            a.attach_recording(&recording);
+                        }
+                        if let Err(err) = a.complete(ResponseStatus::code(101), None).await {
+                            tracing::error!(%err, "recording the end of an upgraded stream failed");
                         }
                     }
                 });
@@ -268,7 +299,10 @@ fn relay(response: Response<hyper::body::Incoming>) -> Response<Body> {
             parts.headers.remove(&name);
         }
     }
-    Response::from_parts(parts, incoming.map_err(BoxError::from).boxed_unsync())
+    Response::from_parts(
+        parts,
+        incoming.map_err(std::io::Error::other).boxed_unsync(),
+    )
 }
 
 fn not_connected(info: &RequestInfo, why: &str) -> ApiError {
@@ -291,6 +325,108 @@ fn tunnel_error(info: &RequestInfo, err: edgefleet_tunnel::Error) -> ApiError {
             ))
         }
     }
+}
+
+/// Whether the edge path starts an interactive session that is recorded (`pods/x/exec`,
+/// `pods/x/attach`).
+fn is_session(rest: &str) -> bool {
+    let path = rest
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('/');
+    path.ends_with("/exec") || path.ends_with("/attach")
+}
+
+/// Chunks of a recorded stream waiting for the recorder; a slow disk slows the session rather
+/// than dropping recorded bytes.
+const RECORDING_QUEUE: usize = 64;
+
+/// Copies bytes both ways until either side closes; with a recorder, a copy of each direction
+/// goes to the session recording (WebSocket messages by channel, other protocols as raw
+/// bytes: stdin for what the client sent, stdout for what came back).
+async fn splice<C, E>(
+    client: C,
+    edge: E,
+    recorder: Option<SessionRecorder>,
+    websocket: bool,
+) -> Option<Recording>
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    E: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(mut recorder) = recorder else {
+        let (mut client, mut edge) = (client, edge);
+        if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut edge).await {
+            tracing::debug!(%err, "proxied upgraded stream ended with an error");
+        }
+        return None;
+    };
+    let (tx, mut rx) = mpsc::channel::<(bool, Bytes)>(RECORDING_QUEUE);
+    let (client_read, client_write) = tokio::io::split(client);
+    let (edge_read, edge_write) = tokio::io::split(edge);
+    let upstream = tokio::spawn(copy_recorded(client_read, edge_write, tx.clone(), true));
+    let downstream = tokio::spawn(copy_recorded(edge_read, client_write, tx, false));
+    let (mut from_client, mut from_edge) = (MessageSplitter::default(), MessageSplitter::default());
+    while let Some((client_to_edge, bytes)) = rx.recv().await {
+        let result = if websocket {
+            let splitter = if client_to_edge {
+                &mut from_client
+            } else {
+                &mut from_edge
+            };
+            let mut result = Ok(());
+            for message in splitter.push(&bytes) {
+                result = result.and(recorder.record_channel_message(&message).await);
+            }
+            result
+        } else {
+            let kind = if client_to_edge {
+                StreamKind::Stdin
+            } else {
+                StreamKind::Stdout
+            };
+            recorder.record(kind, &bytes).await
+        };
+        if let Err(err) = result {
+            tracing::warn!(%err, "session recording failed");
+        }
+    }
+    let _ = tokio::join!(upstream, downstream);
+    match recorder.finish().await {
+        Ok(recording) => Some(recording),
+        Err(err) => {
+            tracing::error!(%err, "finishing a session recording failed");
+            None
+        }
+    }
+}
+
+/// Copies `from` to `to`, sending a copy of every chunk to the recorder.
+async fn copy_recorded<R, W>(
+    mut from: R,
+    mut to: W,
+    tx: mpsc::Sender<(bool, Bytes)>,
+    client_to_edge: bool,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let chunk = Bytes::copy_from_slice(&buf[..n]);
+        if to.write_all(&chunk).await.is_err() {
+            break;
+        }
+        if tx.send((client_to_edge, chunk)).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 #[cfg(test)]

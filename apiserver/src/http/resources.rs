@@ -30,16 +30,12 @@ use crate::request_info::RequestInfo;
 const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// Serves one resource request.
-pub async fn handle<B>(
+pub async fn handle(
     registry: &Registry,
     agents: Option<&AgentHub>,
     info: &RequestInfo,
-    req: Request<B>,
-) -> Result<Response<Body>, ApiError>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
+    req: Request<Body>,
+) -> Result<Response<Body>, ApiError> {
     if info.api_group != edgefleet_api::GROUP || info.api_version != edgefleet_api::VERSION {
         return Err(ApiError::NoSuchPath);
     }
@@ -58,7 +54,7 @@ where
     }
     if info.resource == "clusters" && !info.name.is_empty() && !info.namespace.is_empty() {
         match info.subresource.as_str() {
-            "bootstrap" => return bootstrap(agents, info, &req).await,
+            "bootstrap" => return bootstrap(agents, info, &req.into_parts().0).await,
             "proxy" => return super::proxy::handle(registry, agents, info, req).await,
             _ => {}
         }
@@ -313,7 +309,7 @@ impl Ctx<'_> {
             include: self.query.include_object()?,
         };
         let stream = tokio_stream::wrappers::ReceiverStream::new(frames).map(move |frame| {
-            Ok::<_, body::BoxError>(http_body::Frame::data(encoder.encode(frame)))
+            Ok::<_, std::io::Error>(http_body::Frame::data(encoder.encode(frame)))
         });
         let mut resp = Response::new(StreamBody::new(stream).boxed_unsync());
         let content_type = match rep.encoding {
@@ -545,10 +541,10 @@ fn error_line(err: &ApiError) -> Vec<u8> {
 
 /// `GET clusters/{name}/bootstrap`: the agent's install manifest with a fresh token, as a `v1`
 /// List (JSON, or YAML documents when asked for YAML).
-async fn bootstrap<B>(
+async fn bootstrap(
     agents: Option<&AgentHub>,
     info: &RequestInfo,
-    req: &Request<B>,
+    req: &http::request::Parts,
 ) -> Result<Response<Body>, ApiError> {
     if info.verb != "get" || !info.rest.is_empty() {
         return Err(ApiError::MethodNotAllowed);
@@ -558,7 +554,7 @@ async fn bootstrap<B>(
             "this hub has no tunnel port for agents (start it with a tunnel CA)".into(),
         )
     })?;
-    let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+    let accept = req.headers.get(ACCEPT).and_then(|v| v.to_str().ok());
     let rep = negotiation::negotiate(accept, Offers::PLAIN)?;
     let list = agents.bootstrap(&info.namespace, &info.name).await?;
     match rep.encoding {

@@ -40,39 +40,35 @@ impl Router {
     }
 
     /// Serves a request whose [`RequestInfo`] has been parsed (and which has been authorized).
-    pub async fn route<B>(&self, info: &RequestInfo, req: Request<B>) -> Response<Body>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: std::error::Error + Send + Sync + 'static,
-    {
+    pub async fn route(&self, info: &RequestInfo, req: Request<Body>) -> Response<Body> {
         let result = if info.is_resource_request && info.api_prefix == "api" {
-            super::core::handle(&self.registry, info, &req).await
+            super::core::handle(&self.registry, info, &req.into_parts().0).await
         } else if info.is_resource_request {
             resources::handle(&self.registry, self.agents.as_deref(), info, req).await
         } else {
-            self.non_resource(info, &req).await
+            self.non_resource(info, &req.into_parts().0).await
         };
         result.unwrap_or_else(|err| error_response(&err))
     }
 
-    async fn non_resource<B>(
+    async fn non_resource(
         &self,
         info: &RequestInfo,
-        req: &Request<B>,
+        req: &http::request::Parts,
     ) -> Result<Response<Body>, ApiError> {
-        if req.method() != Method::GET && req.method() != Method::HEAD {
+        if req.method != Method::GET && req.method != Method::HEAD {
             return Err(if self.serves(&info.path) {
                 ApiError::MethodNotAllowed
             } else {
                 ApiError::NoSuchPath
             });
         }
-        let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+        let accept = req.headers.get(ACCEPT).and_then(|v| v.to_str().ok());
         let path = info.path.trim_end_matches('/');
         let group_path = format!("/apis/{}", edgefleet_api::GROUP);
         let version_path = format!("/apis/{}/{}", edgefleet_api::GROUP, edgefleet_api::VERSION);
         let verbose = req
-            .uri()
+            .uri
             .query()
             .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("verbose")));
         let plain = |v: Value| {
@@ -167,9 +163,9 @@ impl Router {
     }
 
     /// The group-version document, cacheable forever under its hash.
-    fn openapi_v3<B>(&self, req: &Request<B>) -> Response<Body> {
+    fn openapi_v3(&self, req: &http::request::Parts) -> Response<Body> {
         let hash = &self.openapi.v3_hash;
-        let asked = req.uri().query().and_then(|q| {
+        let asked = req.uri.query().and_then(|q| {
             form_urlencoded::parse(q.as_bytes())
                 .find(|(k, _)| k == "hash")
                 .map(|(_, v)| v.into_owned())
@@ -190,7 +186,7 @@ impl Router {
             "application/json",
             self.openapi.v3_group_version.clone(),
         );
-        let cache = if req.uri().query().is_some_and(|q| q.contains("hash=")) {
+        let cache = if req.uri.query().is_some_and(|q| q.contains("hash=")) {
             "public, immutable"
         } else {
             "no-cache, private"
