@@ -40,7 +40,8 @@ impl Handler for Pipeline {
         let authorizer = self.authorizer.clone();
         let router = self.router.clone();
         Box::pin(async move {
-            let info = request_info::parse(req.method(), req.uri().path(), req.uri().query());
+            let mut info = request_info::parse(req.method(), req.uri().path(), req.uri().query());
+            super::proxy::authorize_upgrades_as_create(&mut info, req.headers());
             let req = match admit(&*authenticator, &*authorizer, &info, req).await {
                 Ok(req) => req,
                 Err(err) => return error_response(&err),
