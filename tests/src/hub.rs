@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! Hub::dev()        edgefleet-apiserver dev --data-dir <tmp> --listen 127.0.0.1:0
+//! Hub::dev_with(c)  the same, with --agents, --token-auth-file and rbac.yaml additions from `c`
 //! Hub::etcd(&etcd)  edgefleet-apiserver serve --storage etcd ... with certificates made here
 //! hub.kubectl()     kubectl --kubeconfig <admin kubeconfig> ...
+//! hub.cluster_kubeconfig(base, env, name)   edgefleet-apiserver kubeconfig --cluster env/name
 //! ```
 //! The binaries are the workspace's debug builds: `hack/test.sh` builds them before the tests
 //! run (`cargo build --workspace --bins`).
@@ -75,6 +77,21 @@ pub struct Hub {
     agents: usize,
     /// Where agents dial (dev hubs).
     pub tunnel_addr: Option<SocketAddr>,
+    /// `--token-auth-file` (dev hubs).
+    token_file: Option<PathBuf>,
+}
+
+/// What a dev hub is set up with before it starts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DevConfig<'a> {
+    /// Simulated agents (`--agents`).
+    pub agents: usize,
+    /// A static token file (kube's format: `token,user,uid,"group1,group2"` per line), passed as
+    /// `--token-auth-file`.
+    pub tokens: Option<&'a str>,
+    /// RBAC objects (YAML documents) appended to the standalone bindings in
+    /// `<data-dir>/rbac.yaml`.
+    pub rbac: Option<&'a str>,
 }
 
 impl Hub {
@@ -85,7 +102,36 @@ impl Hub {
 
     /// A dev hub that also starts `agents` simulated edge clusters (`--agents`).
     pub fn dev_with_agents(agents: usize) -> anyhow::Result<Hub> {
+        Self::dev_with(DevConfig {
+            agents,
+            ..DevConfig::default()
+        })
+    }
+
+    /// A dev hub set up as `config` says.
+    pub fn dev_with(config: DevConfig<'_>) -> anyhow::Result<Hub> {
         let dir = tempfile::tempdir()?;
+        let token_file = match config.tokens {
+            Some(tokens) => {
+                let path = dir.path().join("tokens.csv");
+                std::fs::write(&path, tokens)?;
+                Some(path)
+            }
+            None => None,
+        };
+        if let Some(rbac) = config.rbac {
+            // The hub keeps an existing rbac.yaml; it starts with this one.
+            let data = dir.path().join("data");
+            std::fs::create_dir_all(&data)?;
+            std::fs::write(
+                data.join("rbac.yaml"),
+                format!(
+                    "{}---\n{rbac}",
+                    edgefleet_apiserver::dev::standalone_bindings_yaml()
+                ),
+            )?;
+        }
+        let agents = config.agents;
         let mut hub = Hub {
             child: None,
             mode: Mode::Dev,
@@ -95,6 +141,7 @@ impl Hub {
             dir,
             agents,
             tunnel_addr: None,
+            token_file,
         };
         hub.start()?;
         Ok(hub)
@@ -141,6 +188,7 @@ impl Hub {
             dir,
             agents: 0,
             tunnel_addr: None,
+            token_file: None,
         };
         hub.start()?;
         Ok(hub)
@@ -166,6 +214,9 @@ impl Hub {
                     "--data-dir",
                 ])
                 .arg(self.dir.path().join("data"));
+                if let Some(tokens) = &self.token_file {
+                    cmd.arg("--token-auth-file").arg(tokens);
+                }
             }
             Mode::Etcd { endpoints, prefix } => {
                 let pki = self.dir.path().join("pki");
@@ -441,6 +492,63 @@ impl Hub {
             }
         };
         std::fs::write(&path, config)?;
+        Ok(path)
+    }
+}
+
+impl Hub {
+    /// The CA of a dev hub's serving certificate (and of its users' certificates).
+    pub fn ca_pem(&self) -> anyhow::Result<String> {
+        let path = self.dir.path().join("data/pki/ca.crt");
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    }
+
+    /// A kubeconfig for a user of the hub's token file, authenticating with `token`.
+    pub fn token_kubeconfig(&self, user: &str, token: &str) -> anyhow::Result<PathBuf> {
+        let path = self.dir.path().join(format!("{user}.token.kubeconfig"));
+        let config = kubeconfig::render(
+            "e2e",
+            &format!("https://{}", self.addr),
+            &self.ca_pem()?,
+            user,
+            Credentials::Token(token),
+            None,
+        );
+        std::fs::write(&path, config)?;
+        Ok(path)
+    }
+
+    /// `edgefleet-apiserver kubeconfig --cluster <environment>/<cluster> --kubeconfig <base>`:
+    /// `base`'s current context, pointed at the cluster's proxy subresource.
+    pub fn cluster_kubeconfig(
+        &self,
+        base: &Path,
+        environment: &str,
+        cluster: &str,
+    ) -> anyhow::Result<PathBuf> {
+        let out = Command::new(binary("edgefleet-apiserver"))
+            .args([
+                "kubeconfig",
+                "--cluster",
+                &format!("{environment}/{cluster}"),
+            ])
+            .arg("--kubeconfig")
+            .arg(base)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "edgefleet-apiserver kubeconfig --cluster: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stem = base
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let path = self
+            .dir
+            .path()
+            .join(format!("{stem}.{environment}.{cluster}.kubeconfig"));
+        std::fs::write(&path, out.stdout)?;
         Ok(path)
     }
 }

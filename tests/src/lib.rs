@@ -1,12 +1,17 @@
 //! Shared harness for the end-to-end tests: a real etcd ([`etcd::EtcdProcess`]), a real hub
-//! process with kubectl pointed at it ([`hub::Hub`]), certificates ([`pki`]) and the storage
+//! process with kubectl pointed at it ([`hub::Hub`]), edge agents in front of an upstream
+//! ([`edge::EdgeAgent`]), kubectl for any kubeconfig ([`kubectl::Kubectl`]), the test double
+//! of the kubelet-facing API ([`pods::PodServer`]), certificates ([`pki`]) and the storage
 //! conformance suite ([`conformance`]).
 
 pub mod client;
 pub mod conformance;
 
+pub mod edge;
 pub mod etcd;
 pub mod hub;
+pub mod kubectl;
 pub mod pki;
+pub mod pods;
 
 pub use etcd::{ClientTls, EtcdOptions, EtcdProcess};

@@ -53,7 +53,9 @@ impl Handler for Pipeline {
         let router = self.router.clone();
         let auditor = self.auditor.clone();
         Box::pin(async move {
-            let info = request_info::parse(req.method(), req.uri().path(), req.uri().query());
+            let mut info = request_info::parse(req.method(), req.uri().path(), req.uri().query());
+            // Streams that reach into a container or a port are writes, whatever the method.
+            super::proxy::authorize_upgrades_as_create(&mut info, req.headers());
             let req = req.map(|b| b.map_err(std::io::Error::other).boxed_unsync());
             match serve(
                 &*authenticator,

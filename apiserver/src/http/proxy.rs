@@ -1,7 +1,8 @@
 //! `clusters/{name}/proxy/{path}`: kubectl to an edge cluster, through its agent's tunnel.
 //!
 //! ```text
-//! kubectl ──► hub: authn ─► authz clusters/proxy (verb from method) ─► audit ─► here:
+//! kubectl ──► hub: authn ─► authz clusters/proxy (verb from method; any upgrade: create)
+//!              ─► audit ─► here:
 //!     strip the caller's Authorization, Impersonate-*, front-proxy and hop-by-hop headers,
 //!     add Impersonate-User/Group/Uid/Extra-* for the caller,
 //!     one HTTP/2 stream to the agent (or an extended CONNECT for exec/attach/port-forward),
@@ -15,7 +16,7 @@ use bytes::Bytes;
 use edgefleet_api::agent::agent_identity;
 use edgefleet_tunnel::UpgradeOutcome;
 use http::header::{
-    HeaderName, HeaderValue, AUTHORIZATION, CONNECTION, HOST, PROXY_AUTHENTICATE,
+    HeaderName, HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST, PROXY_AUTHENTICATE,
     PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -133,17 +134,38 @@ pub fn edge_headers(caller: &HeaderMap, user: &UserInfo) -> Result<HeaderMap, Ap
 
 /// The upgrade protocol of an HTTP/1.1 upgrade request (`websocket`, `spdy/3.1`).
 fn upgrade_protocol<B>(req: &Request<B>) -> Option<String> {
-    let upgrading = connection_listed(req.headers())
-        .iter()
-        .any(|t| t == "upgrade");
-    let protocol = req
-        .headers()
+    upgrade_protocol_of(req.headers())
+}
+
+fn upgrade_protocol_of(headers: &HeaderMap) -> Option<String> {
+    let upgrading = connection_listed(headers).iter().any(|t| t == "upgrade");
+    let protocol = headers
         .get(UPGRADE)?
         .to_str()
         .ok()?
         .trim()
         .to_ascii_lowercase();
     (upgrading && !protocol.is_empty()).then_some(protocol)
+}
+
+/// Authorizes a protocol upgrade through the proxy as `create`, whatever its method.
+///
+/// The verb of a proxied request follows its method, but an upgrade is `exec`, `attach` or
+/// `port-forward` on the edge cluster — a shell or a socket there — and kubectl makes its
+/// WebSocket upgrades with GET (RFC 6455 requires it). Taken from the method, that would be
+/// `get` on `clusters/proxy`: what the viewer role grants for reading. kube-apiserver closed
+/// the same hole for `pods/exec`, `pods/attach` and `pods/portforward` by requiring `create`
+/// for WebSocket upgrades (`AuthorizePodWebsocketUpgradeCreatePermission`); SPDY upgrades are
+/// POSTs, so `create` already. Called by the pipeline before authorization.
+pub fn authorize_upgrades_as_create(info: &mut RequestInfo, headers: &HeaderMap) {
+    if info.is_resource_request
+        && info.api_group == edgefleet_api::GROUP
+        && info.resource == "clusters"
+        && info.subresource == "proxy"
+        && upgrade_protocol_of(headers).is_some()
+    {
+        info.verb = "create".to_string();
+    }
 }
 
 /// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key` (RFC 6455 §4.2.2).
@@ -183,11 +205,7 @@ pub async fn handle(
     let dialer = agents.sessions().dialer(&identity);
 
     if let Some(protocol) = upgrade_protocol(&req) {
-        let mut head = Request::builder()
-            .uri(&path_and_query)
-            .body(())
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        *head.headers_mut() = headers;
+        let head = connect_head(&path_and_query, headers)?;
         let outcome = dialer
             .upgrade(&protocol, head)
             .await
@@ -287,6 +305,22 @@ pub async fn handle(
         .await
         .map_err(|e| tunnel_error(info, e))?;
     Ok(relay(response))
+}
+
+/// The head of the extended CONNECT that carries an upgrade through the tunnel.
+///
+/// The caller's `Content-Length` stays behind: kubectl's SPDY upgrades are `POST`s with
+/// `Content-Length: 0`, and on an HTTP/2 stream that header bounds the DATA, so the agent's
+/// HTTP/2 server would reset the stream at the first byte of the upgraded protocol. What the
+/// stream carries after the CONNECT is the upgraded protocol, never a request body.
+fn connect_head(path_and_query: &str, mut headers: HeaderMap) -> Result<Request<()>, ApiError> {
+    headers.remove(CONTENT_LENGTH);
+    let mut head = Request::builder()
+        .uri(path_and_query)
+        .body(())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    *head.headers_mut() = headers;
+    Ok(head)
 }
 
 /// The agent's response, streamed to the caller without hop-by-hop headers.
@@ -496,6 +530,66 @@ mod tests {
             websocket_accept("dGhlIHNhbXBsZSBub25jZQ=="),
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
+    }
+
+    #[test]
+    fn the_connect_for_an_upgrade_carries_no_content_length() {
+        // kubectl's SPDY exec: POST, Content-Length: 0, Upgrade: SPDY/3.1.
+        let mut caller = HeaderMap::new();
+        caller.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        caller.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        caller.insert(UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+        caller.insert(
+            "x-stream-protocol-version",
+            HeaderValue::from_static("v4.channel.k8s.io"),
+        );
+        let head = connect_head(
+            "/api/v1/namespaces/default/pods/p/exec?command=ls",
+            edge_headers(&caller, &user()).unwrap(),
+        )
+        .unwrap();
+        assert!(head.headers().get(CONTENT_LENGTH).is_none());
+        assert!(head.headers().get(UPGRADE).is_none() && head.headers().get(CONNECTION).is_none());
+        assert_eq!(
+            head.headers().get("x-stream-protocol-version").unwrap(),
+            "v4.channel.k8s.io"
+        );
+        assert_eq!(
+            head.uri(),
+            "/api/v1/namespaces/default/pods/p/exec?command=ls"
+        );
+    }
+
+    #[test]
+    fn upgrades_through_the_proxy_are_authorized_as_create() {
+        let websocket_exec = Request::get("/apis/edgefleet.io/v1alpha1/namespaces/retail/clusters/edge-1/proxy/api/v1/namespaces/default/pods/p/exec?command=sh")
+            .header(CONNECTION, "Upgrade")
+            .header(UPGRADE, "websocket")
+            .body(())
+            .unwrap();
+        let info_of = |req: &Request<()>| {
+            let mut info =
+                crate::request_info::parse(req.method(), req.uri().path(), req.uri().query());
+            authorize_upgrades_as_create(&mut info, req.headers());
+            info
+        };
+        let info = info_of(&websocket_exec);
+        assert_eq!(
+            (info.verb.as_str(), info.subresource.as_str()),
+            ("create", "proxy")
+        );
+
+        // A plain GET through the proxy stays a get; an upgrade elsewhere is not touched.
+        let (mut parts, ()) = websocket_exec.into_parts();
+        parts.headers.remove(UPGRADE);
+        assert_eq!(info_of(&Request::from_parts(parts, ())).verb, "get");
+        let elsewhere =
+            Request::get("/apis/edgefleet.io/v1alpha1/namespaces/retail/clusters/edge-1")
+                .header(CONNECTION, "Upgrade")
+                .header(UPGRADE, "websocket")
+                .body(())
+                .unwrap();
+        assert_eq!(info_of(&elsewhere).verb, "get");
     }
 
     #[test]
