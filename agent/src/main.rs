@@ -114,6 +114,10 @@ struct SimulateArgs {
     /// Kubernetes version the simulated clusters report.
     #[arg(long, default_value_t = ClusterShape::default().kubernetes_version)]
     kubernetes_version: String,
+    /// Exit when the process that started this one exits, even if it was killed without a
+    /// chance to stop us (a dev hub spawns its simulator with this flag).
+    #[arg(long)]
+    exit_with_parent: bool,
 }
 
 #[tokio::main]
@@ -158,7 +162,31 @@ async fn main() -> anyhow::Result<()> {
                 kubernetes_version: args.kubernetes_version,
             };
             let simulation = Simulation::build(config).context("configuring the simulation")?;
-            shutdown_on_signal(simulation.run()).await
+            if args.exit_with_parent {
+                let parent = std::os::unix::process::parent_id();
+                tokio::select! {
+                    result = shutdown_on_signal(simulation.run()) => result,
+                    () = parent_exited(parent) => {
+                        tracing::info!("the process that started the simulation exited; closing the tunnels");
+                        Ok(())
+                    }
+                }
+            } else {
+                shutdown_on_signal(simulation.run()).await
+            }
+        }
+    }
+}
+
+/// Resolves once this process is no longer the child of `parent`: when a parent dies, its
+/// children are re-parented (to init or a subreaper), so a changed parent id is the signal.
+/// Polling keeps this portable across Linux and macOS, unlike `PR_SET_PDEATHSIG`.
+async fn parent_exited(parent: u32) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        if std::os::unix::process::parent_id() != parent {
+            return;
         }
     }
 }

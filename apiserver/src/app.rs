@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub audit: Option<AuditSettings>,
 }
 
+/// Audit segment files rotate at this size by default.
+pub const DEFAULT_AUDIT_SEGMENT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
 /// kube-apiserver's `--audit-webhook-batch-max-size` default.
 pub const DEFAULT_AUDIT_WEBHOOK_BATCH_MAX_SIZE: usize = 400;
 /// kube-apiserver's `--audit-webhook-batch-max-wait` default.
@@ -68,6 +71,8 @@ pub struct AuditSettings {
     pub fsync_before_ack: bool,
     /// This replica's name, in checkpoints.
     pub replica: String,
+    /// Segment files rotate at this size.
+    pub segment_max_bytes: u64,
 }
 
 impl AuditSettings {
@@ -91,6 +96,7 @@ impl AuditSettings {
             config.durability = Durability::AfterSync;
         }
         config.checkpoint_storage = Some(store);
+        config.max_segment_bytes = self.segment_max_bytes;
         Auditor::open(config)
             .await
             .with_context(|| format!("opening the audit trail in {}", self.dir.display()))

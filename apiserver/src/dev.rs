@@ -165,6 +165,8 @@ pub struct DevOptions {
     pub keepalive: edgefleet_tunnel::Keepalive,
     /// kube's static token file, for users without certificates.
     pub token_auth_file: Option<PathBuf>,
+    /// Audit segment files rotate at this size.
+    pub audit_segment_max_bytes: u64,
 }
 
 /// Prepares certificates and returns the server configuration for `dev`.
@@ -228,6 +230,7 @@ pub fn prepare(layout: &DevLayout, options: &DevOptions) -> anyhow::Result<Serve
             webhook_batch_max_wait: DEFAULT_AUDIT_WEBHOOK_BATCH_MAX_WAIT,
             fsync_before_ack: false,
             replica: DEV_REPLICA.into(),
+            segment_max_bytes: options.audit_segment_max_bytes,
         }),
     })
 }
@@ -309,6 +312,8 @@ pub async fn start_simulated_agents(
         .arg("--bootstrap-dir")
         .arg(&bootstrap_dir)
         .arg(format!("--count={count}"))
+        // kill_on_drop covers a hub that stops; this covers one that is killed outright.
+        .arg("--exit-with-parent")
         .kill_on_drop(true)
         .spawn()
         .context("starting edgefleet-agent simulate")?;

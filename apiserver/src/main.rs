@@ -49,9 +49,17 @@ enum AuditCommand {
         /// checked against the key the checkpoints name but not tied to your key.
         #[arg(long)]
         public_key: Option<PathBuf>,
-        /// A checkpoint kept outside the trail (JSON), to detect a cut tail.
-        #[arg(long)]
+        /// A checkpoint kept outside the trail (JSON, as the hub stores it under
+        /// `edgefleet.io/internal/audit-checkpoints/<replica>`), to detect a cut tail.
+        #[arg(long, conflicts_with = "store")]
         checkpoint: Option<PathBuf>,
+        /// A stopped hub's embedded store (`<data-dir>/store` for a dev hub): the checkpoint is
+        /// read from there, to detect a cut tail.
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// The replica whose checkpoint --store holds (a dev hub's is `dev`).
+        #[arg(long, default_value = "dev")]
+        replica: String,
     },
 }
 
@@ -78,6 +86,9 @@ struct AuditArgs {
     /// once written (survives a crash of the hub).
     #[arg(long)]
     audit_fsync: bool,
+    /// Segment files rotate at this size.
+    #[arg(long, default_value_t = edgefleet_apiserver::app::DEFAULT_AUDIT_SEGMENT_MAX_BYTES)]
+    audit_segment_max_bytes: u64,
 }
 
 #[derive(Args)]
@@ -101,6 +112,9 @@ struct DevArgs {
     /// Static bearer tokens (kube's CSV format), for users without certificates.
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
+    /// Audit segment files (in <data-dir>/audit) rotate at this size.
+    #[arg(long, default_value_t = edgefleet_apiserver::app::DEFAULT_AUDIT_SEGMENT_MAX_BYTES)]
+    audit_segment_max_bytes: u64,
 }
 
 /// The default tunnel port (konnectivity's agent port).
@@ -260,12 +274,20 @@ async fn main() -> anyhow::Result<()> {
             dir,
             public_key,
             checkpoint,
+            store,
+            replica,
         }) => {
-            match edgefleet_apiserver::audit::verify_command(
-                &dir,
-                public_key.as_deref(),
-                checkpoint.as_deref(),
-            ) {
+            let result = match store {
+                None => edgefleet_apiserver::audit::verify_command(
+                    &dir,
+                    public_key.as_deref(),
+                    checkpoint.as_deref(),
+                ),
+                Some(store) => {
+                    verify_with_store(&dir, public_key.as_deref(), &store, &replica).await
+                }
+            };
+            match result {
                 Ok(report) => {
                     println!("{report}");
                     std::process::exit(if report.is_intact() { 0 } else { 1 });
@@ -302,6 +324,7 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
             timeout: args.tunnel_keepalive,
         },
         token_auth_file: args.token_auth_file.clone(),
+        audit_segment_max_bytes: args.audit_segment_max_bytes,
     };
     let config = dev::prepare(&layout, &options)?;
     let server = app::bind(&config).await?;
@@ -390,6 +413,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             webhook_batch_max_wait: args.audit.audit_webhook_batch_max_wait,
             fsync_before_ack: args.audit.audit_fsync,
             replica,
+            segment_max_bytes: args.audit.audit_segment_max_bytes,
         });
     let config = ServerConfig { audit, ..config };
     let server = app::bind(&config).await?;
@@ -500,4 +524,19 @@ fn default_replica() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "hub".into())
+}
+
+/// `audit verify --store`: the checkpoint comes from a (stopped) hub's embedded store.
+async fn verify_with_store(
+    dir: &std::path::Path,
+    public_key: Option<&std::path::Path>,
+    store: &std::path::Path,
+    replica: &str,
+) -> Result<edgefleet_apiserver::audit::VerifyReport, edgefleet_apiserver::audit::AuditError> {
+    use edgefleet_apiserver::audit;
+    let key = public_key.map(audit::PublicKey::load).transpose()?;
+    let store = edgefleet_apiserver::storage::embedded::EmbeddedStore::open(store)
+        .map_err(|e| audit::AuditError::CheckpointStore(e.into()))?;
+    let checkpoint = audit::load_checkpoint(&store, replica).await?;
+    Ok(audit::verify_dir(dir, key.as_ref(), checkpoint.as_ref()))
 }
