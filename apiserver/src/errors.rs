@@ -134,6 +134,12 @@ pub enum ApiError {
 
     #[error("Internal error occurred: {0}")]
     Internal(String),
+
+    /// The request could not be recorded in the audit trail and is refused (fail closed).
+    /// Answered as kube-apiserver answers it: a plain-text 500, which every client shows as is
+    /// (client-go's discovery cannot decode a `Status` and would only say "unknown").
+    #[error("Internal Server Error: failed to store audit event")]
+    AuditUnavailable,
 }
 
 impl ApiError {
@@ -157,7 +163,7 @@ impl ApiError {
             ApiError::RequestEntityTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooLargeResourceVersion { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Internal(_) | ApiError::AuditUnavailable => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -180,7 +186,7 @@ impl ApiError {
             ApiError::RequestEntityTooLarge(_) => "RequestEntityTooLarge",
             ApiError::ServiceUnavailable(_) => "ServiceUnavailable",
             ApiError::TooLargeResourceVersion { .. } => "Timeout",
-            ApiError::Internal(_) => "InternalError",
+            ApiError::Internal(_) | ApiError::AuditUnavailable => "InternalError",
         }
     }
 

@@ -79,6 +79,8 @@ pub struct Hub {
     pub tunnel_addr: Option<SocketAddr>,
     /// `--token-auth-file` (dev hubs).
     token_file: Option<PathBuf>,
+    /// More flags for `edgefleet-apiserver dev`.
+    extra_args: Vec<String>,
 }
 
 /// What a dev hub is set up with before it starts.
@@ -92,6 +94,8 @@ pub struct DevConfig<'a> {
     /// RBAC objects (YAML documents) appended to the standalone bindings in
     /// `<data-dir>/rbac.yaml`.
     pub rbac: Option<&'a str>,
+    /// More flags for `edgefleet-apiserver dev` (`--audit-segment-max-bytes=4096`).
+    pub args: &'a [&'a str],
 }
 
 impl Hub {
@@ -142,6 +146,7 @@ impl Hub {
             agents,
             tunnel_addr: None,
             token_file,
+            extra_args: config.args.iter().map(|a| a.to_string()).collect(),
         };
         hub.start()?;
         Ok(hub)
@@ -189,6 +194,7 @@ impl Hub {
             agents: 0,
             tunnel_addr: None,
             token_file: None,
+            extra_args: Vec::new(),
         };
         hub.start()?;
         Ok(hub)
@@ -217,6 +223,13 @@ impl Hub {
                 if let Some(tokens) = &self.token_file {
                     cmd.arg("--token-auth-file").arg(tokens);
                 }
+                // A restart keeps its tunnel port too (agents redial it); with a fixed
+                // --listen and no --tunnel-listen, dev would take the well-known 8132, which
+                // hubs of tests running side by side would fight over.
+                if let Some(tunnel) = self.tunnel_addr {
+                    cmd.arg(format!("--tunnel-listen={tunnel}"));
+                }
+                cmd.args(&self.extra_args);
             }
             Mode::Etcd { endpoints, prefix } => {
                 let pki = self.dir.path().join("pki");
@@ -348,6 +361,39 @@ impl Hub {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGTERM, as an orderly stop (the hub closes its audit trail with a final checkpoint),
+    /// waiting for the process to exit.
+    pub fn terminate(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while sent && std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "the hub did not stop within 30s of SIGTERM\n--- hub log ---\n{}",
+            self.log_tail()
+        );
+    }
+
+    /// A dev hub's audit trail (`<data-dir>/audit`).
+    pub fn audit_dir(&self) -> PathBuf {
+        self.dir.path().join("data/audit")
+    }
+
+    /// A dev hub's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     /// Kills the process and starts it again on the same address and data.

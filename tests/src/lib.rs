@@ -2,8 +2,9 @@
 //! process with kubectl pointed at it ([`hub::Hub`]), edge agents in front of an upstream
 //! ([`edge::EdgeAgent`]), kubectl for any kubeconfig ([`kubectl::Kubectl`]), the test double
 //! of the kubelet-facing API ([`pods::PodServer`]), certificates ([`pki`]) and the storage
-//! conformance suite ([`conformance`]).
+//! conformance suite ([`conformance`]); reading audit trails and kubectl's request log ([`audit`]).
 
+pub mod audit;
 pub mod client;
 pub mod conformance;
 

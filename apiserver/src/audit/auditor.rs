@@ -723,8 +723,29 @@ impl AuditedRequest {
             return;
         }
         match self.object_from(body) {
-            Ok(object) => self.event.request_object = object,
+            Ok(object) => {
+                self.name_created_object(object.as_ref());
+                self.event.request_object = object;
+            }
             Err(why) => self.omit(ANNOTATION_REQUEST_OBJECT_OMITTED, why),
+        }
+    }
+
+    /// A create's URL does not name its object; like kube's `LogRequestObject`, take the name
+    /// from the body so that "who created X" is a search on `objectRef.name`.
+    fn name_created_object(&mut self, object: Option<&Value>) {
+        let Some(target) = self.event.object_ref.as_mut() else {
+            return;
+        };
+        if self.event.verb != "create" || !target.name.is_empty() || !target.subresource.is_empty()
+        {
+            return;
+        }
+        if let Some(name) = object
+            .and_then(|o| o.pointer("/metadata/name"))
+            .and_then(Value::as_str)
+        {
+            target.name = name.to_string();
         }
     }
 

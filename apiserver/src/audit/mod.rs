@@ -109,7 +109,7 @@ pub enum AuditError {
 impl From<AuditError> for ApiError {
     fn from(err: AuditError) -> Self {
         tracing::error!(error = %err, "audit failed; refusing the request");
-        ApiError::Internal("failed to store audit event".into())
+        ApiError::AuditUnavailable
     }
 }
 

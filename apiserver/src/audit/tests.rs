@@ -263,6 +263,12 @@ async fn a_hub_write_yields_kube_events_with_its_body() {
     );
     // The body is known only after RequestReceived, as in kube; managedFields are left out.
     assert_eq!(received.request_object, None);
+    assert_eq!(object.name, "", "a create's URL names no object");
+    assert_eq!(
+        complete.object_ref.as_ref().unwrap().name,
+        "edge-1",
+        "the created object's name comes from the body"
+    );
     assert_eq!(
         complete.request_object,
         Some(
@@ -1011,7 +1017,7 @@ async fn a_trail_that_cannot_be_written_refuses_requests_and_resumes_without_a_g
     assert_eq!(api.code(), http::StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(
         api.to_string(),
-        "Internal error occurred: failed to store audit event"
+        "Internal Server Error: failed to store audit event"
     );
 
     // Once the disk is usable again, the trail continues from its last record.

@@ -18,7 +18,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 
 use super::body::{self, error_response, Body};
-use crate::audit::{AuditedRequest, Auditor, ResponseStatus, AUDIT_ID_HEADER};
+use crate::audit::{AuditedRequest, Auditor, ResponseStatus};
 use crate::errors::ApiError;
 
 /// The request's audit record, where later stages (the proxy) can take it, and the trail it
@@ -26,15 +26,22 @@ use crate::errors::ApiError;
 #[derive(Clone)]
 pub struct AuditSlot {
     request: Arc<Mutex<Option<AuditedRequest>>>,
+    audit_id: Arc<str>,
     auditor: Auditor,
 }
 
 impl AuditSlot {
     pub fn new(request: AuditedRequest, auditor: Auditor) -> Self {
         AuditSlot {
+            audit_id: request.audit_id().into(),
             request: Arc::new(Mutex::new(Some(request))),
             auditor,
         }
+    }
+
+    /// The request's audit ID, also after the record was taken.
+    pub fn audit_id(&self) -> &str {
+        &self.audit_id
     }
 
     /// Takes the record (the taker completes it).
@@ -48,6 +55,16 @@ impl AuditSlot {
     pub fn auditor(&self) -> &Auditor {
         &self.auditor
     }
+}
+
+/// Names the request's audit record in its response, as kube does for every response.
+pub fn with_audit_id(mut response: Response<Body>, id: &str) -> Response<Body> {
+    if let Ok(v) = http::HeaderValue::from_str(id) {
+        response
+            .headers_mut()
+            .insert(crate::audit::AUDIT_ID_HEADER, v);
+    }
+    response
 }
 
 /// The status to record for a response whose body is `bytes` (a `metav1.Status` for errors).
@@ -70,10 +87,7 @@ pub async fn complete(slot: AuditSlot, response: Response<Body>) -> Response<Bod
     let Some(mut audited) = slot.take() else {
         return response;
     };
-    let (mut parts, body) = response.into_parts();
-    if let Ok(v) = http::HeaderValue::from_str(audited.audit_id()) {
-        parts.headers.insert(AUDIT_ID_HEADER, v);
-    }
+    let (parts, body) = with_audit_id(response, audited.audit_id()).into_parts();
     let code = parts.status;
     if body.size_hint().exact().is_some() {
         // A whole body: record it before it is sent.

@@ -89,6 +89,9 @@ pub fn json_bytes_response(
 
 /// The `metav1.Status` response for an error.
 pub fn error_response(err: &ApiError) -> Response<Body> {
+    if matches!(err, ApiError::AuditUnavailable) {
+        return bytes_response(err.code(), "text/plain; charset=utf-8", err.to_string());
+    }
     let body = serde_json::to_vec(&err.status()).unwrap_or_default();
     let mut resp = bytes_response(err.code(), "application/json", body);
     if matches!(err, ApiError::TooLargeResourceVersion { .. }) {

@@ -23,7 +23,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::audited::{self, AuditSlot};
+use super::audited::{self, with_audit_id, AuditSlot};
 use super::body::{self, error_response, Body};
 use super::router::Router;
 use super::server::{ConnectionInfo, Handler};
@@ -132,12 +132,14 @@ async fn serve(
             if let Some(auditor) = auditor {
                 let attrs = audit_attributes(info, &req, UserInfo::default());
                 if let Ok(audited) = auditor.begin(attrs).await {
+                    let id = audited.audit_id().to_string();
                     let _ = audited
                         .complete(
                             ResponseStatus::from_status(&err.status(), err.code().as_u16()),
                             None,
                         )
                         .await;
+                    return Err(with_audit_id(error_response(&err), &id));
                 }
             }
             return Err(error_response(&err));
@@ -158,13 +160,16 @@ async fn serve(
         None => None,
     };
     let refuse = |audited: Option<crate::audit::AuditedRequest>, err: ApiError| async move {
-        if let Some(audited) = audited {
-            let status = ResponseStatus::from_status(&err.status(), err.code().as_u16());
-            if let Err(audit_err) = audited.complete(status, None).await {
-                return error_response(&audit_err.into());
-            }
-        }
-        error_response(&err)
+        let Some(audited) = audited else {
+            return error_response(&err);
+        };
+        let id = audited.audit_id().to_string();
+        let status = ResponseStatus::from_status(&err.status(), err.code().as_u16());
+        let response = match audited.complete(status, None).await {
+            Ok(()) => error_response(&err),
+            Err(audit_err) => error_response(&audit_err.into()),
+        };
+        with_audit_id(response, &id)
     };
 
     // Impersonation.

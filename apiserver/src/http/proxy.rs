@@ -201,7 +201,14 @@ pub async fn handle(
         Some(q) => format!("{path}?{q}"),
         None => path,
     };
-    let headers = edge_headers(req.headers(), &user)?;
+    let mut headers = edge_headers(req.headers(), &user)?;
+    // The edge kube-apiserver takes an incoming Audit-ID as its own, so both trails name the
+    // request alike and an auditor can join the hub's record to the edge cluster's.
+    if let Some(slot) = req.extensions().get::<AuditSlot>() {
+        if let Ok(id) = HeaderValue::from_str(slot.audit_id()) {
+            headers.insert(HeaderName::from_static(crate::audit::AUDIT_ID_HEADER), id);
+        }
+    }
     let dialer = agents.sessions().dialer(&identity);
 
     if let Some(protocol) = upgrade_protocol(&req) {
@@ -245,6 +252,9 @@ pub async fn handle(
                 // The switch is recorded (fail closed) before it happens; the end, with the
                 // session recording of exec/attach, when the stream ends.
                 let slot = req.extensions().get::<AuditSlot>().cloned();
+                if let Some(slot) = &slot {
+                    resp = resp.header(crate::audit::AUDIT_ID_HEADER, slot.audit_id());
+                }
                 let mut audited = slot.as_ref().and_then(AuditSlot::take);
                 if let Some(a) = audited.as_mut() {
                     a.response_started(ResponseStatus::code(101)).await?;

@@ -8,8 +8,9 @@
 //! - `edgefleet-operator` (into `edit`): read every kind and its status; create, update, patch,
 //!   delete and deletecollection clusters, fleets, clusteraddons and placements, but not
 //!   environments.
-//! - `edgefleet-viewer` (into `view`): get, list and watch every kind and its status; no `proxy`,
-//!   no `bootstrap`.
+//! - `edgefleet-viewer` (into `view`): get, list and watch every kind and its status, and `get`
+//!   on `clusters/proxy` — read-only kubectl into edge clusters (GET, list, watch, logs; an
+//!   upgrade such as exec is authorized as `create`); no `bootstrap`.
 //!
 //! The read rules list subresources explicitly (`clusters/status`) rather than `*/…`, so that a
 //! subresource added later (`clusters/proxy`, `clusters/bootstrap`: a shell on an edge cluster,
