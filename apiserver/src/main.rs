@@ -61,6 +61,12 @@ enum AuditCommand {
         #[arg(long, default_value = "dev")]
         replica: String,
     },
+    /// Generate a checkpoint signing key: FILE (Ed25519, PKCS#8 PEM, mode 0600) and FILE.pub,
+    /// for --audit-signing-key-file; never overwrites.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -270,6 +276,13 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Dev(args) => run_dev(args).await,
         Command::Serve(args) => run_serve(*args).await,
+        Command::Audit(AuditCommand::Keygen { out }) => {
+            let public = edgefleet_apiserver::audit::public_key_path(&out);
+            edgefleet_apiserver::audit::generate_key_files(&out, &public)
+                .with_context(|| format!("generating {}", out.display()))?;
+            println!("wrote {} and {}", out.display(), public.display());
+            Ok(())
+        }
         Command::Audit(AuditCommand::Verify {
             dir,
             public_key,

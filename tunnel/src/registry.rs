@@ -365,7 +365,24 @@ impl Session {
         // SendRequest clones share one dispatch channel into the connection; cloning is an
         // Arc increment, and lets concurrent callers send without locking each other out.
         let mut send = self.inner.send.clone();
-        send.send_request(req).await.map_err(Error::Request)
+        // The connection can end before the registry drops its session: that is "not
+        // connected" (503 at once), not a failed request.
+        if send.is_closed() {
+            return Err(Error::NotConnected {
+                identity: self.identity().to_owned(),
+            });
+        }
+        send.send_request(req).await.map_err(|err| {
+            // A closed dispatch channel means the request never left; anything later may
+            // have reached the agent, so it stays a failed request (502), never a retryable 503.
+            if err.is_closed() {
+                Error::NotConnected {
+                    identity: self.identity().to_owned(),
+                }
+            } else {
+                Error::Request(err)
+            }
+        })
     }
 
     /// Rotates the agent's client certificate over this session: asks the agent for a CSR for

@@ -53,7 +53,7 @@ pub use auditor::{
     ANNOTATION_CLUSTER, ANNOTATION_ENVIRONMENT, AUDIT_ID_HEADER,
 };
 pub use checkpoint::{
-    generate_key_files, load_checkpoint, PublicKey, SignedCheckpoint, SigningKey,
+    generate_key_files, load_checkpoint, public_key_path, PublicKey, SignedCheckpoint, SigningKey,
 };
 pub use event::{Event, Level, ResponseStatus, Stage};
 pub use policy::{Policy, PolicyEvaluator};
