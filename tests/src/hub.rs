@@ -154,6 +154,11 @@ impl Hub {
 
     /// `edgefleet-apiserver serve --storage etcd` against `etcd`, with its own certificates.
     pub fn etcd(etcd: &EtcdProcess) -> anyhow::Result<Hub> {
+        Self::etcd_with(etcd, &[])
+    }
+
+    /// [`Hub::etcd`] with more `serve` flags (`--audit-log-dir=…`).
+    pub fn etcd_with(etcd: &EtcdProcess, args: &[String]) -> anyhow::Result<Hub> {
         let dir = tempfile::tempdir()?;
         let pki = dir.path().join("pki");
         std::fs::create_dir_all(&pki)?;
@@ -194,7 +199,7 @@ impl Hub {
             agents: 0,
             tunnel_addr: None,
             token_file: None,
-            extra_args: Vec::new(),
+            extra_args: args.to_vec(),
         };
         hub.start()?;
         Ok(hub)
@@ -256,7 +261,8 @@ impl Hub {
                 .arg("--client-ca-file")
                 .arg(pki.join("ca.crt"))
                 .arg("--authorization-rbac-file")
-                .arg(pki.join("rbac.yaml"));
+                .arg(pki.join("rbac.yaml"))
+                .args(&self.extra_args);
             }
         }
         cmd

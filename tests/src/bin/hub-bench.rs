@@ -1,6 +1,7 @@
 //! The hub's benchmarks (issue: the hub): creates/s through the hub on etcd against raw etcd
 //! puts, `kubectl get clusters -A` over 10,000 clusters, one update reaching 10,000 watchers,
-//! and the hub's memory. Run by `hack/bench/hub.sh`, which builds in release mode and writes the
+//! the hub's memory, and what the audit trail costs a request (the same GETs to a hub without
+//! a trail, with one, and with one that fsyncs before acknowledging). Run by `hack/bench/hub.sh`, which builds in release mode and writes the
 //! figures into BENCHMARKS.md.
 //!
 //! Method: every figure is measured in rounds; within a round the hub and its baseline run back
@@ -41,6 +42,12 @@ struct Args {
     /// Concurrent watchers.
     #[arg(long, default_value_t = 10_000)]
     watchers: usize,
+    /// Sequential GETs per hub and round for the audit latency figure.
+    #[arg(long, default_value_t = 2000)]
+    audit_sequential: usize,
+    /// Concurrent GETs per hub and round for the audit throughput figure (64 at a time).
+    #[arg(long, default_value_t = 20_000)]
+    audit_concurrent: usize,
     /// Write the report here as well as to stdout.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -241,6 +248,41 @@ async fn open_watchers(
 }
 
 /// The benchmark round a watch event carries (`"bench-round":"<n>"`), if any.
+/// Latency of `n` GETs of one Cluster, one after the other.
+async fn gets_one_at_a_time(client: &HubClient, n: usize) -> anyhow::Result<Vec<Duration>> {
+    let path = format!("/apis/edgefleet.io/v1alpha1/namespaces/{NS}/clusters/a-0");
+    let mut latencies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let (status, _) = client.call(Method::GET, &path, None, Bytes::new()).await?;
+        if status != StatusCode::OK {
+            bail!("GET {path}: {status}");
+        }
+        latencies.push(started.elapsed());
+    }
+    Ok(latencies)
+}
+
+/// GETs/s for `n` GETs of one Cluster, `concurrency` in flight.
+async fn gets_concurrently(
+    client: &HubClient,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let path = format!("/apis/edgefleet.io/v1alpha1/namespaces/{NS}/clusters/a-0");
+    let started = Instant::now();
+    let mut results = futures::stream::iter(0..n)
+        .map(|_| client.call(Method::GET, &path, None, Bytes::new()))
+        .buffer_unordered(concurrency);
+    while let Some(result) = results.next().await {
+        let (status, _) = result?;
+        if status != StatusCode::OK {
+            bail!("GET {path}: {status}");
+        }
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
 fn marker(line: &[u8]) -> Option<usize> {
     let text = std::str::from_utf8(line).ok()?;
     let at = text.find("\"bench-round\":\"")? + "\"bench-round\":\"".len();
@@ -446,6 +488,84 @@ async fn main() -> anyhow::Result<()> {
         rss_watchers / 1024
     ));
     drop(hub);
+    drop(etcd);
+
+    // 4. The audit trail's cost: one GET at a time (latency) and 64 at a time (throughput) to
+    // three hubs on one etcd, in rotating order each round.
+    {
+        let etcd = EtcdProcess::start().await?;
+        let trails = tempfile::tempdir()?;
+        let audit_flags = |name: &str, fsync: bool| {
+            let dir = trails.path().join(name);
+            std::fs::create_dir_all(&dir).expect("a directory for the trail and key");
+            let mut flags = vec![
+                format!("--audit-log-dir={}", dir.join("trail").display()),
+                format!(
+                    "--audit-signing-key-file={}",
+                    dir.join("signing.key").display()
+                ),
+            ];
+            if fsync {
+                flags.push("--audit-fsync".to_string());
+            }
+            flags
+        };
+        let variants = [
+            ("no trail", Vec::new()),
+            ("trail", audit_flags("written", false)),
+            ("trail + fsync", audit_flags("synced", true)),
+        ];
+        let mut hubs = Vec::new();
+        for (name, flags) in &variants {
+            let hub = tokio::task::block_in_place(|| Hub::etcd_with(&etcd, flags))?;
+            let client = HubClient::connect(&hub.kubeconfig, 1).await?;
+            create_env(&client).await?;
+            hub_creates(&client, "a", 1, 1).await?;
+            gets_one_at_a_time(&client, 200).await?; // warm-up
+            hubs.push((*name, hub, client));
+        }
+        let mut p50 = vec![Vec::new(); hubs.len()];
+        let mut p99 = vec![Vec::new(); hubs.len()];
+        let mut per_second = vec![Vec::new(); hubs.len()];
+        for round in 0..args.rounds {
+            for k in 0..hubs.len() {
+                let i = (round + k) % hubs.len();
+                let (name, _, client) = &hubs[i];
+                let mut latencies = gets_one_at_a_time(client, args.audit_sequential).await?;
+                latencies.sort();
+                let rate = gets_concurrently(client, args.audit_concurrent, 64).await?;
+                line(format!(
+                    "  round {round}, {name}: GET p50 {:.0} µs, p99 {:.0} µs; {rate:.0} GETs/s at 64 concurrent (load {})",
+                    percentile(&latencies, 0.5).as_secs_f64() * 1e6,
+                    percentile(&latencies, 0.99).as_secs_f64() * 1e6,
+                    load_average()
+                ));
+                p50[i].push(percentile(&latencies, 0.5).as_secs_f64() * 1e6);
+                p99[i].push(percentile(&latencies, 0.99).as_secs_f64() * 1e6);
+                per_second[i].push(rate);
+            }
+        }
+        let p50: Vec<f64> = p50.into_iter().map(median).collect();
+        let p99: Vec<f64> = p99.into_iter().map(median).collect();
+        let per_second: Vec<f64> = per_second.into_iter().map(median).collect();
+        for i in 1..hubs.len() {
+            line(format!(
+                "| audit overhead per request, {}: GET one at a time, p50 / p99 | {:.0} µs / {:.0} µs | no trail: {:.0} µs / {:.0} µs | +{:.0} µs p50 (goal ≤ 200 µs) |",
+                hubs[i].0, p50[i], p99[i], p50[0], p99[0], p50[i] - p50[0]
+            ));
+        }
+        for i in 1..hubs.len() {
+            line(format!(
+                "| audit records/s, {}: 64 GETs at a time, 2 records each | {:.0} records/s ({:.0} GETs/s) | no trail: {:.0} GETs/s | {:.2} |",
+                hubs[i].0,
+                2.0 * per_second[i],
+                per_second[i],
+                per_second[0],
+                per_second[i] / per_second[0]
+            ));
+        }
+    }
+
     let report = format!(
         "| figure | edgefleet | baseline | ratio / goal |\n|---|---|---|---|\n{}\n\nRounds (medians above):\n\n{}\n",
         rows.join("\n"),
