@@ -551,5 +551,9 @@ async fn verify_with_store(
     let store = edgefleet_apiserver::storage::embedded::EmbeddedStore::open(store)
         .map_err(|e| audit::AuditError::CheckpointStore(e.into()))?;
     let checkpoint = audit::load_checkpoint(&store, replica).await?;
+    if checkpoint.is_none() {
+        // Not an error (a hub that never checkpointed), but the cut-tail check did not happen.
+        eprintln!("note: the store holds no audit checkpoint for replica {replica:?}");
+    }
     Ok(audit::verify_dir(dir, key.as_ref(), checkpoint.as_ref()))
 }
