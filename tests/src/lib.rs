@@ -8,5 +8,6 @@ pub mod conformance;
 pub mod etcd;
 pub mod hub;
 pub mod pki;
+pub mod tunnel_bench;
 
 pub use etcd::{ClientTls, EtcdOptions, EtcdProcess};

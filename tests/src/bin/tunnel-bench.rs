@@ -1,0 +1,1466 @@
+//! The tunnel's benchmarks (issue: the tunnel), each against baselines measured in the same
+//! round: direct HTTP/2 + TLS to the same upstream, and rathole carrying the same traffic. Run
+//! by `hack/bench/tunnel.sh`, which builds in release mode and writes the figures into
+//! BENCHMARKS.md.
+//!
+//! Method (see `edgefleet_e2e::tunnel_bench` for the processes):
+//!
+//! * **Request path**, per round, every path in turn (the order rotates each round): small GETs
+//!   at concurrency 1 and 64 (latency, rps, and the intermediaries' CPU per 1,000 requests),
+//!   large transfers (throughput, CPU per GB), held watch streams (opens/s, memory and sockets
+//!   per stream, multiplexed and one connection each), and one stalled stream next to the
+//!   concurrency-1 GETs (their p99 with and without it). Paths: direct; the tunnel alone (the
+//!   bench hub → `edgefleet-agent run`); the real hub's `clusters/{name}/proxy` (`edgefleet-apiserver
+//!   dev` → `edgefleet-agent run`); rathole (server → client, TLS transport).
+//! * **Reconnect**, per round: the real hub (and rathole's server) killed and started again;
+//!   the time from "serving" to the agent's session, from the hub's log.
+//! * **Scale**: a real dev hub with N Clusters created and enrolled through the API (bootstrap
+//!   subresource tokens), N simulated agents (`edgefleet-agent simulate`, one connection each);
+//!   hub memory and sockets per idle agent; then per round a hub restart (SIGKILL, same data
+//!   and ports) with the time until each agent is back and the hub's API latency meanwhile.
+//!   The baseline is a rathole server's cost per connected rathole client.
+//!
+//! The report gives the median round. The load generator shares the machine's 2 cores with
+//! everything it measures; its CPU is not counted in any CPU figure (only the hub and agent
+//! processes, or rathole's server and client, are).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use edgefleet_e2e::hub::binary;
+use edgefleet_e2e::tunnel_bench::client::{Endpoint, H2Client};
+use edgefleet_e2e::tunnel_bench::devhub::{self, DevHub};
+use edgefleet_e2e::tunnel_bench::load::{
+    self, percentile, HeldClients, HELD_STREAMS_PER_CONNECTION,
+};
+use edgefleet_e2e::tunnel_bench::pki::{self, BenchPki, HUB_NAME, UPSTREAM_NAME};
+use edgefleet_e2e::tunnel_bench::procs::{self, wait_line, Lines, Proc};
+use edgefleet_e2e::tunnel_bench::{harness, rathole, upstream};
+use futures::StreamExt;
+use http::{Method, StatusCode};
+use tokio::time::Instant;
+
+#[derive(Parser)]
+#[command(about = "The tunnel's benchmarks against direct HTTP/2+TLS and rathole")]
+struct Cli {
+    #[command(subcommand)]
+    role: Option<Role>,
+    #[command(flatten)]
+    args: Args,
+}
+
+/// The benchmark's own child processes (this binary, started again).
+#[derive(Subcommand)]
+enum Role {
+    /// The upstream HTTPS server.
+    #[command(hide = true)]
+    ServeUpstream {
+        #[arg(long)]
+        pki: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+    /// The bench hub: TunnelServer and its HTTPS front.
+    #[command(hide = true)]
+    ServeHub {
+        #[arg(long)]
+        pki: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:0")]
+        tunnel_listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:0")]
+        front_listen: SocketAddr,
+    },
+}
+
+#[derive(clap::Args)]
+struct Args {
+    /// Small numbers everywhere (a smoke run: 1 round, 100 agents); any flag below overrides.
+    #[arg(long)]
+    quick: bool,
+    /// Rounds per figure (the median is reported) [default: 3, quick: 1].
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Requests of the concurrency-1 run [default: 2000, quick: 200].
+    #[arg(long)]
+    requests_c1: Option<usize>,
+    /// Requests of the concurrency-64 run [default: 20000, quick: 2000].
+    #[arg(long)]
+    requests_c64: Option<usize>,
+    /// Size of one large transfer, MiB.
+    #[arg(long, default_value_t = 64)]
+    transfer_mib: u64,
+    /// Large transfers per round and path [default: 2, quick: 1].
+    #[arg(long)]
+    transfers: Option<usize>,
+    /// Held watch streams [default: 1000, quick: 100].
+    #[arg(long)]
+    watches: Option<usize>,
+    /// Hub restarts per round for the single-agent reconnect [default: 5, quick: 2].
+    #[arg(long)]
+    reconnects: Option<usize>,
+    /// Simulated agents for the scale figures; 0 skips them [default: 10000, quick: 100].
+    #[arg(long)]
+    agents: Option<usize>,
+    /// Rathole clients for its per-agent cost [default: 100, quick: 5].
+    #[arg(long)]
+    rathole_agents: Option<usize>,
+    /// The rathole binary; without it the rathole baseline is skipped.
+    #[arg(long)]
+    rathole: Option<PathBuf>,
+    /// Keep logs and configuration here (default: a temporary directory, kept on failure).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Write the report here as well as to stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// What to run, after `--quick` and overrides.
+#[derive(Clone, Debug)]
+struct Sizes {
+    rounds: usize,
+    requests_c1: usize,
+    requests_c64: usize,
+    transfer_bytes: u64,
+    transfers: usize,
+    watches: usize,
+    reconnects: usize,
+    agents: usize,
+    rathole_agents: usize,
+}
+
+impl Sizes {
+    fn from(args: &Args) -> Sizes {
+        let q = args.quick;
+        let pick =
+            |v: Option<usize>, full: usize, quick: usize| v.unwrap_or(if q { quick } else { full });
+        Sizes {
+            rounds: pick(args.rounds, 3, 1).max(1),
+            requests_c1: pick(args.requests_c1, 2000, 200),
+            requests_c64: pick(args.requests_c64, 20_000, 2000),
+            transfer_bytes: args.transfer_mib << 20,
+            transfers: pick(args.transfers, 2, 1).max(1),
+            watches: pick(args.watches, 1000, 100),
+            reconnects: pick(args.reconnects, 5, 2),
+            agents: pick(args.agents, 10_000, 100),
+            rathole_agents: pick(args.rathole_agents, 100, 5),
+        }
+    }
+}
+
+/// Concurrency of the "64 concurrent streams" run.
+const CONCURRENCY: usize = 64;
+/// Requests that warm each path up (connections, pools, caches) before anything is measured.
+const WARMUP_REQUESTS: usize = 200;
+/// How long the stalled stream runs before the others are measured: long enough to fill every
+/// window and buffer on its way (MiBs at loopback speed).
+const STALL_FILL: Duration = Duration::from_millis(500);
+/// Pause after opening held streams before memory is read (allocator and kernel settle).
+const MEMORY_SETTLE: Duration = Duration::from_secs(1);
+/// How long a component may take to come up or an agent to connect.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Budget for all agents to reconnect after a hub restart before the round gives up on the
+/// stragglers (reported as not back).
+const RECONNECT_BUDGET: Duration = Duration::from_secs(180);
+/// The target: 99% of agents back within this after a hub restart.
+const RECONNECT_GOAL: Duration = Duration::from_secs(30);
+/// A session this long resets an agent's backoff (`edgefleet_tunnel::timeouts::HEALTHY_SESSION`,
+/// plus a margin): the pause between two restarts so each starts from healthy agents.
+const HEALTHY_SESSION: Duration = Duration::from_secs(32);
+/// Concurrency of Cluster creation and bootstrap for the scale figures.
+const CREATE_CONCURRENCY: usize = 64;
+/// The scale Environment.
+const FLEET: &str = "fleet";
+/// Below this much CPU (cores) a process counts as idle, for memory readings.
+const IDLE_CORES: f64 = 0.05;
+/// Pace of the hub API probe during reconnects (and while idle, for comparison).
+const PROBE_INTERVAL: Duration = Duration::from_millis(20);
+/// How long the API probe runs against the idle hub.
+const IDLE_PROBE: Duration = Duration::from_secs(5);
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.role {
+        Some(Role::ServeUpstream { pki, listen }) => {
+            upstream::serve(&BenchPki::open(&pki), listen).await
+        }
+        Some(Role::ServeHub {
+            pki,
+            tunnel_listen,
+            front_listen,
+        }) => harness::serve(&BenchPki::open(&pki), tunnel_listen, front_listen).await,
+        None => {
+            let (work, temp) = match &cli.args.work_dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(dir)?;
+                    (dir.clone(), None)
+                }
+                None => {
+                    let temp = tempfile::Builder::new().prefix("tunnel-bench-").tempdir()?;
+                    (temp.path().to_path_buf(), Some(temp))
+                }
+            };
+            let result = run(&cli.args, &work).await;
+            if result.is_err() {
+                if let Some(temp) = temp {
+                    eprintln!("logs kept in {}", temp.keep().display());
+                }
+            }
+            result
+        }
+    }
+}
+
+/// Figures collected per round: `(figure, path)` → one value per round.
+#[derive(Default)]
+struct Samples(BTreeMap<(String, String), Vec<f64>>);
+
+impl Samples {
+    fn add(&mut self, figure: &str, path: &str, value: f64) {
+        self.0
+            .entry((figure.to_string(), path.to_string()))
+            .or_default()
+            .push(value);
+    }
+
+    fn median(&self, figure: &str, path: &str) -> Option<f64> {
+        let mut v = self.0.get(&(figure.to_string(), path.to_string()))?.clone();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        Some(v[v.len() / 2])
+    }
+}
+
+/// The report: per-round lines (printed as they come) and summary tables.
+#[derive(Default)]
+struct Report {
+    lines: Vec<String>,
+}
+
+impl Report {
+    fn line(&mut self, s: String) {
+        println!("{s}");
+        self.lines.push(format!("- {}", s.trim()));
+    }
+}
+
+/// One way from the load generator to the upstream.
+struct PathUnderTest {
+    name: &'static str,
+    endpoint: Endpoint,
+    /// The processes between client and upstream (their CPU and memory are measured).
+    pids: Vec<u32>,
+}
+
+async fn run(args: &Args, work: &Path) -> anyhow::Result<()> {
+    let sizes = Sizes::from(args);
+    check_descriptor_limit(&sizes)?;
+    let mut report = Report::default();
+    report.line(format!(
+        "machine: {} cores; load average at start: {}; sizes: {sizes:?}",
+        std::thread::available_parallelism()?,
+        procs::load_average()
+    ));
+    let pki = BenchPki::generate(&work.join("pki"))?;
+    let me = std::env::current_exe()?;
+
+    // The upstream and the four paths to it.
+    let (_upstream, upstream_addr) = {
+        let mut cmd = Command::new(&me);
+        cmd.arg("serve-upstream").arg("--pki").arg(&pki.dir);
+        let (proc, mut lines) = Proc::spawn("upstream", cmd, &work.join("upstream.log"), |l| {
+            l.starts_with("listening on ")
+        })?;
+        let line = wait_line(&mut lines, READY_TIMEOUT, "the upstream", |_| true).await?;
+        let addr: SocketAddr = line.text["listening on ".len()..].parse()?;
+        (proc, addr)
+    };
+    let upstream_kubeconfig = pki.write_upstream_kubeconfig(&format!("https://{upstream_addr}"))?;
+
+    let bench_hub = BenchHub::start(&me, &pki, work).await?;
+    let mut tunnel_agent = spawn_agent(
+        &work.join("agent-bench-hub.log"),
+        &bench_hub.tunnel.to_string(),
+        HUB_NAME,
+        &pki.path("ca.crt"),
+        &pki.agent_identity_dir(),
+        None,
+        &upstream_kubeconfig,
+    )?;
+    let mut hub_lines = bench_hub.lines;
+    wait_line(
+        &mut hub_lines,
+        READY_TIMEOUT,
+        "the agent's session on the bench hub",
+        |l| l == format!("session connected {}", pki::identity()),
+    )
+    .await
+    .with_context(|| tunnel_agent.0.log_tail(20))?;
+
+    let (mut dev, _) = DevHub::start(
+        &work.join("hub-data"),
+        procs::free_port()?,
+        procs::free_port()?,
+        &work.join("hub.log"),
+    )
+    .await?;
+    let dev_agent_dir = work.join("agent-dev-hub");
+    std::fs::create_dir_all(&dev_agent_dir)?;
+    {
+        let client = dev.client(1).await?;
+        devhub::create_environment(&client, pki::ENVIRONMENT).await?;
+        let token =
+            devhub::create_cluster_with_token(&client, pki::ENVIRONMENT, pki::CLUSTER).await?;
+        std::fs::write(dev_agent_dir.join("token"), format!("{token}\n"))?;
+    }
+    let dev_agent_log = work.join("agent-dev-hub.log");
+    let start_dev_agent = |dev: &DevHub| {
+        spawn_agent(
+            &dev_agent_log,
+            &dev.tunnel.to_string(),
+            "127.0.0.1",
+            &dev.ca_file(),
+            &dev_agent_dir,
+            Some(&dev_agent_dir.join("token")),
+            &upstream_kubeconfig,
+        )
+    };
+    let mut dev_agent = start_dev_agent(&dev)?;
+    wait_dev_session(&mut dev, &pki::identity()).await?;
+    let dev_endpoint = dev_hub_endpoint(&dev)?;
+
+    let mut rathole = match &args.rathole {
+        Some(bin) => Some(Rathole::start(bin, &pki, work, upstream_addr).await?),
+        None => None,
+    };
+
+    let roots = pki.roots()?;
+    let mut paths = vec![
+        PathUnderTest {
+            name: "direct",
+            endpoint: Endpoint::new(upstream_addr, UPSTREAM_NAME, roots.clone(), None, "")?,
+            pids: vec![],
+        },
+        PathUnderTest {
+            name: "tunnel",
+            endpoint: Endpoint::new(bench_hub.front, HUB_NAME, roots.clone(), None, "")?,
+            pids: vec![bench_hub.proc.pid(), tunnel_agent.0.pid()],
+        },
+        PathUnderTest {
+            name: "hub",
+            endpoint: dev_endpoint.clone(),
+            pids: vec![dev.pid().context("hub pid")?, dev_agent.0.pid()],
+        },
+    ];
+    if let Some(r) = &rathole {
+        paths.push(PathUnderTest {
+            name: "rathole",
+            endpoint: Endpoint::new(r.visitor, UPSTREAM_NAME, roots.clone(), None, "")?,
+            pids: vec![r.server.pid(), r.client.pid()],
+        });
+    }
+    for path in &paths {
+        let client = H2Client::connect(&path.endpoint, 1).await?;
+        let (status, _) = client.get_drain("/bench/small").await?;
+        anyhow::ensure!(
+            status == StatusCode::OK,
+            "{}: GET /bench/small answered {status}",
+            path.name
+        );
+    }
+
+    let mut samples = Samples::default();
+    let mut single_reconnects: Vec<Duration> = Vec::new();
+    let mut rathole_reconnects: Vec<Duration> = Vec::new();
+    let mut hub_downtimes: Vec<Duration> = Vec::new();
+    for round in 0..sizes.rounds {
+        report.line(format!(
+            "round {round} (load average {})",
+            procs::load_average()
+        ));
+        let n = paths.len();
+        for i in 0..n {
+            let path = &paths[(i + round) % n];
+            measure_path(path, &sizes, round, &mut samples, &mut report).await?;
+            tunnel_agent.0.ensure_running()?;
+            dev_agent.0.ensure_running()?;
+        }
+
+        // Single-agent reconnect: the real hub killed and started again, `reconnects` times;
+        // a fresh agent each time (equivalent to a long-lived, healthy one: its backoff starts
+        // over after a session of 30 s or more).
+        for _ in 0..sizes.reconnects {
+            dev.kill();
+            let killed = Instant::now();
+            let back = dev.start_again().await?.tunnel;
+            let session = wait_dev_session(&mut dev, &pki::identity()).await?;
+            hub_downtimes.push(back - killed);
+            single_reconnects.push(session.saturating_duration_since(back));
+            drop(dev_agent);
+            dev_agent = start_dev_agent(&dev)?;
+            wait_dev_session(&mut dev, &pki::identity()).await?;
+        }
+        if let Some(r) = rathole.as_mut() {
+            for _ in 0..sizes.reconnects {
+                rathole_reconnects.push(r.restart_server().await?);
+            }
+        }
+        // The hub and its agent are new processes; so is rathole's server.
+        paths[2].pids = vec![dev.pid().context("hub pid")?, dev_agent.0.pid()];
+        if let Some(r) = &rathole {
+            paths[3].pids = vec![r.server.pid(), r.client.pid()];
+        }
+        let last = single_reconnects.len().saturating_sub(sizes.reconnects);
+        report.line(format!(
+            "  single-agent reconnect after the hub is back (ms): {:?}{}",
+            single_reconnects[last..]
+                .iter()
+                .map(|d| (d.as_secs_f64() * 1e3).round())
+                .collect::<Vec<_>>(),
+            if rathole.is_some() {
+                format!(
+                    "; rathole client after its server is back (ms): {:?}",
+                    rathole_reconnects[rathole_reconnects.len().saturating_sub(sizes.reconnects)..]
+                        .iter()
+                        .map(|d| (d.as_secs_f64() * 1e3).round())
+                        .collect::<Vec<_>>()
+                )
+            } else {
+                String::new()
+            }
+        ));
+    }
+    let names: Vec<&str> = paths.iter().map(|p| p.name).collect();
+    let request_table = request_path_table(&samples, &names, &sizes);
+    drop(dev_agent);
+    drop(tunnel_agent);
+    dev.kill();
+
+    let scale = if sizes.agents > 0 {
+        Some(
+            scale(
+                &sizes,
+                work,
+                &mut report,
+                rathole.as_ref(),
+                upstream_addr,
+                &pki,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    drop(rathole);
+
+    let mut out = String::new();
+    out.push_str(&request_table);
+    out.push('\n');
+    out.push_str(&reconnect_table(
+        &single_reconnects,
+        &rathole_reconnects,
+        &hub_downtimes,
+    ));
+    if let Some(scale) = scale {
+        out.push('\n');
+        out.push_str(&scale);
+    }
+    out.push_str("\nRounds (medians above):\n\n");
+    out.push_str(&report.lines.join("\n"));
+    out.push('\n');
+    println!("\n{out}");
+    if let Some(path) = &args.out {
+        std::fs::write(path, out)?;
+    }
+    Ok(())
+}
+
+/// Fails early when the descriptor limit cannot hold the run (the script raises it).
+fn check_descriptor_limit(sizes: &Sizes) -> anyhow::Result<()> {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft: Option<u64> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok());
+    // One connection per held watch here; one socket per agent in the hub and the simulator.
+    let need = (sizes.watches.max(sizes.agents) + 1024) as u64;
+    match soft {
+        Some(soft) if soft < need => bail!(
+            "the open-files limit is {soft}, this run needs about {need}: raise it (ulimit -n 65536), as hack/bench/tunnel.sh does"
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The bench hub process.
+struct BenchHub {
+    proc: Proc,
+    lines: Lines,
+    tunnel: SocketAddr,
+    front: SocketAddr,
+}
+
+impl BenchHub {
+    async fn start(me: &Path, pki: &BenchPki, work: &Path) -> anyhow::Result<BenchHub> {
+        let mut cmd = Command::new(me);
+        cmd.arg("serve-hub").arg("--pki").arg(&pki.dir);
+        let (proc, mut lines) = Proc::spawn("bench hub", cmd, &work.join("bench-hub.log"), |l| {
+            l.starts_with("listening ") || l.starts_with("session ")
+        })?;
+        let line = wait_line(&mut lines, READY_TIMEOUT, "the bench hub", |l| {
+            l.starts_with("listening ")
+        })
+        .await?;
+        let field = |name: &str| -> anyhow::Result<SocketAddr> {
+            let value = line
+                .text
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix(name))
+                .with_context(|| format!("{name} in {:?}", line.text))?;
+            Ok(value.parse()?)
+        };
+        Ok(BenchHub {
+            tunnel: field("tunnel=")?,
+            front: field("front=")?,
+            proc,
+            lines,
+        })
+    }
+}
+
+/// `edgefleet-agent run` against a hub, forwarding to the upstream.
+fn spawn_agent(
+    log: &Path,
+    hub_address: &str,
+    hub_server_name: &str,
+    hub_ca: &Path,
+    identity_dir: &Path,
+    token: Option<&Path>,
+    kubeconfig: &Path,
+) -> anyhow::Result<(Proc, Lines)> {
+    let mut cmd = Command::new(binary("edgefleet-agent"));
+    cmd.arg("run")
+        .arg(format!("--hub-address={hub_address}"))
+        .arg(format!("--hub-server-name={hub_server_name}"))
+        .arg("--hub-ca-file")
+        .arg(hub_ca)
+        .arg(format!("--cluster={}/{}", pki::ENVIRONMENT, pki::CLUSTER))
+        .arg("--identity-dir")
+        .arg(identity_dir)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .env("RUST_LOG", "info");
+    if let Some(token) = token {
+        cmd.arg("--bootstrap-token-file").arg(token);
+    }
+    Proc::spawn("edgefleet-agent run", cmd, log, |_| false)
+}
+
+/// Waits for `identity`'s next session on the dev hub; returns when the hub logged it.
+async fn wait_dev_session(dev: &mut DevHub, identity: &str) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let seen = dev
+        .sessions_until(deadline, |s| s.identity == identity)
+        .await;
+    match seen.into_iter().find(|s| s.identity == identity) {
+        Some(s) => Ok(s.at),
+        None => bail!(
+            "{identity} did not connect to the hub within {READY_TIMEOUT:?}:\n{}",
+            dev.log_tail()
+        ),
+    }
+}
+
+/// The hub's proxy subresource for the bench cluster, as the admin.
+fn dev_hub_endpoint(dev: &DevHub) -> anyhow::Result<Endpoint> {
+    let read = |name: &str| std::fs::read_to_string(dev.data_dir.join("pki").join(name));
+    let roots = edgefleet_tunnel::tls::root_store_from_pem(&read("ca.crt")?)?;
+    Endpoint::new(
+        dev.listen,
+        "127.0.0.1",
+        roots,
+        Some((&read("admin.crt")?, &read("admin.key")?)),
+        &format!(
+            "/apis/edgefleet.io/v1alpha1/namespaces/{}/clusters/{}/proxy",
+            pki::ENVIRONMENT,
+            pki::CLUSTER
+        ),
+    )
+}
+
+/// rathole's server and client for the request-path figures.
+struct Rathole {
+    bin: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    control: SocketAddr,
+    visitor: SocketAddr,
+    server: Proc,
+    server_lines: Lines,
+    client: Proc,
+}
+
+fn rathole_server_lines(l: &str) -> bool {
+    l.contains("Listening at") || l.contains("Control channel established")
+}
+
+impl Rathole {
+    async fn start(
+        bin: &Path,
+        pki: &BenchPki,
+        work: &Path,
+        upstream: SocketAddr,
+    ) -> anyhow::Result<Rathole> {
+        let dir = work.join("rathole");
+        std::fs::create_dir_all(&dir)?;
+        let pkcs12 = rathole::write_pkcs12(pki)?;
+        let (control, visitor) = (procs::free_port()?, procs::free_port()?);
+        let service = |addr| rathole::Service {
+            name: "upstream".into(),
+            token: "bench-token".into(),
+            addr,
+        };
+        let server_config = dir.join("server.toml");
+        std::fs::write(
+            &server_config,
+            rathole::server_config(&pkcs12, control, &[service(visitor)]),
+        )?;
+        let client_config = dir.join("client.toml");
+        std::fs::write(
+            &client_config,
+            rathole::client_config(pki, control, &[service(upstream)]),
+        )?;
+        let log = dir.join("server.log");
+        let (server, mut server_lines) = Proc::spawn(
+            "rathole server",
+            rathole::command(bin, "server", &server_config),
+            &log,
+            rathole_server_lines,
+        )?;
+        wait_line(&mut server_lines, READY_TIMEOUT, "rathole's server", |l| {
+            l.contains("Listening at")
+        })
+        .await?;
+        let (client, _) = Proc::spawn(
+            "rathole client",
+            rathole::command(bin, "client", &client_config),
+            &dir.join("client.log"),
+            |_| false,
+        )?;
+        wait_line(
+            &mut server_lines,
+            READY_TIMEOUT,
+            "rathole's control channel",
+            |l| l.contains("Control channel established"),
+        )
+        .await?;
+        Ok(Rathole {
+            bin: bin.to_path_buf(),
+            config: server_config,
+            log,
+            control,
+            visitor,
+            server,
+            server_lines,
+            client,
+        })
+    }
+
+    /// Kills the server and starts it again; returns the time from its listening again to the
+    /// client's control channel being back.
+    async fn restart_server(&mut self) -> anyhow::Result<Duration> {
+        self.server.kill();
+        let (server, mut lines) = Proc::spawn(
+            "rathole server",
+            rathole::command(&self.bin, "server", &self.config),
+            &self.log,
+            rathole_server_lines,
+        )?;
+        self.server = server;
+        let control = self.control.to_string();
+        let back = wait_line(&mut lines, READY_TIMEOUT, "rathole's server", |l| {
+            l.contains("Listening at") && l.contains(&control)
+        })
+        .await?;
+        let connected = wait_line(
+            &mut lines,
+            READY_TIMEOUT,
+            "rathole's control channel",
+            |l| l.contains("Control channel established"),
+        )
+        .await?;
+        self.server_lines = lines;
+        Ok(connected.at.saturating_duration_since(back.at))
+    }
+}
+
+/// Every request-path figure of one path in one round.
+async fn measure_path(
+    path: &PathUnderTest,
+    sizes: &Sizes,
+    round: usize,
+    samples: &mut Samples,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let name = path.name;
+    let client = H2Client::connect(&path.endpoint, 1).await?;
+    load::closed_loop(&client, "/bench/small", 8, WARMUP_REQUESTS).await?;
+
+    let c1 = load::closed_loop(&client, "/bench/small", 1, sizes.requests_c1).await?;
+    let cpu = procs::cpu_seconds_of(&path.pids);
+    let c64 = load::closed_loop(&client, "/bench/small", CONCURRENCY, sizes.requests_c64).await?;
+    let cpu_per_1000 =
+        (procs::cpu_seconds_of(&path.pids) - cpu) * 1e3 / c64.requests() as f64 * 1000.0;
+    samples.add("c1 p50", name, c1.ms(0.5));
+    samples.add("c1 p99", name, c1.ms(0.99));
+    samples.add("c64 rps", name, c64.rps());
+    samples.add("c64 p50", name, c64.ms(0.5));
+    samples.add("c64 p99", name, c64.ms(0.99));
+    samples.add("cpu ms per 1000", name, cpu_per_1000);
+
+    let cpu = procs::cpu_seconds_of(&path.pids);
+    let mut took = Duration::ZERO;
+    for _ in 0..sizes.transfers {
+        took += load::transfer(&client, sizes.transfer_bytes).await?;
+    }
+    let moved = sizes.transfer_bytes as f64 * sizes.transfers as f64;
+    let cpu_per_gb = (procs::cpu_seconds_of(&path.pids) - cpu) / (moved / 1e9);
+    let mib_per_s = moved / (1 << 20) as f64 / took.as_secs_f64();
+    samples.add("transfer MiB/s", name, mib_per_s);
+    samples.add("cpu s per GB", name, cpu_per_gb);
+
+    // Held watches, multiplexed (the tunnel's own cost per stream: measured after the client
+    // connections are up) and one client connection each (everything a kubectl watch costs the
+    // path, connection included).
+    let mut held_line = String::new();
+    for (mode, per_connection) in [("mux", HELD_STREAMS_PER_CONNECTION), ("conn", 1)] {
+        let measure = || (procs::rss_kib_of(&path.pids), procs::sockets_of(&path.pids));
+        let mut before = measure();
+        let clients = HeldClients::connect(&path.endpoint, sizes.watches, per_connection).await?;
+        if mode == "mux" {
+            tokio::time::sleep(MEMORY_SETTLE).await;
+            before = measure();
+        }
+        let held = clients.open_watches(sizes.watches).await?;
+        tokio::time::sleep(MEMORY_SETTLE).await;
+        let after = measure();
+        let w = sizes.watches as f64;
+        let kb_per_stream = (after.0 as f64 - before.0 as f64) * 1.024 / w;
+        let sockets_per_stream = (after.1 as f64 - before.1 as f64) / w;
+        let opens = held.opens_per_second(sizes.watches);
+        drop(held);
+        samples.add(&format!("{mode} opens/s"), name, opens);
+        samples.add(&format!("{mode} KB per stream"), name, kb_per_stream);
+        samples.add(
+            &format!("{mode} sockets per stream"),
+            name,
+            sockets_per_stream,
+        );
+        held_line.push_str(&format!(
+            "; {} held watches ({mode}): {opens:.0} opens/s, {kb_per_stream:.1} KB and {sockets_per_stream:.2} sockets each",
+            sizes.watches
+        ));
+    }
+    // Let the resets of the held streams go through before latency is measured again.
+    tokio::time::sleep(MEMORY_SETTLE).await;
+
+    let before = load::closed_loop(&client, "/bench/small", 1, sizes.requests_c1).await?;
+    let stalled = load::stall(&path.endpoint, STALL_FILL).await?;
+    let during = load::closed_loop(&client, "/bench/small", 1, sizes.requests_c1).await?;
+    drop(stalled);
+    let stall_ratio = during.ms(0.99) / before.ms(0.99);
+    samples.add("stall p99 ratio", name, stall_ratio);
+
+    report.line(format!(
+        "  round {round} {name}: c1 p50 {:.3} ms p99 {:.3} ms; c64 {:.0} rps (p99 {:.2} ms), {cpu_per_1000:.1} CPU-ms/1000; {} × {} MiB at {mib_per_s:.0} MiB/s, {cpu_per_gb:.2} CPU-s/GB{held_line}; c1 p99 {:.3} → {:.3} ms with a stalled stream",
+        c1.ms(0.5),
+        c1.ms(0.99),
+        c64.rps(),
+        c64.ms(0.99),
+        sizes.transfers,
+        sizes.transfer_bytes >> 20,
+        before.ms(0.99),
+        during.ms(0.99),
+    ));
+    Ok(())
+}
+
+/// How a figure is judged against its goal (on the tunnel's column).
+#[derive(Clone, Copy)]
+enum Goal {
+    /// tunnel ÷ direct at most this.
+    RatioAtMost(f64),
+    /// tunnel ÷ direct at least this.
+    RatioAtLeast(f64),
+    /// The tunnel's own value at most this.
+    AtMost(f64),
+    /// The tunnel's own value at least this.
+    AtLeast(f64),
+    None,
+}
+
+/// What a row of the request-path table shows.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// Measured on every path, compared with direct.
+    Compared,
+    /// A cost of the processes between client and upstream: none on the direct path.
+    Intermediaries,
+    /// Already a ratio within each path.
+    OwnRatio,
+}
+
+struct Row {
+    label: String,
+    key: &'static str,
+    decimals: usize,
+    kind: Kind,
+    goal: Goal,
+}
+
+fn row(
+    label: impl Into<String>,
+    key: &'static str,
+    decimals: usize,
+    kind: Kind,
+    goal: Goal,
+) -> Row {
+    Row {
+        label: label.into(),
+        key,
+        decimals,
+        kind,
+        goal,
+    }
+}
+
+fn request_path_table(samples: &Samples, paths: &[&str], sizes: &Sizes) -> String {
+    let others: Vec<&str> = paths.iter().copied().filter(|p| *p != "direct").collect();
+    let mut out = format!(
+        "| request path (median of {} rounds) | {} | {} | goal (tunnel) |\n|---|{}{}---|\n",
+        sizes.rounds,
+        paths.join(" | "),
+        others
+            .iter()
+            .map(|p| format!("{p} ÷ direct"))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---|".repeat(paths.len()),
+        "---|".repeat(others.len()),
+    );
+    let w = sizes.watches;
+    let c = CONCURRENCY;
+    let rows = [
+        row(
+            "small GET, 1 at a time: p50 latency (ms)",
+            "c1 p50",
+            3,
+            Kind::Compared,
+            Goal::RatioAtMost(1.25),
+        ),
+        row(
+            "small GET, 1 at a time: p99 latency (ms)",
+            "c1 p99",
+            3,
+            Kind::Compared,
+            Goal::RatioAtMost(1.4),
+        ),
+        row(
+            format!("small GETs, {c} concurrent streams: requests/s"),
+            "c64 rps",
+            0,
+            Kind::Compared,
+            Goal::RatioAtLeast(0.8),
+        ),
+        row(
+            format!("small GETs, {c} concurrent streams: p99 latency (ms)"),
+            "c64 p99",
+            2,
+            Kind::Compared,
+            Goal::None,
+        ),
+        row(
+            format!("{} MiB transfer: MiB/s", sizes.transfer_bytes >> 20),
+            "transfer MiB/s",
+            0,
+            Kind::Compared,
+            Goal::RatioAtLeast(0.7),
+        ),
+        row(
+            "CPU-s per GB transferred (hub + agent)",
+            "cpu s per GB",
+            2,
+            Kind::Intermediaries,
+            Goal::AtMost(1.5),
+        ),
+        row(
+            format!("CPU-ms per 1,000 small GETs at {c} concurrent (hub + agent)"),
+            "cpu ms per 1000",
+            1,
+            Kind::Intermediaries,
+            Goal::AtMost(12.0),
+        ),
+        row(
+            format!(
+                "stream opens/s ({w} watches, {HELD_STREAMS_PER_CONNECTION} per client connection)"
+            ),
+            "mux opens/s",
+            0,
+            Kind::Compared,
+            Goal::AtLeast(5000.0),
+        ),
+        row(
+            format!("memory per held watch stream, KB (hub + agent RSS delta / {w})"),
+            "mux KB per stream",
+            1,
+            Kind::Intermediaries,
+            Goal::AtMost(8.0),
+        ),
+        row(
+            "sockets per held watch stream (hub + agent)",
+            "mux sockets per stream",
+            2,
+            Kind::Intermediaries,
+            Goal::AtMost(0.0),
+        ),
+        row(
+            format!("stream opens/s ({w} watches, one client connection each)"),
+            "conn opens/s",
+            0,
+            Kind::Compared,
+            Goal::None,
+        ),
+        row(
+            "memory per watch on its own client connection, KB",
+            "conn KB per stream",
+            1,
+            Kind::Intermediaries,
+            Goal::None,
+        ),
+        row(
+            "sockets per watch on its own client connection",
+            "conn sockets per stream",
+            2,
+            Kind::Intermediaries,
+            Goal::None,
+        ),
+        row(
+            "others' c1 p99 with one stalled stream ÷ without",
+            "stall p99 ratio",
+            2,
+            Kind::OwnRatio,
+            Goal::AtMost(1.10),
+        ),
+    ];
+    for r in rows {
+        let direct = samples.median(r.key, "direct");
+        let cell = |v: Option<f64>| match v {
+            Some(v) => format!("{v:.*}", r.decimals),
+            None => "—".into(),
+        };
+        let mut line = format!("| {} |", r.label);
+        for p in paths {
+            let v = if *p == "direct" && r.kind == Kind::Intermediaries {
+                None
+            } else {
+                samples.median(r.key, p)
+            };
+            line.push_str(&format!(" {} |", cell(v)));
+        }
+        for p in &others {
+            let ratio = match (samples.median(r.key, p), direct) {
+                (Some(v), Some(d)) if r.kind == Kind::Compared && d > 0.0 => {
+                    format!("{:.2}×", v / d)
+                }
+                _ => "—".into(),
+            };
+            line.push_str(&format!(" {ratio} |"));
+        }
+        let tunnel = samples.median(r.key, "tunnel");
+        let verdict = match (r.goal, tunnel, direct) {
+            (Goal::RatioAtMost(g), Some(t), Some(d)) => judge(t / d <= g, &format!("≤ {g:.2}×")),
+            (Goal::RatioAtLeast(g), Some(t), Some(d)) => judge(t / d >= g, &format!("≥ {g:.2}×")),
+            (Goal::AtMost(g), Some(t), _) => judge(t <= g + 1e-9, &format!("≤ {}", trim(g))),
+            (Goal::AtLeast(g), Some(t), _) => judge(t >= g, &format!("≥ {}", trim(g))),
+            _ => String::new(),
+        };
+        line.push_str(&format!(" {verdict} |\n"));
+        out.push_str(&line);
+    }
+    out
+}
+
+fn judge(met: bool, goal: &str) -> String {
+    format!("{goal} {}", if met { "(met)" } else { "(**missed**)" })
+}
+
+fn trim(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v}")
+    }
+}
+
+fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+fn reconnect_table(single: &[Duration], rathole: &[Duration], downtimes: &[Duration]) -> String {
+    let mut single = single.to_vec();
+    single.sort();
+    let mut rathole = rathole.to_vec();
+    rathole.sort();
+    let mut downtimes = downtimes.to_vec();
+    downtimes.sort();
+    let stats = |v: &[Duration]| {
+        if v.is_empty() {
+            "—".to_string()
+        } else {
+            format!(
+                "{} / {} / {}",
+                ms(percentile(v, 0.5)),
+                ms(percentile(v, 0.99)),
+                ms(*v.last().expect("not empty"))
+            )
+        }
+    };
+    let met = !single.is_empty() && percentile(&single, 0.99) <= Duration::from_secs(1);
+    format!(
+        "| reconnect | edgefleet | rathole | goal |\n|---|---|---|---|\n\
+         | one agent back after the hub's tunnel port is back: p50 / p99 / max ({} restarts; hub down {} median, SIGKILL to tunnel port bound) | {} | {} | {} |\n",
+        single.len(),
+        ms(percentile(&downtimes, 0.5)),
+        stats(&single),
+        stats(&rathole),
+        judge(met, "p99 ≤ 1 s"),
+    )
+}
+
+/// The scale figures: N simulated agents on a real dev hub, restarts, and rathole's per-agent
+/// cost as the baseline.
+async fn scale(
+    sizes: &Sizes,
+    work: &Path,
+    report: &mut Report,
+    rathole: Option<&Rathole>,
+    upstream: SocketAddr,
+    pki: &BenchPki,
+) -> anyhow::Result<String> {
+    let n = sizes.agents;
+    report.line(format!(
+        "scale: {n} simulated agents (load average {})",
+        procs::load_average()
+    ));
+    let (mut hub, _) = DevHub::start(
+        &work.join("scale-data"),
+        procs::free_port()?,
+        procs::free_port()?,
+        &work.join("scale-hub.log"),
+    )
+    .await?;
+    let bootstrap = work.join("fleet");
+    let client = hub.client(4).await?;
+    devhub::create_environment(&client, FLEET).await?;
+    let created = Instant::now();
+    let names: Vec<String> = (1..=n).map(|i| format!("site-{i:05}")).collect();
+    futures::stream::iter(names.iter())
+        .map(|name| {
+            let (client, dir) = (client.clone(), bootstrap.join(format!("{FLEET}.{name}")));
+            async move {
+                let token = devhub::create_cluster_with_token(&client, FLEET, name).await?;
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(dir.join("token"), format!("{token}\n"))?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<()>>()?;
+    report.line(format!(
+        "  {n} Clusters created with bootstrap tokens through the API in {:.1} s",
+        created.elapsed().as_secs_f64()
+    ));
+    let hub_pid = hub.pid().context("hub pid")?;
+    procs::settle(
+        hub_pid,
+        IDLE_CORES,
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+    )
+    .await;
+    let (rss_before, sockets_before) = (procs::rss_kib(hub_pid), procs::sockets(hub_pid));
+
+    let mut cmd = Command::new(binary("edgefleet-agent"));
+    cmd.arg("simulate")
+        .arg(format!("--hub-address={}", hub.tunnel))
+        .arg("--hub-server-name=127.0.0.1")
+        .arg("--hub-ca-file")
+        .arg(hub.ca_file())
+        .arg("--bootstrap-dir")
+        .arg(&bootstrap)
+        .arg(format!("--count={n}"))
+        .env("RUST_LOG", "warn");
+    let (simulator, _) = Proc::spawn(
+        "edgefleet-agent simulate",
+        cmd,
+        &work.join("simulate.log"),
+        |_| false,
+    )?;
+    let started = Instant::now();
+    let first = all_sessions(
+        &mut hub,
+        n,
+        started + RECONNECT_BUDGET + Duration::from_secs(n as u64 / 100),
+    )
+    .await;
+    if first.len() < n {
+        bail!(
+            "only {} of {n} simulated agents connected:\n{}",
+            first.len(),
+            hub.log_tail()
+        );
+    }
+    let enrolled_in = first.values().max().copied().unwrap_or(started) - started;
+    let settled = procs::settle(
+        hub_pid,
+        IDLE_CORES,
+        Duration::from_secs(2),
+        Duration::from_secs(120),
+    )
+    .await;
+    let (rss_after, sockets_after) = (procs::rss_kib(hub_pid), procs::sockets(hub_pid));
+    let simulator_rss = procs::rss_kib(simulator.pid());
+    let kib_per_agent = (rss_after as f64 - rss_before as f64) / n as f64;
+    let sockets_per_agent = (sockets_after as f64 - sockets_before as f64) / n as f64;
+    report.line(format!(
+        "  {n} agents enrolled and connected in {:.1} s; hub idle again {:.0} s later; hub RSS {} → {} MiB ({kib_per_agent:.1} KiB per agent), sockets {sockets_before} → {sockets_after}; simulator RSS {} MiB",
+        enrolled_in.as_secs_f64(),
+        settled.as_secs_f64(),
+        rss_before / 1024,
+        rss_after / 1024,
+        simulator_rss / 1024
+    ));
+
+    let probe_path = format!("/apis/edgefleet.io/v1alpha1/namespaces/{FLEET}/clusters/site-00001");
+    let idle = {
+        let stop = Arc::new(AtomicBool::new(false));
+        let probe = {
+            let (kubeconfig, stop, path) = (hub.kubeconfig(), stop.clone(), probe_path.clone());
+            tokio::spawn(async move { probe_until(&kubeconfig, &path, &stop).await })
+        };
+        tokio::time::sleep(IDLE_PROBE).await;
+        stop.store(true, Ordering::Relaxed);
+        probe.await??.0
+    };
+    let mut restarts: Vec<Restart> = Vec::new();
+    for round in 0..sizes.rounds {
+        hub.kill();
+        let killed = Instant::now();
+        let started = hub.start_again().await?;
+        let back = started.tunnel;
+        let stop = Arc::new(AtomicBool::new(false));
+        let probe = {
+            let (kubeconfig, stop, path) = (hub.kubeconfig(), stop.clone(), probe_path.clone());
+            tokio::spawn(async move { probe_until(&kubeconfig, &path, &stop).await })
+        };
+        let sessions = all_sessions(&mut hub, n, back + RECONNECT_BUDGET).await;
+        stop.store(true, Ordering::Relaxed);
+        let (latencies, errors) = probe.await??;
+        let mut times: Vec<Duration> = sessions
+            .values()
+            .map(|at| at.saturating_duration_since(back))
+            .collect();
+        times.sort();
+        let restart = Restart {
+            down: back - killed,
+            back: times.len(),
+            p50: percentile(&times, 0.5),
+            p99_of_all: nth_of_all(&times, n, 0.99),
+            all: (times.len() == n).then(|| *times.last().expect("n > 0")),
+            within_goal: times.iter().filter(|t| **t <= RECONNECT_GOAL).count() as f64 / n as f64,
+            api_p50: percentile(&latencies, 0.5),
+            api_p99: percentile(&latencies, 0.99),
+            api_errors: errors,
+            api_requests: latencies.len(),
+        };
+        report.line(format!(
+            "  restart {round}: hub down {} (kill to tunnel port bound); {} of {n} back, p50 {}, 99% {}, all {}; {:.1}% within {} s; hub API GET p50 {} / p99 {} meanwhile ({} requests, {} failed)",
+            ms(restart.down),
+            restart.back,
+            ms(restart.p50),
+            restart.p99_of_all.map_or("never".into(), ms),
+            restart.all.map_or("never".into(), ms),
+            restart.within_goal * 100.0,
+            RECONNECT_GOAL.as_secs(),
+            ms(restart.api_p50),
+            ms(restart.api_p99),
+            restart.api_requests,
+            restart.api_errors,
+        ));
+        restarts.push(restart);
+        if round + 1 < sizes.rounds {
+            // Every agent's session must count as healthy before the next restart, as in a
+            // fleet whose hub restarts rarely.
+            let last = sessions
+                .values()
+                .max()
+                .copied()
+                .unwrap_or_else(Instant::now);
+            tokio::time::sleep_until(last + HEALTHY_SESSION).await;
+        }
+    }
+    drop(simulator);
+    hub.kill();
+
+    let rathole_cost = match rathole {
+        Some(r) if sizes.rathole_agents > 0 => {
+            Some(rathole_per_agent(&r.bin, pki, work, upstream, sizes.rathole_agents).await?)
+        }
+        _ => None,
+    };
+    if let Some(c) = &rathole_cost {
+        report.line(format!(
+            "  rathole: {} clients: server RSS {:.1} KiB and {:.1} sockets per client; each client process {:.0} KiB RSS",
+            c.clients, c.server_kib, c.server_sockets, c.client_kib
+        ));
+    }
+
+    let median_of = |f: &dyn Fn(&Restart) -> Duration| {
+        let mut v: Vec<Duration> = restarts.iter().map(f).collect();
+        v.sort();
+        v[v.len() / 2]
+    };
+    let p99s: Vec<Option<Duration>> = restarts.iter().map(|r| r.p99_of_all).collect();
+    let mut p99_sorted: Vec<Duration> = p99s.iter().map(|d| d.unwrap_or(Duration::MAX)).collect();
+    p99_sorted.sort();
+    let p99 = p99_sorted[p99_sorted.len() / 2];
+    let p99_text = if p99 == Duration::MAX {
+        "never".to_string()
+    } else {
+        ms(p99)
+    };
+    let mut shares: Vec<f64> = restarts.iter().map(|r| r.within_goal).collect();
+    shares.sort_by(f64::total_cmp);
+    let share = shares[shares.len() / 2];
+    let (rathole_kib, rathole_sockets) = match &rathole_cost {
+        Some(c) => (
+            format!(
+                "rathole server: {:.1} KiB per client ({} clients)",
+                c.server_kib, c.clients
+            ),
+            format!("rathole server: {:.1}", c.server_sockets),
+        ),
+        None => ("—".into(), "—".into()),
+    };
+    Ok(format!(
+        "| scale ({n} simulated agents, one connection each; median of {} restarts) | edgefleet | baseline | goal |\n|---|---|---|---|\n\
+         | hub RSS per idle agent (RSS delta / agents: {} → {} MiB) | {kib_per_agent:.1} KiB | {rathole_kib} | ≤ 16 KiB {} |\n\
+         | hub sockets per agent | {sockets_per_agent:.2} | {rathole_sockets} | 1 |\n\
+         | simulator RSS per agent (agent side, in one process) | {:.1} KiB | {} | |\n\
+         | first enrollment of all agents (tokens, CSR signing; accept rate limited) | {:.1} s | | |\n\
+         | hub restart: down (SIGKILL to its tunnel port bound again) | {} | | |\n\
+         | agents back after the hub's tunnel port is back: p50 / 99% | {} / {p99_text} | | 99% ≤ {} s {} |\n\
+         | share of agents back within {} s | {:.1}% | | ≥ 99% |\n\
+         | hub API GET latency p50 / p99: idle with {n} agents / during the reconnect | {} / {} — {} / {} | | |\n",
+        restarts.len(),
+        rss_before / 1024,
+        rss_after / 1024,
+        if kib_per_agent <= 16.0 { "(met)" } else { "(**missed**)" },
+        simulator_rss as f64 / n as f64,
+        rathole_cost.as_ref().map_or("—".into(), |c| format!("rathole client: {:.0} KiB per process", c.client_kib)),
+        enrolled_in.as_secs_f64(),
+        ms(median_of(&|r| r.down)),
+        ms(median_of(&|r| r.p50)),
+        RECONNECT_GOAL.as_secs(),
+        if p99 <= RECONNECT_GOAL { "(met)" } else { "(**missed**)" },
+        RECONNECT_GOAL.as_secs(),
+        share * 100.0,
+        ms(percentile(&idle, 0.5)),
+        ms(percentile(&idle, 0.99)),
+        ms(median_of(&|r| r.api_p50)),
+        ms(median_of(&|r| r.api_p99)),
+    ))
+}
+
+/// One hub restart under N agents.
+struct Restart {
+    down: Duration,
+    back: usize,
+    p50: Duration,
+    /// When 99% of all N agents were back (None if they never were).
+    p99_of_all: Option<Duration>,
+    all: Option<Duration>,
+    within_goal: f64,
+    api_p50: Duration,
+    api_p99: Duration,
+    api_errors: usize,
+    api_requests: usize,
+}
+
+/// The time by which the `p` share of all `n` agents was back, from the sorted times of those
+/// that came back.
+fn nth_of_all(sorted: &[Duration], n: usize, p: f64) -> Option<Duration> {
+    let needed = ((n as f64) * p).ceil() as usize;
+    sorted.get(needed.max(1) - 1).copied()
+}
+
+/// Session registrations until `n` distinct agents are in or `deadline`: identity → first time.
+async fn all_sessions(hub: &mut DevHub, n: usize, deadline: Instant) -> HashMap<String, Instant> {
+    let mut first: HashMap<String, Instant> = HashMap::with_capacity(n);
+    let mut seen: HashSet<String> = HashSet::with_capacity(n);
+    hub.sessions_until(deadline, |s| {
+        if seen.insert(s.identity.clone()) {
+            first.insert(s.identity.clone(), s.at);
+        }
+        seen.len() >= n
+    })
+    .await;
+    first
+}
+
+/// Small GETs, one every [`PROBE_INTERVAL`], until `stop` (a user of the API, not a load
+/// generator); reconnects after failures. Returns the sorted latencies of the successful ones
+/// and the number that failed.
+async fn probe_until(
+    kubeconfig: &Path,
+    path: &str,
+    stop: &AtomicBool,
+) -> anyhow::Result<(Vec<Duration>, usize)> {
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    let mut client = None;
+    while !stop.load(Ordering::Relaxed) {
+        if client.is_none() {
+            client = edgefleet_e2e::client::HubClient::connect(kubeconfig, 1)
+                .await
+                .ok();
+            if client.is_none() {
+                errors += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        }
+        let c = client.as_ref().expect("connected above");
+        let t0 = Instant::now();
+        match c.call(Method::GET, path, None, Bytes::new()).await {
+            Ok((StatusCode::OK, _)) => latencies.push(t0.elapsed()),
+            _ => {
+                errors += 1;
+                client = None;
+            }
+        }
+        tokio::time::sleep_until(t0 + PROBE_INTERVAL).await;
+    }
+    latencies.sort();
+    Ok((latencies, errors))
+}
+
+/// rathole's cost per connected client at its server.
+struct RatholeCost {
+    clients: usize,
+    server_kib: f64,
+    server_sockets: f64,
+    client_kib: f64,
+}
+
+/// K rathole clients (one process each, as K edge sites would run) with one service each,
+/// against one server; the server's RSS and sockets with them connected minus without.
+async fn rathole_per_agent(
+    bin: &Path,
+    pki: &BenchPki,
+    work: &Path,
+    upstream: SocketAddr,
+    k: usize,
+) -> anyhow::Result<RatholeCost> {
+    let dir = work.join("rathole-agents");
+    std::fs::create_dir_all(&dir)?;
+    let pkcs12 = rathole::write_pkcs12(pki)?;
+    let control = procs::free_port()?;
+    let services: Vec<rathole::Service> = (0..k)
+        .map(|i| rathole::Service {
+            name: format!("site{i}"),
+            token: format!("token-{i}"),
+            addr: "127.0.0.1:0".parse().expect("static address"),
+        })
+        .collect();
+    let server_config = dir.join("server.toml");
+    std::fs::write(
+        &server_config,
+        rathole::server_config(&pkcs12, control, &services),
+    )?;
+    let (server, mut lines) = Proc::spawn(
+        "rathole server",
+        rathole::command(bin, "server", &server_config),
+        &dir.join("server.log"),
+        rathole_server_lines,
+    )?;
+    wait_line(&mut lines, READY_TIMEOUT, "rathole's server", |l| {
+        l.contains("Listening at")
+    })
+    .await?;
+    tokio::time::sleep(MEMORY_SETTLE).await;
+    let (rss, sockets) = (procs::rss_kib(server.pid()), procs::sockets(server.pid()));
+    let mut clients = Vec::with_capacity(k);
+    for (i, service) in services.iter().enumerate() {
+        let config = dir.join(format!("client-{i}.toml"));
+        let service = rathole::Service {
+            addr: upstream,
+            ..service.clone()
+        };
+        std::fs::write(&config, rathole::client_config(pki, control, &[service]))?;
+        let (client, _) = Proc::spawn(
+            "rathole client",
+            rathole::command(bin, "client", &config),
+            &dir.join(format!("client-{i}.log")),
+            |_| false,
+        )?;
+        clients.push(client);
+    }
+    for _ in 0..k {
+        wait_line(&mut lines, READY_TIMEOUT, "rathole control channels", |l| {
+            l.contains("Control channel established")
+        })
+        .await?;
+    }
+    // The server fills each service's pool of data channels after the control channel.
+    procs::settle(
+        server.pid(),
+        IDLE_CORES,
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+    )
+    .await;
+    let server_kib = (procs::rss_kib(server.pid()) as f64 - rss as f64) / k as f64;
+    let server_sockets = (procs::sockets(server.pid()) as f64 - sockets as f64) / k as f64;
+    let client_kib = clients
+        .iter()
+        .map(|c| procs::rss_kib(c.pid()) as f64)
+        .sum::<f64>()
+        / k as f64;
+    Ok(RatholeCost {
+        clients: k,
+        server_kib,
+        server_sockets,
+        client_kib,
+    })
+}
