@@ -2,7 +2,7 @@
 //! directory the child processes read:
 //!
 //! ```text
-//! <dir>/ca.crt                  trusted by everyone
+//! <dir>/ca.crt, ca.key          trusted by everyone (a throwaway CA: its key stays here)
 //! <dir>/hub.crt, hub.key        the bench hub's tunnel port and front, rathole's server
 //!                               (names hub.bench, 127.0.0.1)
 //! <dir>/upstream.crt, .key      the upstream (upstream.bench, 127.0.0.1)
@@ -52,13 +52,13 @@ impl BenchPki {
         };
         let hub = server(HUB_NAME)?;
         let upstream = server(UPSTREAM_NAME)?;
-        let agent = ca.issue(&identity(), &[], Usage::Client, VALIDITY)?;
         std::fs::write(dir.join("ca.crt"), ca.certificate_pem())?;
+        std::fs::write(dir.join("ca.key"), ca.key_pem())?;
         for (name, pair) in [("hub", &hub), ("upstream", &upstream)] {
             std::fs::write(dir.join(format!("{name}.crt")), &pair.certificate_chain_pem)?;
             std::fs::write(dir.join(format!("{name}.key")), pair.key_pem())?;
         }
-        IdentityStore::directory(dir.join("agent")).store(&agent)?;
+        BenchPki::enroll(&ca, &identity(), &dir.join("agent"))?;
         Ok(BenchPki {
             dir: dir.to_path_buf(),
         })
@@ -85,6 +85,22 @@ impl BenchPki {
         Ok(edgefleet_tunnel::tls::root_store_from_pem(
             &self.read("ca.crt")?,
         )?)
+    }
+
+    /// The bench CA, to issue more certificates.
+    pub fn ca(&self) -> anyhow::Result<CertificateAuthority> {
+        Ok(CertificateAuthority::from_pem(
+            &self.read("ca.crt")?,
+            &self.read("ca.key")?,
+        )?)
+    }
+
+    /// Writes an enrolled identity (client certificate, CN `identity`) into `dir`, in the
+    /// tunnel's IdentityStore layout, so an agent started on `dir` connects with mutual TLS.
+    pub fn enroll(ca: &CertificateAuthority, identity: &str, dir: &Path) -> anyhow::Result<()> {
+        let pair = ca.issue(identity, &[], Usage::Client, VALIDITY)?;
+        IdentityStore::directory(dir).store(&pair)?;
+        Ok(())
     }
 
     /// The agent's identity directory (already enrolled).
