@@ -36,13 +36,16 @@ use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use edgefleet_e2e::hub::binary;
-use edgefleet_e2e::tunnel_bench::client::{Endpoint, H2Client};
+use edgefleet_e2e::tunnel_bench::client::H2Client;
 use edgefleet_e2e::tunnel_bench::devhub::{self, DevHub};
 use edgefleet_e2e::tunnel_bench::load::{
     self, percentile, HeldClients, HELD_STREAMS_PER_CONNECTION,
 };
-use edgefleet_e2e::tunnel_bench::pki::{self, BenchPki, HUB_NAME, UPSTREAM_NAME};
-use edgefleet_e2e::tunnel_bench::procs::{self, wait_line, Lines, Proc};
+use edgefleet_e2e::tunnel_bench::pki::{BenchPki, HUB_NAME};
+use edgefleet_e2e::tunnel_bench::procs::{self, wait_line, Proc};
+use edgefleet_e2e::tunnel_bench::rig::{
+    rathole_server_lines, BenchHub, Reconnect, Rig, READY_TIMEOUT,
+};
 use edgefleet_e2e::tunnel_bench::{harness, rathole, upstream};
 use futures::StreamExt;
 use http::{Method, StatusCode};
@@ -167,8 +170,6 @@ const STALL_FILL: Duration = Duration::from_millis(500);
 const STALL_BLOCKS: usize = 4;
 /// Pause after opening held streams before memory is read (allocator and kernel settle).
 const MEMORY_SETTLE: Duration = Duration::from_secs(1);
-/// How long a component may take to come up or an agent to connect.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Budget for all agents to reconnect after a hub restart before the round gives up on the
 /// stragglers (reported as not back).
 const RECONNECT_BUDGET: Duration = Duration::from_secs(180);
@@ -211,7 +212,11 @@ async fn main() -> anyhow::Result<()> {
                     (temp.path().to_path_buf(), Some(temp))
                 }
             };
-            let result = run(&cli.args, &work).await;
+            // Interrupted, the run is dropped, and with it every child process.
+            let result = tokio::select! {
+                result = run(&cli.args, &work) => result,
+                () = interrupted() => Err(anyhow::anyhow!("interrupted")),
+            };
             if result.is_err() {
                 if let Some(temp) = temp {
                     eprintln!("logs kept in {}", temp.keep().display());
@@ -219,6 +224,19 @@ async fn main() -> anyhow::Result<()> {
             }
             result
         }
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn interrupted() {
+    let Ok(mut terminate) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
     }
 }
 
@@ -257,14 +275,6 @@ impl Report {
     }
 }
 
-/// One way from the load generator to the upstream.
-struct PathUnderTest {
-    name: &'static str,
-    endpoint: Endpoint,
-    /// The processes between client and upstream (their CPU and memory are measured).
-    pids: Vec<u32>,
-}
-
 async fn run(args: &Args, work: &Path) -> anyhow::Result<()> {
     let sizes = Sizes::from(args);
     check_descriptor_limit(&sizes)?;
@@ -288,208 +298,54 @@ async fn run(args: &Args, work: &Path) -> anyhow::Result<()> {
         procs::load_average()
     ));
     let pki = BenchPki::generate(&work.join("pki"))?;
-    let me = std::env::current_exe()?;
-
-    // The upstream and the four paths to it.
-    let (_upstream, upstream_addr) = {
-        let mut cmd = Command::new(&me);
-        cmd.arg("serve-upstream").arg("--pki").arg(&pki.dir);
-        let (proc, mut lines) = Proc::spawn("upstream", cmd, &work.join("upstream.log"), |l| {
-            l.starts_with("listening on ")
-        })?;
-        let line = wait_line(&mut lines, READY_TIMEOUT, "the upstream", |_| true).await?;
-        let addr: SocketAddr = line.text["listening on ".len()..].parse()?;
-        (proc, addr)
-    };
-    let upstream_kubeconfig = pki.write_upstream_kubeconfig(&format!("https://{upstream_addr}"))?;
-
-    let bench_hub = BenchHub::start(&me, &pki, &work.join("bench-hub.log")).await?;
-    let mut tunnel_agent = spawn_agent(
-        &work.join("agent-bench-hub.log"),
-        &bench_hub.tunnel.to_string(),
-        HUB_NAME,
-        &pki.path("ca.crt"),
-        &pki.agent_identity_dir(),
-        None,
-        &upstream_kubeconfig,
-    )?;
-    let mut hub_lines = bench_hub.lines;
-    wait_line(
-        &mut hub_lines,
-        READY_TIMEOUT,
-        "the agent's session on the bench hub",
-        |l| l == format!("session connected {}", pki::identity()),
-    )
-    .await
-    .with_context(|| tunnel_agent.0.log_tail(20))?;
-
-    let (mut dev, _) = DevHub::start(
-        &work.join("hub-data"),
-        procs::free_port()?,
-        procs::free_port()?,
-        &work.join("hub.log"),
-    )
-    .await?;
-    let dev_agent_dir = work.join("agent-dev-hub");
-    std::fs::create_dir_all(&dev_agent_dir)?;
-    {
-        let client = dev.client(1).await?;
-        devhub::create_environment(&client, pki::ENVIRONMENT).await?;
-        let token =
-            devhub::create_cluster_with_token(&client, pki::ENVIRONMENT, pki::CLUSTER).await?;
-        std::fs::write(dev_agent_dir.join("token"), format!("{token}\n"))?;
-    }
-    let dev_agent_log = work.join("agent-dev-hub.log");
-    let start_dev_agent = |dev: &DevHub| {
-        spawn_agent(
-            &dev_agent_log,
-            &dev.tunnel.to_string(),
-            "127.0.0.1",
-            &dev.ca_file(),
-            &dev_agent_dir,
-            Some(&dev_agent_dir.join("token")),
-            &upstream_kubeconfig,
-        )
-    };
-    let mut dev_agent = start_dev_agent(&dev)?;
-    wait_dev_session(&mut dev, &pki::identity()).await?;
-    let dev_endpoint = dev_hub_endpoint(&dev)?;
-
-    let mut rathole = match &args.rathole {
-        Some(bin) => Some(Rathole::start(bin, &pki, work, upstream_addr).await?),
-        None => None,
-    };
-
-    let roots = pki.roots()?;
-    let mut paths = vec![
-        PathUnderTest {
-            name: "direct",
-            endpoint: Endpoint::new(upstream_addr, UPSTREAM_NAME, roots.clone(), None, "")?,
-            pids: vec![],
-        },
-        PathUnderTest {
-            name: "tunnel",
-            endpoint: Endpoint::new(bench_hub.front, HUB_NAME, roots.clone(), None, "")?,
-            pids: vec![bench_hub.proc.pid(), tunnel_agent.0.pid()],
-        },
-        PathUnderTest {
-            name: "hub",
-            endpoint: dev_endpoint.clone(),
-            pids: vec![dev.pid().context("hub pid")?, dev_agent.0.pid()],
-        },
-    ];
-    if let Some(r) = &rathole {
-        paths.push(PathUnderTest {
-            name: "rathole",
-            endpoint: Endpoint::new(r.visitor, UPSTREAM_NAME, roots.clone(), None, "")?,
-            pids: vec![r.server.pid(), r.client.pid()],
-        });
-    }
-    for path in &paths {
-        let client = H2Client::connect(&path.endpoint, 1).await?;
-        let (status, _) = client.get_drain("/bench/small").await?;
-        anyhow::ensure!(
-            status == StatusCode::OK,
-            "{}: GET /bench/small answered {status}",
-            path.name
-        );
-    }
+    let mut rig = Rig::start(&pki, work, args.rathole.as_deref()).await?;
+    let paths = rig.paths();
 
     let mut samples = Samples::default();
-    let mut single_reconnects: Vec<Duration> = Vec::new();
+    let mut single_reconnects: Vec<Reconnect> = Vec::new();
     let mut rathole_reconnects: Vec<Duration> = Vec::new();
-    let mut hub_downtimes: Vec<Duration> = Vec::new();
     for round in 0..sizes.rounds {
         report.line(format!(
             "round {round} (load average {})",
             procs::load_average()
         ));
-        let n = paths.len();
-        for i in 0..n {
-            let path = &paths[(i + round) % n];
-            measure_path(path, &sizes, round, &mut samples, &mut report).await?;
-            tunnel_agent.0.ensure_running()?;
-            dev_agent.0.ensure_running()?;
+        for i in 0..paths.len() {
+            let path = paths[(i + round) % paths.len()];
+            measure_path(&mut rig, path, &sizes, round, &mut samples, &mut report).await?;
+            rig.ensure_running()?;
         }
-
-        // Single-agent reconnect: the real hub killed and started again, `reconnects` times;
-        // a fresh agent each time (equivalent to a long-lived, healthy one: its backoff starts
-        // over after a session of 30 s or more).
+        let mut line =
+            String::from("  single-agent reconnect after the hub's tunnel port is back (ms):");
         for _ in 0..sizes.reconnects {
-            dev.kill();
-            let killed = Instant::now();
-            let back = dev.start_again().await?.tunnel;
-            let session = wait_dev_session(&mut dev, &pki::identity()).await?;
-            hub_downtimes.push(back - killed);
-            single_reconnects.push(session.saturating_duration_since(back));
-            drop(dev_agent);
-            dev_agent = start_dev_agent(&dev)?;
-            wait_dev_session(&mut dev, &pki::identity()).await?;
+            let r = rig.hub_reconnect().await?;
+            line.push_str(&format!(" {:.0}", r.back_after.as_secs_f64() * 1e3));
+            single_reconnects.push(r);
         }
-        if let Some(r) = rathole.as_mut() {
+        if rig.rathole_bin().is_some() {
+            line.push_str("; rathole client after its server is back (ms):");
             for _ in 0..sizes.reconnects {
-                rathole_reconnects.push(r.restart_server().await?);
+                if let Some(d) = rig.rathole_reconnect().await? {
+                    line.push_str(&format!(" {:.0}", d.as_secs_f64() * 1e3));
+                    rathole_reconnects.push(d);
+                }
             }
         }
-        // The hub and its agent are new processes; so is rathole's server.
-        for path in &mut paths {
-            match (path.name, &rathole) {
-                ("hub", _) => path.pids = vec![dev.pid().context("hub pid")?, dev_agent.0.pid()],
-                ("rathole", Some(r)) => path.pids = vec![r.server.pid(), r.client.pid()],
-                _ => {}
-            }
-        }
-        let last = single_reconnects.len().saturating_sub(sizes.reconnects);
-        report.line(format!(
-            "  single-agent reconnect after the hub is back (ms): {:?}{}",
-            single_reconnects[last..]
-                .iter()
-                .map(|d| (d.as_secs_f64() * 1e3).round())
-                .collect::<Vec<_>>(),
-            if rathole.is_some() {
-                format!(
-                    "; rathole client after its server is back (ms): {:?}",
-                    rathole_reconnects[rathole_reconnects.len().saturating_sub(sizes.reconnects)..]
-                        .iter()
-                        .map(|d| (d.as_secs_f64() * 1e3).round())
-                        .collect::<Vec<_>>()
-                )
-            } else {
-                String::new()
-            }
-        ));
+        report.line(line);
     }
-    let names: Vec<&str> = paths.iter().map(|p| p.name).collect();
-    let request_table = request_path_table(&samples, &names, &sizes);
-    drop(dev_agent);
-    drop(tunnel_agent);
-    dev.kill();
+    let request_table = request_path_table(&samples, &paths, &sizes);
+    let rathole_bin = rig.rathole_bin().map(Path::to_path_buf);
+    drop(rig);
 
     let scale = if sizes.agents > 0 {
-        Some(
-            scale(
-                &sizes,
-                work,
-                &mut report,
-                rathole.as_ref(),
-                upstream_addr,
-                &pki,
-            )
-            .await?,
-        )
+        Some(scale(&sizes, work, &mut report, rathole_bin.as_deref(), &pki).await?)
     } else {
         None
     };
-    drop(rathole);
 
     let mut out = String::new();
     out.push_str(&request_table);
     out.push('\n');
-    out.push_str(&reconnect_table(
-        &single_reconnects,
-        &rathole_reconnects,
-        &hub_downtimes,
-    ));
+    out.push_str(&reconnect_table(&single_reconnects, &rathole_reconnects));
     if let Some(scale) = scale {
         out.push('\n');
         out.push_str(&scale);
@@ -522,251 +378,33 @@ fn check_descriptor_limit(sizes: &Sizes) -> anyhow::Result<()> {
     }
 }
 
-/// The bench hub process.
-struct BenchHub {
-    proc: Proc,
-    lines: Lines,
-    tunnel: SocketAddr,
-    front: SocketAddr,
-}
-
-impl BenchHub {
-    async fn start(me: &Path, pki: &BenchPki, log: &Path) -> anyhow::Result<BenchHub> {
-        let mut cmd = Command::new(me);
-        cmd.arg("serve-hub").arg("--pki").arg(&pki.dir);
-        let (proc, mut lines) = Proc::spawn("bench hub", cmd, log, |l| {
-            l.starts_with("listening ") || l.starts_with("session ")
-        })?;
-        let line = wait_line(&mut lines, READY_TIMEOUT, "the bench hub", |l| {
-            l.starts_with("listening ")
-        })
-        .await?;
-        let field = |name: &str| -> anyhow::Result<SocketAddr> {
-            let value = line
-                .text
-                .split_whitespace()
-                .find_map(|f| f.strip_prefix(name))
-                .with_context(|| format!("{name} in {:?}", line.text))?;
-            Ok(value.parse()?)
-        };
-        Ok(BenchHub {
-            tunnel: field("tunnel=")?,
-            front: field("front=")?,
-            proc,
-            lines,
-        })
-    }
-}
-
-/// `edgefleet-agent run` against a hub, forwarding to the upstream.
-fn spawn_agent(
-    log: &Path,
-    hub_address: &str,
-    hub_server_name: &str,
-    hub_ca: &Path,
-    identity_dir: &Path,
-    token: Option<&Path>,
-    kubeconfig: &Path,
-) -> anyhow::Result<(Proc, Lines)> {
-    let mut cmd = Command::new(binary("edgefleet-agent"));
-    cmd.arg("run")
-        .arg(format!("--hub-address={hub_address}"))
-        .arg(format!("--hub-server-name={hub_server_name}"))
-        .arg("--hub-ca-file")
-        .arg(hub_ca)
-        .arg(format!("--cluster={}/{}", pki::ENVIRONMENT, pki::CLUSTER))
-        .arg("--identity-dir")
-        .arg(identity_dir)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .env("RUST_LOG", "info");
-    if let Some(token) = token {
-        cmd.arg("--bootstrap-token-file").arg(token);
-    }
-    Proc::spawn("edgefleet-agent run", cmd, log, |_| false)
-}
-
-/// Waits for `identity`'s next session on the dev hub; returns when the hub logged it.
-async fn wait_dev_session(dev: &mut DevHub, identity: &str) -> anyhow::Result<Instant> {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    let seen = dev
-        .sessions_until(deadline, |s| s.identity == identity)
-        .await;
-    match seen.into_iter().find(|s| s.identity == identity) {
-        Some(s) => Ok(s.at),
-        None => bail!(
-            "{identity} did not connect to the hub within {READY_TIMEOUT:?}:\n{}",
-            dev.log_tail()
-        ),
-    }
-}
-
-/// The hub's proxy subresource for the bench cluster, as the admin.
-fn dev_hub_endpoint(dev: &DevHub) -> anyhow::Result<Endpoint> {
-    let read = |name: &str| std::fs::read_to_string(dev.data_dir.join("pki").join(name));
-    let roots = edgefleet_tunnel::tls::root_store_from_pem(&read("ca.crt")?)?;
-    Endpoint::new(
-        dev.listen,
-        "127.0.0.1",
-        roots,
-        Some((&read("admin.crt")?, &read("admin.key")?)),
-        &format!(
-            "/apis/edgefleet.io/v1alpha1/namespaces/{}/clusters/{}/proxy",
-            pki::ENVIRONMENT,
-            pki::CLUSTER
-        ),
-    )
-}
-
-/// rathole's server and client for the request-path figures.
-struct Rathole {
-    bin: PathBuf,
-    config: PathBuf,
-    log: PathBuf,
-    control: SocketAddr,
-    visitor: SocketAddr,
-    server: Proc,
-    server_lines: Lines,
-    client: Proc,
-}
-
-fn rathole_server_lines(l: &str) -> bool {
-    l.contains("Listening at") || l.contains("Control channel established")
-}
-
-impl Rathole {
-    async fn start(
-        bin: &Path,
-        pki: &BenchPki,
-        work: &Path,
-        upstream: SocketAddr,
-    ) -> anyhow::Result<Rathole> {
-        let dir = work.join("rathole");
-        std::fs::create_dir_all(&dir)?;
-        let pkcs12 = rathole::write_pkcs12(pki)?;
-        let (control, visitor) = (procs::free_port()?, procs::free_port()?);
-        let service = |addr| rathole::Service {
-            name: "upstream".into(),
-            token: "bench-token".into(),
-            addr,
-        };
-        let server_config = dir.join("server.toml");
-        std::fs::write(
-            &server_config,
-            rathole::server_config(&pkcs12, control, &[service(visitor)]),
-        )?;
-        let client_config = dir.join("client.toml");
-        std::fs::write(
-            &client_config,
-            rathole::client_config(pki, control, &[service(upstream)]),
-        )?;
-        let log = dir.join("server.log");
-        let (server, mut server_lines) = Proc::spawn(
-            "rathole server",
-            rathole::command(bin, "server", &server_config),
-            &log,
-            rathole_server_lines,
-        )?;
-        wait_line(&mut server_lines, READY_TIMEOUT, "rathole's server", |l| {
-            l.contains("Listening at")
-        })
-        .await?;
-        let (client, _) = Proc::spawn(
-            "rathole client",
-            rathole::command(bin, "client", &client_config),
-            &dir.join("client.log"),
-            |_| false,
-        )?;
-        wait_line(
-            &mut server_lines,
-            READY_TIMEOUT,
-            "rathole's control channel",
-            |l| l.contains("Control channel established"),
-        )
-        .await?;
-        Ok(Rathole {
-            bin: bin.to_path_buf(),
-            config: server_config,
-            log,
-            control,
-            visitor,
-            server,
-            server_lines,
-            client,
-        })
-    }
-
-    /// Kills the server and starts it again; returns the time from its listening again to the
-    /// client's control channel being back.
-    async fn restart_server(&mut self) -> anyhow::Result<Duration> {
-        self.server.kill();
-        let (server, mut lines) = Proc::spawn(
-            "rathole server",
-            rathole::command(&self.bin, "server", &self.config),
-            &self.log,
-            rathole_server_lines,
-        )?;
-        self.server = server;
-        let control = self.control.to_string();
-        let back = wait_line(&mut lines, READY_TIMEOUT, "rathole's server", |l| {
-            l.contains("Listening at") && l.contains(&control)
-        })
-        .await?;
-        let connected = wait_line(
-            &mut lines,
-            READY_TIMEOUT,
-            "rathole's control channel",
-            |l| l.contains("Control channel established"),
-        )
-        .await?;
-        self.server_lines = lines;
-        Ok(connected.at.saturating_duration_since(back.at))
-    }
-}
-
-/// Every request-path figure of one path in one round.
+/// Every request-path figure of one path in one round. Memory first, each reading on fresh
+/// processes (see `Rig::fresh`); then latency, throughput and CPU.
 async fn measure_path(
-    path: &PathUnderTest,
+    rig: &mut Rig,
+    name: &'static str,
     sizes: &Sizes,
     round: usize,
     samples: &mut Samples,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let name = path.name;
-    let client = H2Client::connect(&path.endpoint, 1).await?;
-    load::closed_loop(&client, "/bench/small", 8, WARMUP_REQUESTS).await?;
-
-    let c1 = load::closed_loop(&client, "/bench/small", 1, sizes.requests_c1).await?;
-    let cpu = procs::cpu_seconds_of(&path.pids);
-    let c64 = load::closed_loop(&client, "/bench/small", CONCURRENCY, sizes.requests_c64).await?;
-    let cpu_per_1000 =
-        (procs::cpu_seconds_of(&path.pids) - cpu) * 1e3 / c64.requests() as f64 * 1000.0;
-    samples.add("c1 p50", name, c1.ms(0.5));
-    samples.add("c1 p99", name, c1.ms(0.99));
-    samples.add("c64 rps", name, c64.rps());
-    samples.add("c64 p50", name, c64.ms(0.5));
-    samples.add("c64 p99", name, c64.ms(0.99));
-    samples.add("cpu ms per 1000", name, cpu_per_1000);
-
-    let cpu = procs::cpu_seconds_of(&path.pids);
-    let mut took = Duration::ZERO;
-    for _ in 0..sizes.transfers {
-        took += load::transfer(&client, sizes.transfer_bytes).await?;
-    }
-    let moved = sizes.transfer_bytes as f64 * sizes.transfers as f64;
-    let cpu_per_gb = (procs::cpu_seconds_of(&path.pids) - cpu) / (moved / 1e9);
-    let mib_per_s = moved / (1 << 20) as f64 / took.as_secs_f64();
-    samples.add("transfer MiB/s", name, mib_per_s);
-    samples.add("cpu s per GB", name, cpu_per_gb);
-
-    // Held watches, multiplexed (the tunnel's own cost per stream: measured after the client
-    // connections are up) and one client connection each (everything a kubectl watch costs the
-    // path, connection included).
+    // Held watches, multiplexed (the path's own cost per stream: read once the client
+    // connections are up) and one client connection each (everything a kubectl watch costs
+    // the path, its connection included).
     let mut held_line = String::new();
     for (mode, per_connection) in [("mux", HELD_STREAMS_PER_CONNECTION), ("conn", 1)] {
-        let measure = || (procs::rss_kib_of(&path.pids), procs::sockets_of(&path.pids));
+        rig.fresh(name).await?;
+        let (endpoint, pids) = (rig.endpoint(name).clone(), rig.pids(name));
+        // One request first, so that what any first request sets up for good (the agent's
+        // pooled connection to the upstream, the hub's caches) is not counted per stream.
+        H2Client::connect(&endpoint, 1)
+            .await?
+            .get_drain("/bench/small")
+            .await?;
+        tokio::time::sleep(MEMORY_SETTLE).await;
+        let measure = || (procs::rss_kib_of(&pids), procs::sockets_of(&pids));
         let mut before = measure();
-        let clients = HeldClients::connect(&path.endpoint, sizes.watches, per_connection).await?;
+        let clients = HeldClients::connect(&endpoint, sizes.watches, per_connection).await?;
         if mode == "mux" {
             tokio::time::sleep(MEMORY_SETTLE).await;
             before = measure();
@@ -791,8 +429,33 @@ async fn measure_path(
             sizes.watches
         ));
     }
-    // Let the resets of the held streams go through before latency is measured again.
+    // Let the resets of the held streams go through before latency is measured.
     tokio::time::sleep(MEMORY_SETTLE).await;
+
+    let (endpoint, pids) = (rig.endpoint(name).clone(), rig.pids(name));
+    let client = H2Client::connect(&endpoint, 1).await?;
+    load::closed_loop(&client, "/bench/small", 8, WARMUP_REQUESTS).await?;
+    let c1 = load::closed_loop(&client, "/bench/small", 1, sizes.requests_c1).await?;
+    let cpu = procs::cpu_seconds_of(&pids);
+    let c64 = load::closed_loop(&client, "/bench/small", CONCURRENCY, sizes.requests_c64).await?;
+    let cpu_per_1000 = (procs::cpu_seconds_of(&pids) - cpu) * 1e3 / c64.requests() as f64 * 1000.0;
+    samples.add("c1 p50", name, c1.ms(0.5));
+    samples.add("c1 p99", name, c1.ms(0.99));
+    samples.add("c64 rps", name, c64.rps());
+    samples.add("c64 p50", name, c64.ms(0.5));
+    samples.add("c64 p99", name, c64.ms(0.99));
+    samples.add("cpu ms per 1000", name, cpu_per_1000);
+
+    let cpu = procs::cpu_seconds_of(&pids);
+    let mut took = Duration::ZERO;
+    for _ in 0..sizes.transfers {
+        took += load::transfer(&client, sizes.transfer_bytes).await?;
+    }
+    let moved = sizes.transfer_bytes as f64 * sizes.transfers as f64;
+    let cpu_per_gb = (procs::cpu_seconds_of(&pids) - cpu) / (moved / 1e9);
+    let mib_per_s = moved / (1 << 20) as f64 / took.as_secs_f64();
+    samples.add("transfer MiB/s", name, mib_per_s);
+    samples.add("cpu s per GB", name, cpu_per_gb);
 
     // A stalled stream: the others' 1-at-a-time latency without and with it, alternated in
     // blocks so that drift in the machine's load falls on both alike.
@@ -804,7 +467,7 @@ async fn measure_path(
                 .await?
                 .latencies,
         );
-        let stalled = load::stall(&path.endpoint, STALL_FILL).await?;
+        let stalled = load::stall(&endpoint, STALL_FILL).await?;
         with.extend(
             load::closed_loop(&client, "/bench/small", 1, per_block)
                 .await?
@@ -1058,13 +721,14 @@ fn ms(d: Duration) -> String {
     }
 }
 
-fn reconnect_table(single: &[Duration], rathole: &[Duration], downtimes: &[Duration]) -> String {
-    let mut single = single.to_vec();
-    single.sort();
-    let mut rathole = rathole.to_vec();
-    rathole.sort();
-    let mut downtimes = downtimes.to_vec();
-    downtimes.sort();
+fn reconnect_table(single: &[Reconnect], rathole: &[Duration]) -> String {
+    let sorted = |mut v: Vec<Duration>| {
+        v.sort();
+        v
+    };
+    let downtimes = sorted(single.iter().map(|r| r.down).collect());
+    let single = sorted(single.iter().map(|r| r.back_after).collect());
+    let rathole = sorted(rathole.to_vec());
     let stats = |v: &[Duration]| {
         if v.is_empty() {
             "—".to_string()
@@ -1102,8 +766,7 @@ async fn scale(
     sizes: &Sizes,
     work: &Path,
     report: &mut Report,
-    rathole: Option<&Rathole>,
-    upstream: SocketAddr,
+    rathole: Option<&Path>,
     pki: &BenchPki,
 ) -> anyhow::Result<String> {
     let n = sizes.agents;
@@ -1284,8 +947,8 @@ async fn scale(
     ));
 
     let rathole_cost = match rathole {
-        Some(r) if sizes.rathole_agents > 0 => {
-            Some(rathole_per_agent(&r.bin, pki, work, upstream, sizes.rathole_agents).await?)
+        Some(bin) if sizes.rathole_agents > 0 => {
+            Some(rathole_per_agent(bin, pki, work, sizes.rathole_agents).await?)
         }
         _ => None,
     };
@@ -1453,8 +1116,8 @@ async fn tunnel_alone(pki: &BenchPki, work: &Path, n: usize) -> anyhow::Result<T
         })
     })
     .await??;
-    let me = std::env::current_exe()?;
-    let hub = BenchHub::start(&me, pki, &work.join("bench-hub-scale.log")).await?;
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("static address");
+    let hub = BenchHub::start(pki, any, any, &work.join("bench-hub-scale.log")).await?;
     let pid = hub.proc.pid();
     tokio::time::sleep(MEMORY_SETTLE).await;
     let (rss, sockets) = (procs::rss_kib(pid), procs::sockets(pid));
@@ -1516,9 +1179,10 @@ async fn rathole_per_agent(
     bin: &Path,
     pki: &BenchPki,
     work: &Path,
-    upstream: SocketAddr,
     k: usize,
 ) -> anyhow::Result<RatholeCost> {
+    // Clients forward to nothing here: rathole dials its local service only per visitor.
+    let upstream: SocketAddr = "127.0.0.1:9".parse().expect("static address");
     let dir = work.join("rathole-agents");
     std::fs::create_dir_all(&dir)?;
     let pkcs12 = rathole::write_pkcs12(pki)?;

@@ -23,6 +23,8 @@
 //!   streams).
 //! * [`rathole`]: the baseline tunnel's configuration.
 //! * [`devhub`]: the real hub (`edgefleet-apiserver dev`) on fixed ports, restartable.
+//! * [`rig`]: the upstream and the four paths to it, each path's processes restartable so
+//!   that memory is always read on fresh processes.
 
 pub mod client;
 pub mod devhub;
@@ -31,4 +33,5 @@ pub mod load;
 pub mod pki;
 pub mod procs;
 pub mod rathole;
+pub mod rig;
 pub mod upstream;
