@@ -163,13 +163,7 @@ impl Rathole {
         )?;
         let (server, mut lines) = Self::spawn_server(bin, &server_config, &dir).await?;
         let client = Self::spawn_client(bin, &client_config, &dir)?;
-        wait_line(
-            &mut lines,
-            READY_TIMEOUT,
-            "rathole's control channel",
-            |l| l.contains("Control channel established"),
-        )
-        .await?;
+        wait_visitor_port(&mut lines, visitor).await?;
         Ok(Rathole {
             bin: bin.to_path_buf(),
             server_config,
@@ -230,6 +224,7 @@ impl Rathole {
             |l| l.contains("Control channel established"),
         )
         .await?;
+        wait_visitor_port(&mut lines, self.visitor).await?;
         Ok(connected.at.saturating_duration_since(back.at))
     }
 
@@ -241,15 +236,19 @@ impl Rathole {
             Self::spawn_server(&self.bin, &self.server_config, &self.dir).await?;
         self.server = server;
         self.client = Self::spawn_client(&self.bin, &self.client_config, &self.dir)?;
-        wait_line(
-            &mut lines,
-            READY_TIMEOUT,
-            "rathole's control channel",
-            |l| l.contains("Control channel established"),
-        )
-        .await
-        .map(|_| ())
+        wait_visitor_port(&mut lines, self.visitor).await
     }
+}
+
+/// Waits until the server listens on the service's visitor port: it binds it only once the
+/// client's control channel is up, a moment after logging that.
+async fn wait_visitor_port(lines: &mut Lines, visitor: SocketAddr) -> anyhow::Result<()> {
+    let listening = format!("Listening at {visitor}");
+    wait_line(lines, READY_TIMEOUT, "rathole's service port", |l| {
+        l.contains(&listening)
+    })
+    .await
+    .map(|_| ())
 }
 
 /// One single-agent reconnect of the real hub.
