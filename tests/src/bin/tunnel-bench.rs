@@ -11,9 +11,13 @@
 //!   per stream, multiplexed and one connection each), and one stalled stream next to the
 //!   concurrency-1 GETs (their p99 with and without it). Paths: direct; the tunnel alone (the
 //!   bench hub → `edgefleet-agent run`); the real hub's `clusters/{name}/proxy` (`edgefleet-apiserver
-//!   dev` → `edgefleet-agent run`); rathole (server → client, TLS transport).
+//!   dev` → `edgefleet-agent run`); rathole (server → client, TLS transport). Memory is read on
+//!   freshly restarted processes (`edgefleet_e2e::tunnel_bench::rig`).
 //! * **Reconnect**, per round: the real hub (and rathole's server) killed and started again;
-//!   the time from "serving" to the agent's session, from the hub's log.
+//!   the time from its tunnel port being bound again to the agent's session, from the hub's
+//!   log.
+//! * **The tunnel's own share** of the per-agent memory: the same N agents, enrolled
+//!   beforehand, on the bench hub (TunnelServer only).
 //! * **Scale**: a real dev hub with N Clusters created and enrolled through the API (bootstrap
 //!   subresource tokens), N simulated agents (`edgefleet-agent simulate`, one connection each);
 //!   hub memory and sockets per idle agent; then per round a hub restart (SIGKILL, same data
