@@ -144,3 +144,56 @@ fn garbage_certificate_is_rejected_not_panicking() {
         "{err:?}"
     );
 }
+
+#[test]
+fn a_verified_chain_is_remembered_but_never_past_its_validity() {
+    let ca = Ca::new("client-ca");
+    let verifier = CertificateVerifier::from_pem(ca.pem.as_bytes()).unwrap();
+    let cert = ca.client("alice").issue();
+    let chain = std::slice::from_ref(&cert);
+    let now = UnixTime::now();
+    verifier.verify(chain, now).expect("valid");
+    assert_eq!(verifier.remembered_chains(), 1);
+    verifier.verify(chain, now).expect("still valid");
+    assert_eq!(verifier.remembered_chains(), 1, "one entry per chain");
+
+    // Past the certificate's notAfter the remembered verdict does not hold: verified afresh,
+    // and refused.
+    let (_, not_after) = validity_window(chain).unwrap();
+    let later = UnixTime::since_unix_epoch(std::time::Duration::from_secs(not_after + 1));
+    let err = verifier.verify(chain, later).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Expired)
+                | rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ExpiredContext { .. }
+                )
+        ),
+        "{err:?}"
+    );
+    // Before its notBefore, likewise.
+    let earlier = UnixTime::since_unix_epoch(std::time::Duration::from_secs(1));
+    assert!(verifier.verify(chain, earlier).is_err());
+
+    // Failures are not remembered.
+    let other = CertificateVerifier::from_pem(Ca::new("other-ca").pem.as_bytes()).unwrap();
+    assert!(other.verify(chain, now).is_err());
+    assert_eq!(other.remembered_chains(), 0);
+}
+
+#[test]
+fn a_remembered_verdict_lapses_after_the_ttl() {
+    let verified = Verified {
+        verified_at: 1_000,
+        not_before: 0,
+        not_after: u64::MAX,
+    };
+    assert!(verified.holds_at(1_000));
+    assert!(verified.holds_at(1_000 + VERIFIED_TTL_SECS - 1));
+    assert!(!verified.holds_at(1_000 + VERIFIED_TTL_SECS));
+    assert!(
+        !verified.holds_at(999),
+        "a clock that went back verifies again"
+    );
+}
