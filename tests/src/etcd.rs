@@ -122,6 +122,11 @@ impl EtcdProcess {
     }
 
     /// The client URL, `http://127.0.0.1:<port>` or `https://…`.
+    /// The etcd process id (for its CPU and memory in `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }

@@ -3,7 +3,8 @@
 //! ([`edge::EdgeAgent`]), kubectl for any kubeconfig ([`kubectl::Kubectl`]), the test double
 //! of the kubelet-facing API ([`pods::PodServer`]), certificates ([`pki`]) and the storage
 //! conformance suite ([`conformance`]); reading audit trails and kubectl's request log ([`audit`]);
-//! the processes and load of the tunnel benchmark ([`tunnel_bench`]).
+//! child processes and what `/proc` says of them ([`procs`]); the tunnel benchmark's rig
+//! ([`tunnel_bench`]).
 
 pub mod audit;
 pub mod client;
@@ -14,6 +15,7 @@ pub mod hub;
 pub mod kubectl;
 pub mod pki;
 pub mod pods;
+pub mod procs;
 pub mod tunnel_bench;
 
 pub use etcd::{ClientTls, EtcdOptions, EtcdProcess};

@@ -16,6 +16,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -128,6 +129,8 @@ struct Inner {
     unstored: Mutex<Option<SignedCheckpoint>>,
     checkpointer: Mutex<Option<JoinHandle<()>>>,
     webhook: Mutex<Option<JoinHandle<()>>>,
+    /// Set by [`Auditor::shutdown`]: from then on every request is refused at once.
+    stopped: AtomicBool,
 }
 
 impl Drop for Inner {
@@ -197,6 +200,7 @@ impl Auditor {
             unstored: Mutex::new(None),
             checkpointer: Mutex::new(None),
             webhook: Mutex::new(webhook_task),
+            stopped: AtomicBool::new(false),
         });
         if !config.checkpoint_interval.is_zero() {
             let task = tokio::spawn(run_checkpointer(
@@ -249,12 +253,20 @@ impl Auditor {
             long_running: attrs.long_running,
             started: false,
             done: false,
+            received_ack: None,
         };
         if request.config.level == Level::None {
             return Ok(request);
         }
+        // A write waits for its RequestReceived to be durable before it acts. A read proceeds
+        // at once and waits before its response (or first byte) goes out: nothing leaves the
+        // hub unrecorded, and the record's write overlaps the read.
         let result = if request.config.records(Stage::RequestReceived) {
             match request.enqueue(Stage::RequestReceived, true) {
+                Ok(ack) if attrs.read_only => {
+                    request.received_ack = ack;
+                    self.health()
+                }
                 Ok(ack) => wait(ack).await.map(drop),
                 Err(err) => Err(err),
             }
@@ -305,6 +317,7 @@ impl Auditor {
     /// Takes a last checkpoint, makes everything durable and stops the writer; later requests
     /// are refused. Waits (bounded) for the webhook sink to send what it holds.
     pub async fn shutdown(&self) -> Result<(), AuditError> {
+        self.inner.stopped.store(true, Ordering::SeqCst);
         if let Some(task) = lock(&self.inner.checkpointer).take() {
             task.abort();
         }
@@ -334,6 +347,9 @@ impl Auditor {
 
     /// `Err` when the trail has failed and audited requests are being refused (for readiness).
     pub fn health(&self) -> Result<(), AuditError> {
+        if self.inner.stopped.load(Ordering::SeqCst) {
+            return Err(AuditError::Stopped);
+        }
         match self.inner.health.failure() {
             Some(failure) => Err(AuditError::Write(failure)),
             None => Ok(()),
@@ -532,6 +548,10 @@ pub struct RequestAttributes {
     pub proxy: Option<ProxyTarget>,
     /// Watches, exec/attach/port-forward, logs, upgrades: get a `ResponseStarted` event.
     pub long_running: bool,
+    /// A read without side effects (get, list, watch; a proxied GET that is not an upgrade):
+    /// its `RequestReceived` need not be durable before the request proceeds, only before the
+    /// response (or its first byte) goes out — see [`Auditor::begin`].
+    pub read_only: bool,
     /// When the request arrived (now if `None`).
     pub received: Option<MicroTime>,
 }
@@ -567,6 +587,13 @@ impl RequestAttributes {
                 &info.verb,
                 &info.subresource,
             ),
+            // Subresources other than status may act on a GET (bootstrap mints a token).
+            read_only: if info.is_resource_request {
+                matches!(info.verb.as_str(), "get" | "list" | "watch")
+                    && matches!(info.subresource.as_str(), "" | "status")
+            } else {
+                matches!(info.verb.as_str(), "get" | "head")
+            },
             received: None,
         }
     }
@@ -603,6 +630,7 @@ impl RequestAttributes {
                 hub_verb: hub.verb.clone(),
             }),
             long_running: edge.is_long_running(),
+            read_only: *method == Method::GET || *method == Method::HEAD,
             received: None,
         }
     }
@@ -617,7 +645,9 @@ impl RequestAttributes {
         self.source_ips = event::source_ips(headers, peer);
         self.user_agent = event::user_agent(headers);
         if headers.contains_key(http::header::UPGRADE) {
+            // exec, attach, port-forward: a shell or a socket on the edge, whatever the method.
             self.long_running = true;
+            self.read_only = false;
         }
         self
     }
@@ -670,6 +700,8 @@ pub struct AuditedRequest {
     long_running: bool,
     started: bool,
     done: bool,
+    /// The acknowledgement of a read's `RequestReceived`, awaited before its response.
+    received_ack: Option<AckReceiver>,
 }
 
 impl std::fmt::Debug for AuditedRequest {
@@ -757,9 +789,15 @@ impl AuditedRequest {
         }
     }
 
-    /// Records `ResponseStarted` for a long-running request once its response headers are
-    /// sent (no-op otherwise). An `Err` means it could not be recorded: end the stream.
+    /// Call before a streamed response's first byte: waits for a read's `RequestReceived` to
+    /// be durable, and records `ResponseStarted` for a long-running request. An `Err` means
+    /// the request could not be recorded: refuse it or end the stream.
     pub async fn response_started(&mut self, status: ResponseStatus) -> Result<(), AuditError> {
+        // Before any byte of a response: a read's RequestReceived is durable.
+        if let Err(err) = wait(self.received_ack.take()).await {
+            self.done = true;
+            return Err(err);
+        }
         if self.config.level == Level::None || !self.long_running || self.started {
             return Ok(());
         }
@@ -782,6 +820,12 @@ impl AuditedRequest {
         if self.config.level == Level::None {
             self.done = true;
             return Ok(());
+        }
+        // A read's RequestReceived first: if it was not written, neither is anything after it
+        // (the request is refused; the trail must not show an outcome the client never got).
+        if let Err(err) = wait(self.received_ack.take()).await {
+            self.done = true;
+            return Err(err);
         }
         if let Some(body) = response_body.filter(|_| self.wants_response_body()) {
             match self.object_from(body) {

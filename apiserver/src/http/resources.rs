@@ -157,10 +157,10 @@ impl Ctx<'_> {
                     self.query.include_object()?,
                     true,
                 )?;
-                body::value_response(status, &table, rep.encoding)
+                body::json_bytes_response(status, table, rep.encoding)
             }
             Transform::PartialObjectMetadata => {
-                body::value_response(status, &self.resource.partial(obj)?, rep.encoding)
+                body::json_bytes_response(status, self.resource.partial(obj)?, rep.encoding)
             }
             _ => body::json_bytes_response(status, obj.json.clone(), rep.encoding),
         }
@@ -229,11 +229,11 @@ impl Ctx<'_> {
                     self.query.include_object()?,
                     true,
                 )?;
-                body::value_response(StatusCode::OK, &table, rep.encoding)
+                body::json_bytes_response(StatusCode::OK, table, rep.encoding)
             }
-            Transform::PartialObjectMetadata => body::value_response(
+            Transform::PartialObjectMetadata => body::json_bytes_response(
                 StatusCode::OK,
-                &self.resource.partial_list(&result.items, &meta)?,
+                self.resource.partial_list(&result.items, &meta)?,
                 rep.encoding,
             ),
             _ => body::json_bytes_response(
@@ -468,6 +468,17 @@ struct WatchEncoder {
     include: IncludeObject,
 }
 
+/// `{"type":"<kind>","object":<object>}`, splicing the object's JSON.
+fn event_line(kind: &str, object: &[u8]) -> Vec<u8> {
+    let mut line = Vec::with_capacity(object.len() + 32);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(kind.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    line.extend_from_slice(object);
+    line.push(b'}');
+    line
+}
+
 impl WatchEncoder {
     fn encode(&self, frame: Frame) -> Bytes {
         let line = match frame {
@@ -487,20 +498,11 @@ impl WatchEncoder {
                         _ => self.resource.partial(&object),
                     };
                     match converted {
-                        Ok(value) => serde_json::to_vec(&json!({"type": kind, "object": value}))
-                            .unwrap_or_default(),
+                        Ok(converted) => event_line(kind, &converted),
                         Err(err) => error_line(&err),
                     }
                 }
-                _ => {
-                    let mut line = Vec::with_capacity(object.json.len() + 32);
-                    line.extend_from_slice(b"{\"type\":\"");
-                    line.extend_from_slice(kind.as_bytes());
-                    line.extend_from_slice(b"\",\"object\":");
-                    line.extend_from_slice(&object.json);
-                    line.push(b'}');
-                    line
-                }
+                _ => event_line(kind, &object.json),
             },
             Frame::Bookmark {
                 revision,

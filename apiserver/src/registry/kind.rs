@@ -31,8 +31,8 @@ pub trait KindStrategy: Send + Sync + 'static {
 
     fn columns(&self) -> &'static [PrinterColumn];
 
-    /// Table cells of a canonical object.
-    fn cells(&self, obj: &Value, now: Timestamp) -> Vec<Value>;
+    /// Table cells of a canonical object, given as its stored JSON.
+    fn cells(&self, json: &[u8], now: Timestamp) -> Vec<Value>;
 
     fn namespaced(&self) -> bool {
         self.info().scope == Scope::Namespaced
@@ -118,8 +118,8 @@ impl<K: ApiKind> KindStrategy for Typed<K> {
         K::columns()
     }
 
-    fn cells(&self, obj: &Value, now: Timestamp) -> Vec<Value> {
-        match Self::decode(obj) {
+    fn cells(&self, json: &[u8], now: Timestamp) -> Vec<Value> {
+        match serde_json::from_slice::<K>(json).ok() {
             Some(typed) => typed.cells(now),
             None => vec![Value::Null; K::columns().len()],
         }

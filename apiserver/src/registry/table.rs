@@ -1,14 +1,15 @@
 //! Response bodies for objects and lists: the objects themselves, `meta.k8s.io/v1` Tables, and
 //! PartialObjectMetadata.
 //!
-//! Lists are assembled from each object's cached JSON bytes without re-encoding them, which keeps
-//! a 10,000-object list cheap.
+//! Lists, Tables and partial metadata are assembled from each object's cached JSON bytes
+//! without re-encoding them, which keeps a 10,000-object list cheap.
 
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use edgefleet_api::jiff::Timestamp;
 use edgefleet_api::API_VERSION;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::cacher::CachedObject;
@@ -49,9 +50,31 @@ impl ListMeta {
     }
 }
 
-fn parse(obj: &CachedObject) -> Result<Value, ApiError> {
-    serde_json::from_slice(&obj.json)
-        .map_err(|e| ApiError::Internal(format!("cached object is not JSON: {e}")))
+/// The `metadata` of a stored object, as the bytes it was stored with.
+#[derive(serde::Deserialize)]
+struct MetadataOf<'a> {
+    #[serde(borrow)]
+    metadata: Option<&'a RawValue>,
+}
+
+fn raw_metadata(obj: &CachedObject) -> Result<&RawValue, ApiError> {
+    let parsed: MetadataOf<'_> = serde_json::from_slice(&obj.json)
+        .map_err(|e| ApiError::Internal(format!("cached object is not JSON: {e}")))?;
+    parsed
+        .metadata
+        .ok_or_else(|| ApiError::Internal("cached object has no metadata".into()))
+}
+
+/// `{"kind":"PartialObjectMetadata",…,"metadata":<the object's metadata>}` appended to `out`.
+fn put_partial(out: &mut BytesMut, obj: &CachedObject) -> Result<(), ApiError> {
+    out.put_slice(br#"{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":"#);
+    out.put_slice(raw_metadata(obj)?.get().as_bytes());
+    out.put_u8(b'}');
+    Ok(())
+}
+
+fn put_json<T: serde::Serialize>(out: &mut BytesMut, value: &T) -> Result<(), ApiError> {
+    serde_json::to_writer(out.writer(), value).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 impl Resource {
@@ -74,76 +97,85 @@ impl Resource {
         out.freeze()
     }
 
-    /// A Table of `items` (one object is a one-row table).
+    /// A Table of `items` (one object is a one-row table), as JSON. Written straight from the
+    /// stored bytes: each object is decoded once, into its type, for its cells; the row's
+    /// object (its metadata, or all of it) is spliced in as stored.
     pub fn table(
         &self,
         items: &[Arc<CachedObject>],
         meta: &ListMeta,
         include: IncludeObject,
         headers: bool,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Bytes, ApiError> {
         let now = Timestamp::now();
-        let columns: Vec<Value> = self
-            .strategy
-            .columns()
-            .iter()
-            .map(|c| {
-                json!({"name": c.name, "type": c.type_, "format": c.format, "description": c.description, "priority": c.priority})
-            })
-            .collect();
-        let mut rows = Vec::with_capacity(items.len());
-        for obj in items {
-            let value = parse(obj)?;
-            let cells = self.strategy.cells(&value, now);
-            let mut row = json!({"cells": cells});
+        let stored: usize = items.iter().map(|o| o.json.len()).sum();
+        let mut out = BytesMut::with_capacity(stored + 128 * items.len() + 1024);
+        out.put_slice(br#"{"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":"#);
+        put_json(&mut out, &meta.to_value())?;
+        out.put_slice(br#","columnDefinitions":"#);
+        if headers {
+            let columns: Vec<Value> = self
+                .strategy
+                .columns()
+                .iter()
+                .map(|c| {
+                    json!({"name": c.name, "type": c.type_, "format": c.format, "description": c.description, "priority": c.priority})
+                })
+                .collect();
+            put_json(&mut out, &columns)?;
+        } else {
+            out.put_slice(b"null");
+        }
+        out.put_slice(br#","rows":["#);
+        for (i, obj) in items.iter().enumerate() {
+            if i > 0 {
+                out.put_u8(b',');
+            }
+            out.put_slice(br#"{"cells":"#);
+            put_json(&mut out, &self.strategy.cells(&obj.json, now))?;
             match include {
                 IncludeObject::None => {}
                 IncludeObject::Metadata => {
-                    row["object"] = partial(&value);
+                    out.put_slice(br#","object":"#);
+                    put_partial(&mut out, obj)?;
                 }
                 IncludeObject::Object => {
-                    row["object"] = value;
+                    out.put_slice(br#","object":"#);
+                    out.put_slice(&obj.json);
                 }
             }
-            rows.push(row);
+            out.put_u8(b'}');
         }
-        Ok(json!({
-            "kind": "Table",
-            "apiVersion": "meta.k8s.io/v1",
-            "metadata": meta.to_value(),
-            "columnDefinitions": if headers { Value::Array(columns) } else { Value::Null },
-            "rows": rows,
-        }))
+        out.put_slice(b"]}");
+        Ok(out.freeze())
     }
 
-    /// `PartialObjectMetadataList` of `items`.
+    /// `PartialObjectMetadataList` of `items`, as JSON.
     pub fn partial_list(
         &self,
         items: &[Arc<CachedObject>],
         meta: &ListMeta,
-    ) -> Result<Value, ApiError> {
-        let items: Result<Vec<Value>, ApiError> = items
-            .iter()
-            .map(|o| parse(o).map(|v| partial(&v)))
-            .collect();
-        Ok(json!({
-            "kind": "PartialObjectMetadataList",
-            "apiVersion": "meta.k8s.io/v1",
-            "metadata": meta.to_value(),
-            "items": items?,
-        }))
+    ) -> Result<Bytes, ApiError> {
+        let mut out = BytesMut::with_capacity(256 * items.len() + 256);
+        out.put_slice(
+            br#"{"kind":"PartialObjectMetadataList","apiVersion":"meta.k8s.io/v1","metadata":"#,
+        );
+        put_json(&mut out, &meta.to_value())?;
+        out.put_slice(br#","items":["#);
+        for (i, obj) in items.iter().enumerate() {
+            if i > 0 {
+                out.put_u8(b',');
+            }
+            put_partial(&mut out, obj)?;
+        }
+        out.put_slice(b"]}");
+        Ok(out.freeze())
     }
 
-    /// `PartialObjectMetadata` of one object.
-    pub fn partial(&self, obj: &CachedObject) -> Result<Value, ApiError> {
-        parse(obj).map(|v| partial(&v))
+    /// `PartialObjectMetadata` of one object, as JSON.
+    pub fn partial(&self, obj: &CachedObject) -> Result<Bytes, ApiError> {
+        let mut out = BytesMut::with_capacity(obj.json.len() + 96);
+        put_partial(&mut out, obj)?;
+        Ok(out.freeze())
     }
-}
-
-fn partial(obj: &Value) -> Value {
-    json!({
-        "kind": "PartialObjectMetadata",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": obj.get("metadata").cloned().unwrap_or_else(|| json!({})),
-    })
 }

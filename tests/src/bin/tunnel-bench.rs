@@ -40,13 +40,13 @@ use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use edgefleet_e2e::hub::binary;
+use edgefleet_e2e::procs::{self, wait_line, Proc};
 use edgefleet_e2e::tunnel_bench::client::H2Client;
 use edgefleet_e2e::tunnel_bench::devhub::{self, DevHub};
 use edgefleet_e2e::tunnel_bench::load::{
     self, percentile, HeldClients, HELD_STREAMS_PER_CONNECTION,
 };
 use edgefleet_e2e::tunnel_bench::pki::{BenchPki, HUB_NAME};
-use edgefleet_e2e::tunnel_bench::procs::{self, wait_line, Proc};
 use edgefleet_e2e::tunnel_bench::rig::{
     rathole_server_lines, BenchHub, Reconnect, Rig, READY_TIMEOUT,
 };

@@ -19,9 +19,9 @@ use http::{Method, StatusCode};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::procs::{wait_line, Line, Lines, Proc};
 use crate::client::HubClient;
 use crate::hub::binary;
+use crate::procs::{wait_line, Line, Lines, Proc};
 
 /// How long the hub may take to serve after a start.
 const START_TIMEOUT: Duration = Duration::from_secs(120);

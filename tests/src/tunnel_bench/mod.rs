@@ -31,7 +31,6 @@ pub mod devhub;
 pub mod harness;
 pub mod load;
 pub mod pki;
-pub mod procs;
 pub mod rathole;
 pub mod rig;
 pub mod upstream;

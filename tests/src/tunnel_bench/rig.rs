@@ -24,9 +24,9 @@ use tokio::time::Instant;
 use super::client::Endpoint;
 use super::devhub::{self, DevHub};
 use super::pki::{self, BenchPki, HUB_NAME, UPSTREAM_NAME};
-use super::procs::{self, wait_line, Lines, Proc};
 use super::rathole;
 use crate::hub::binary;
+use crate::procs::{self, wait_line, Lines, Proc};
 
 /// How long a component may take to come up or an agent to (re)connect.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
