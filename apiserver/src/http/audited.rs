@@ -1,10 +1,14 @@
 //! Completing a request's audit record when its response is done.
 //!
-//! - A whole (sized) response is recorded as `ResponseComplete` *before* it is sent, so every
-//!   response a client received is in the trail; if that record cannot be written, the client
-//!   gets a 500 instead (fail closed).
-//! - A streaming response (watch, proxied streams) records `ResponseStarted` before its first
-//!   byte and `ResponseComplete` when the stream ends or the client goes away ([`AuditedBody`]).
+//! - A whole response is recorded as `ResponseComplete` *before* it is sent, so every response a
+//!   client received is in the trail; if that record cannot be written, the client gets a 500
+//!   instead (fail closed). Whole means: built by the hub (already in memory), or relayed from
+//!   an edge cluster with a `Content-Length` of at most [`MAX_BUFFERED_RELAYED_BYTES`].
+//! - A streaming response (watch, larger or unsized proxied responses) records
+//!   `ResponseStarted` before its first byte and `ResponseComplete` when the stream ends or the
+//!   client goes away ([`AuditedBody`]). A relayed body is never read ahead of its client
+//!   beyond that bound: a client that stops reading a `kubectl cp` of gigabytes must stall the
+//!   edge, not fill the hub's memory.
 //! - An upgraded stream (exec, attach, port-forward) is completed by the proxy when the stream
 //!   ends; the request's [`AuditSlot`] hands the record over.
 
@@ -20,6 +24,16 @@ use http_body_util::BodyExt;
 use super::body::{self, error_response, Body};
 use crate::audit::{AuditedRequest, Auditor, ResponseStatus};
 use crate::errors::ApiError;
+
+/// Largest relayed response (by its `Content-Length`) read whole before it is sent, so that its
+/// `ResponseComplete` is durable first. The tunnel's per-stream window: a size the hub holds
+/// for a stream anyway while its client reads slower than the edge sends.
+pub const MAX_BUFFERED_RELAYED_BYTES: u64 = edgefleet_tunnel::limits::STREAM_WINDOW_BYTES as u64;
+
+/// Marks a response whose body is relayed from an edge cluster (in its extensions), as opposed
+/// to one the hub built in memory.
+#[derive(Clone, Copy, Debug)]
+pub struct Relayed;
 
 /// The request's audit record, where later stages (the proxy) can take it, and the trail it
 /// belongs to (for session recordings).
@@ -89,7 +103,12 @@ pub async fn complete(slot: AuditSlot, response: Response<Body>) -> Response<Bod
     };
     let (parts, body) = with_audit_id(response, audited.audit_id()).into_parts();
     let code = parts.status;
-    if body.size_hint().exact().is_some() {
+    let relayed = parts.extensions.get::<Relayed>().is_some();
+    let whole = match body.size_hint().exact() {
+        Some(len) => !relayed || len <= MAX_BUFFERED_RELAYED_BYTES,
+        None => false,
+    };
+    if whole {
         // A whole body: record it before it is sent.
         let bytes = match body.collect().await {
             Ok(collected) => collected.to_bytes(),
@@ -174,5 +193,144 @@ impl http_body::Body for AuditedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use http::Method;
+
+    use super::*;
+    use crate::audit::{AuditConfig, RequestAttributes, SigningKey};
+    use crate::auth::UserInfo;
+    use crate::request_info;
+
+    /// How long `complete` may take before the test calls it stuck.
+    const DEADLINE: Duration = Duration::from_secs(30);
+
+    const PROXY_GET: &str =
+        "/apis/edgefleet.io/v1alpha1/namespaces/retail/clusters/edge-1/proxy/api/v1/pods";
+
+    /// A body that announces `len` bytes and never yields one: an edge response whose client
+    /// (or edge) has stalled.
+    struct Announced {
+        len: u64,
+    }
+
+    impl http_body::Body for Announced {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            Poll::Pending
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(self.len)
+        }
+    }
+
+    async fn slot(dir: &Path) -> AuditSlot {
+        let mut config = AuditConfig::new(dir, "hub-0", SigningKey::generate().unwrap().0);
+        config.checkpoint_interval = Duration::from_secs(3600);
+        let auditor = Auditor::open(config).await.unwrap();
+        let info = request_info::parse(&Method::GET, PROXY_GET, None);
+        let attrs = RequestAttributes::proxied(
+            &info,
+            &Method::GET,
+            None,
+            UserInfo::new("alice"),
+            PROXY_GET,
+        );
+        let request = auditor.begin(attrs).await.unwrap();
+        AuditSlot::new(request, auditor)
+    }
+
+    fn relayed(body: Body) -> Response<Body> {
+        let mut response = Response::new(body);
+        response.extensions_mut().insert(Relayed);
+        response
+    }
+
+    /// The stages written so far, in order.
+    fn stages(dir: &Path) -> Vec<String> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        files.sort();
+        let text: String = files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect();
+        ["RequestReceived", "ResponseStarted", "ResponseComplete"]
+            .iter()
+            .flat_map(|stage| {
+                let needle = format!("\"stage\":\"{stage}\"");
+                text.match_indices(&needle)
+                    .map(|(at, _)| (at, stage.to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_values()
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_large_relayed_response_streams_instead_of_being_read_ahead_of_its_client() {
+        let tmp = tempfile::tempdir().unwrap();
+        let slot = slot(tmp.path()).await;
+        let announced = Announced { len: 1 << 40 }.boxed_unsync();
+
+        let response = tokio::time::timeout(DEADLINE, complete(slot, relayed(announced)))
+            .await
+            .expect("complete read a 1 TiB relayed body instead of streaming it");
+
+        assert_eq!(response.body().size_hint().exact(), Some(1 << 40));
+        assert_eq!(stages(tmp.path()), ["RequestReceived"]);
+
+        // The client goes away: the record is completed then.
+        drop(response);
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while stages(tmp.path()) != ["RequestReceived", "ResponseComplete"] {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no ResponseComplete after the stream was dropped: {:?}",
+                stages(tmp.path())
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_small_relayed_response_is_recorded_complete_before_it_is_sent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let slot = slot(tmp.path()).await;
+        let json = Bytes::from_static(br#"{"kind":"PodList","items":[]}"#);
+
+        let response = complete(slot, relayed(body::full(json.clone()))).await;
+
+        assert_eq!(stages(tmp.path()), ["RequestReceived", "ResponseComplete"]);
+        let sent = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(sent, json);
+    }
+
+    #[tokio::test]
+    async fn a_large_response_built_by_the_hub_is_still_recorded_before_it_is_sent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let slot = slot(tmp.path()).await;
+        let list = Bytes::from(vec![b' '; MAX_BUFFERED_RELAYED_BYTES as usize + 1]);
+
+        let response = complete(slot, Response::new(body::full(list.clone()))).await;
+
+        assert_eq!(stages(tmp.path()), ["RequestReceived", "ResponseComplete"]);
+        assert_eq!(response.body().size_hint().exact(), Some(list.len() as u64));
     }
 }

@@ -343,6 +343,7 @@ fn relay(response: Response<hyper::body::Incoming>) -> Response<Body> {
             parts.headers.remove(&name);
         }
     }
+    parts.extensions.insert(super::audited::Relayed);
     Response::from_parts(
         parts,
         incoming.map_err(std::io::Error::other).boxed_unsync(),
