@@ -39,6 +39,7 @@ use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tower::ServiceExt;
 
 use crate::backoff::Backoff;
@@ -409,8 +410,17 @@ impl Agent {
         let connection =
             server_builder(&self.config.http2, keepalive, SessionExecutor::new(session))
                 .serve_connection(io, service);
+        // The connection runs as a task of its own, on a runtime worker like the stream tasks
+        // it hands requests to. Polled inline, it would run wherever the caller runs: an
+        // agent's `main` is `block_on`'s thread, not a worker, so every frame between the
+        // connection and its streams crossed threads (a futex wake each way and a contended h2
+        // lock), a third of a small request's latency through the agent.
+        let connection = AbortOnDropHandle::new(tokio::spawn(connection));
         tokio::select! {
-            res = connection => classify(&trace, keepalive, res.err()),
+            res = connection => match res {
+                Ok(res) => classify(&trace, keepalive, res.err()),
+                Err(join) => DisconnectReason::ConnectionError(format!("connection task: {join}")),
+            },
             () = dead_peer_watchdog(&trace, keepalive.watchdog_after()) => DisconnectReason::KeepaliveTimeout,
         }
     }
