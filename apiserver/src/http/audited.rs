@@ -204,7 +204,7 @@ mod tests {
     use http::Method;
 
     use super::*;
-    use crate::audit::{AuditConfig, RequestAttributes, SigningKey};
+    use crate::audit::{segment, AuditConfig, RequestAttributes, SigningKey};
     use crate::auth::UserInfo;
     use crate::request_info;
 
@@ -258,29 +258,18 @@ mod tests {
         response
     }
 
-    /// The stages written so far, in order.
+    /// The stages of the events written so far, in trail order.
     fn stages(dir: &Path) -> Vec<String> {
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "log"))
-            .collect();
-        files.sort();
-        let text: String = files
-            .iter()
-            .map(|f| std::fs::read_to_string(f).unwrap())
-            .collect();
-        ["RequestReceived", "ResponseStarted", "ResponseComplete"]
-            .iter()
-            .flat_map(|stage| {
-                let needle = format!("\"stage\":\"{stage}\"");
-                text.match_indices(&needle)
-                    .map(|(at, _)| (at, stage.to_string()))
-                    .collect::<Vec<_>>()
-            })
-            .collect::<std::collections::BTreeMap<_, _>>()
-            .into_values()
-            .collect()
+        let mut stages = Vec::new();
+        for (_, path) in segment::list_segments(dir).unwrap() {
+            for line in std::fs::read_to_string(path).unwrap().lines() {
+                let record: serde_json::Value = serde_json::from_str(line).unwrap();
+                if let Some(stage) = record["event"]["stage"].as_str() {
+                    stages.push(stage.to_string());
+                }
+            }
+        }
+        stages
     }
 
     #[tokio::test]
