@@ -9,7 +9,6 @@
 
 pub mod agents;
 pub mod app;
-pub mod apply;
 pub mod audit;
 pub mod auth;
 pub mod dev;
@@ -19,7 +18,5 @@ pub mod kubeconfig;
 pub mod negotiation;
 pub mod pki;
 pub mod registry;
-pub mod request_info;
-pub mod selectors;
 pub mod storage;
 pub mod structural;

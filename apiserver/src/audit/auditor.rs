@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use edgefleet_api::validation::is_dns1123_subdomain;
+use edgefleet_apimachinery::request_info::{self, RequestInfo};
 use http::{HeaderMap, Method};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -37,7 +39,6 @@ use super::webhook::{self, WebhookConfig};
 use super::writer::{self, Appended, Command, Durability, Health, Recovery, WriterConfig};
 use super::{AuditError, SESSIONS_DIR};
 use crate::auth::{Attributes, UserInfo};
-use crate::request_info::RequestInfo;
 use crate::storage::DynStorage;
 
 /// How often the chain head is signed and checkpointed.
@@ -493,13 +494,9 @@ async fn check_stored_checkpoint(
     }
 }
 
+/// A replica name is a DNS-1123 subdomain (a host name): it names files and checkpoints.
 fn is_valid_replica(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && !name.starts_with(['-', '.'])
+    is_dns1123_subdomain(name).is_empty()
 }
 
 /// An incoming `Audit-ID` is used when it is a plausible ID (it names a recording file).
@@ -582,11 +579,7 @@ impl RequestAttributes {
             user_agent: String::new(),
             target,
             proxy: None,
-            long_running: edge::is_long_running(
-                info.is_resource_request,
-                &info.verb,
-                &info.subresource,
-            ),
+            long_running: info.is_long_running(),
             // Subresources other than status may act on a GET (bootstrap mints a token).
             read_only: if info.is_resource_request {
                 matches!(info.verb.as_str(), "get" | "list" | "watch")
@@ -610,15 +603,15 @@ impl RequestAttributes {
         request_uri: impl Into<String>,
     ) -> Self {
         let edge_path = format!("/{}", hub.rest);
-        let edge = edge::parse(method, &edge_path, query);
-        let target = match edge.object_ref() {
+        let edge_info = request_info::parse(method, &edge_path, query);
+        let target = match edge::object_ref(&edge_info) {
             Some(object) => Target::Resource(object),
             None => Target::NonResource(edge_path),
         };
         RequestAttributes {
             audit_id: None,
             request_uri: request_uri.into(),
-            verb: edge.verb.clone(),
+            verb: edge_info.verb.clone(),
             user,
             impersonated_user: None,
             source_ips: Vec::new(),
@@ -629,7 +622,7 @@ impl RequestAttributes {
                 cluster: hub.name.clone(),
                 hub_verb: hub.verb.clone(),
             }),
-            long_running: edge.is_long_running(),
+            long_running: edge_info.is_long_running(),
             read_only: *method == Method::GET || *method == Method::HEAD,
             received: None,
         }

@@ -206,7 +206,7 @@ mod tests {
     use super::*;
     use crate::audit::{segment, AuditConfig, RequestAttributes, SigningKey};
     use crate::auth::UserInfo;
-    use crate::request_info;
+    use edgefleet_apimachinery::request_info;
 
     /// How long `complete` may take before the test calls it stuck.
     const DEADLINE: Duration = Duration::from_secs(30);

@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 
+use edgefleet_apimachinery::request_info::{self, RequestInfo};
 use futures::future::BoxFuture;
 use http::header::AUTHORIZATION;
 use http::{Request, Response, StatusCode};
@@ -32,7 +33,6 @@ use crate::auth::authn::{Authenticator, UnionAuthenticator};
 use crate::auth::impersonation::impersonate;
 use crate::auth::{Attributes, Authorizer, Decision, Forbidden, UserInfo};
 use crate::errors::{ApiError, GroupResource};
-use crate::request_info::{self, RequestInfo};
 
 /// The stack every request goes through.
 pub struct Pipeline {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use edgefleet_apimachinery::request_info::RequestInfo;
 use http::header::ACCEPT;
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
@@ -15,7 +16,6 @@ use crate::agents::AgentHub;
 use crate::errors::ApiError;
 use crate::negotiation::{negotiate, Encoding, Offers, Transform};
 use crate::registry::Registry;
-use crate::request_info::RequestInfo;
 
 /// What the router serves.
 pub struct Router {
