@@ -27,6 +27,51 @@ mod tests {
     use http::Method;
 
     use super::*;
+    use crate::audit::RequestAttributes;
+    use crate::auth::UserInfo;
+
+    const HUB: &str = "/apis/edgefleet.io/v1alpha1/namespaces/retail/clusters";
+    const PROXY: &str =
+        "/apis/edgefleet.io/v1alpha1/namespaces/retail/clusters/edge-1/proxy/api/v1/pods";
+
+    /// What the router serves (the parsed verb) and what the audit records, for a hub path and
+    /// for a proxied path, built as the pipeline builds them.
+    fn verbs(query: &str) -> (String, String, String) {
+        let hub = request_info::parse(&Method::GET, HUB, Some(query));
+        let router = hub.verb.clone();
+        let audit_hub = RequestAttributes::hub(&hub, UserInfo::new("alice"), HUB).verb;
+        let proxied = request_info::parse(&Method::GET, PROXY, Some(query));
+        let audit_proxied = RequestAttributes::proxied(
+            &proxied,
+            &Method::GET,
+            Some(query),
+            UserInfo::new("alice"),
+            PROXY,
+        )
+        .verb;
+        (router, audit_hub, audit_proxied)
+    }
+
+    #[test]
+    fn watch_values_classify_alike_in_router_and_audit_on_hub_and_proxied_paths() {
+        for (query, verb) in [
+            ("watch=yes", "watch"),
+            ("watch=1", "watch"),
+            ("watch=true", "watch"),
+            ("watch=", "watch"),
+            ("watch", "watch"),
+            ("watch=false", "list"),
+            ("watch=0", "list"),
+            ("limit=5", "list"),
+        ] {
+            let want = (verb.to_owned(), verb.to_owned(), verb.to_owned());
+            assert_eq!(
+                verbs(query),
+                want,
+                "?{query}: (router, audit of the hub path, audit of the proxied path)"
+            );
+        }
+    }
 
     #[test]
     fn the_object_ref_names_the_edge_object() {
