@@ -556,18 +556,9 @@ pub struct RequestAttributes {
 impl RequestAttributes {
     /// A request to the hub's own API, described by its parsed request info.
     pub fn hub(info: &RequestInfo, user: UserInfo, request_uri: impl Into<String>) -> Self {
-        let target = if info.is_resource_request {
-            Target::Resource(ObjectReference {
-                resource: info.resource.clone(),
-                namespace: info.namespace.clone(),
-                name: info.name.clone(),
-                api_group: info.api_group.clone(),
-                api_version: info.api_version.clone(),
-                subresource: info.subresource.clone(),
-                ..ObjectReference::default()
-            })
-        } else {
-            Target::NonResource(info.path.clone())
+        let target = match edge::object_ref(info) {
+            Some(object) => Target::Resource(object),
+            None => Target::NonResource(info.path.clone()),
         };
         RequestAttributes {
             audit_id: None,

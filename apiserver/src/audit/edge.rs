@@ -1,8 +1,8 @@
-//! The `objectRef` of an audit event about a proxied request: the edge object the request is
-//! about (`pods/web-1/exec` in `default`), not the hub's `clusters/proxy`. The edge part of the
-//! path (`clusters/{name}/proxy/{rest}`) is parsed by the same `RequestInfo` rules as the hub's
-//! own requests ([`edgefleet_apimachinery::request_info`]), so that audit and router agree on a
-//! verb.
+//! The `objectRef` of an audit event, from a parsed `RequestInfo`. For a proxied request it is the
+//! edge object the request is about (`pods/web-1/exec` in `default`), not the hub's
+//! `clusters/proxy`: the edge part of the path (`clusters/{name}/proxy/{rest}`) is parsed by the
+//! same rules as the hub's own requests ([`edgefleet_apimachinery::request_info`]), so that audit
+//! and router agree on a verb.
 
 use edgefleet_apimachinery::RequestInfo;
 
