@@ -242,6 +242,7 @@ impl Writer {
         drop(tables);
         if dirty {
             txn.commit().map_err(db_error)?;
+            self.shared.compacted.fetch_max(compacted, Ordering::AcqRel);
         } else {
             // Every request was refused or a no-op: nothing to make durable.
             txn.abort().map_err(db_error)?;
