@@ -214,3 +214,67 @@ async fn a_watcher_that_stops_reading_catches_up_from_disk() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_store_is_readable_by_its_owner_only_even_one_made_before() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("store");
+    drop(EmbeddedStore::open(&dir).unwrap());
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join(DB_FILE)), 0o600);
+
+    // A store left world-readable by an earlier version is tightened when opened.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir.join(DB_FILE), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = EmbeddedStore::open(&dir).unwrap();
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join(DB_FILE)), 0o600);
+    store.create("k", value("v")).await.unwrap();
+}
+
+#[tokio::test]
+async fn values_over_etcds_limit_are_refused_as_etcd_refuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let limit = crate::storage::MAX_VALUE_BYTES;
+    let big = Bytes::from(vec![b'x'; limit + 1]);
+    assert!(matches!(
+        store.create("k", big.clone()).await,
+        Err(StorageError::TooLarge { size, .. }) if size == limit + 1
+    ));
+    let kv = store
+        .create("k", Bytes::from(vec![b'x'; limit]))
+        .await
+        .expect("a value at the limit is stored");
+    assert!(matches!(
+        store.update("k", kv.mod_revision, big).await,
+        Err(StorageError::TooLarge { .. })
+    ));
+    assert_eq!(
+        store.get("k").await.unwrap().unwrap().mod_revision,
+        kv.mod_revision
+    );
+}
+
+#[tokio::test]
+async fn the_compacted_revision_is_known_at_once_and_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(store.compacted_revision(), 0);
+    store.create("a", value("1")).await.unwrap();
+    let b = store.create("b", value("2")).await.unwrap();
+    store.compact(b.mod_revision).await.unwrap();
+    assert_eq!(store.compacted_revision(), b.mod_revision);
+    store.compact(1).await.unwrap();
+    assert_eq!(
+        store.compacted_revision(),
+        b.mod_revision,
+        "never goes back"
+    );
+    drop(store);
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(store.compacted_revision(), b.mod_revision);
+}
