@@ -697,18 +697,8 @@ fn hostile_and_contended_writes(hub: &Hub) {
     hub.ok_stdin(&["apply", "-f", "-"], Some(&fleet_yaml("target")));
     hub.ok_stdin(&["apply", "-f", "-"], Some(&fleet_yaml("other")));
 
-    for (kind, patch) in [
-        ("merge", r#"{"kind":""}"#),
-        (
-            "merge",
-            r#"{"apiVersion":"edgefleet.io/v2","kind":"Cluster"}"#,
-        ),
-        (
-            "json",
-            r#"[{"op":"replace","path":"/kind","value":"Cluster"}]"#,
-        ),
-    ] {
-        let err = hub.fails(
+    let refused = |kind: &str, patch: &str| {
+        hub.fails(
             &[
                 "patch",
                 "fl",
@@ -720,25 +710,26 @@ fn hostile_and_contended_writes(hub: &Hub) {
                 patch,
             ],
             None,
-        );
+        )
+    };
+    for (kind, patch) in [
+        ("merge", r#"{"kind":""}"#),
+        (
+            "merge",
+            r#"{"apiVersion":"edgefleet.io/v2","kind":"Cluster"}"#,
+        ),
+        (
+            "json",
+            r#"[{"op":"replace","path":"/kind","value":"Cluster"}]"#,
+        ),
+    ] {
+        let err = refused(kind, patch);
         assert!(
             err.contains("is invalid") && err.contains("must be"),
             "{patch}: {err}"
         );
     }
-    let err = hub.fails(
-        &[
-            "patch",
-            "fl",
-            "target",
-            "-n",
-            NS,
-            "--type=json",
-            "-p",
-            r#"[{"op":"remove","path":"/metadata"}]"#,
-        ],
-        None,
-    );
+    let err = refused("json", r#"[{"op":"remove","path":"/metadata"}]"#);
     assert!(err.contains("does not match the name on the URL"), "{err}");
     let all = json(hub, &["get", "fl", "-A", "-o", "json"]);
     let items = all["items"].as_array().unwrap();

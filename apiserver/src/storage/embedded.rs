@@ -37,8 +37,8 @@ use self::schema::{db_error, kv_at, meta, LIVE, LOG, META, META_COMPACTED, META_
 use self::schema::{META_SWEPT, PUT, VERSIONS};
 use self::writer::{Done, Op, Request, Writer, MAX_BATCH};
 use super::{
-    Event, Guard, KeyValue, ListOptions, ListResult, Result, Revision, Storage, StorageError,
-    WatchStream, MAX_VALUE_BYTES,
+    check_value_size, Event, Guard, KeyValue, ListOptions, ListResult, Result, Revision, Storage,
+    StorageError, WatchStream,
 };
 
 /// The database file inside the store's directory.
@@ -59,6 +59,12 @@ const PAGE_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Committed batches kept in memory for watchers. A watcher that falls further behind reads
 /// the difference back from disk, so this bounds memory, not correctness.
 const WATCH_BUFFER_COMMITS: usize = 64;
+
+/// Bytes of values (new and previous) a committed batch may carry in the broadcast. A larger
+/// batch is announced without its events and watchers read them from the log, so the ring
+/// holds at most `WATCH_BUFFER_COMMITS` times this (16 MiB), however large the objects: with
+/// 1 MB objects it would otherwise keep 64 batches of 2 MB alive after writes stop.
+const WATCH_BUFFER_COMMIT_BYTES: usize = 256 * 1024;
 
 /// The embedded store. Dropping it stops the writer and, once its watch streams are gone too,
 /// closes the database file.
@@ -83,7 +89,34 @@ struct Shared {
 struct Commit {
     /// The revision of the last event.
     revision: Revision,
+    /// The batch's events; empty when they were too large to broadcast (`spilled`).
     events: Vec<Event>,
+    /// The events are in the log only: a watcher reads them from there.
+    spilled: bool,
+}
+
+impl Commit {
+    /// The batch ending at `revision`, its events left out when they exceed
+    /// [`WATCH_BUFFER_COMMIT_BYTES`].
+    fn new(revision: Revision, events: Vec<Event>) -> Self {
+        let bytes: usize = events
+            .iter()
+            .map(|e| e.kv.value.len() + e.prev.as_ref().map_or(0, |p| p.value.len()))
+            .sum();
+        if bytes > WATCH_BUFFER_COMMIT_BYTES {
+            Commit {
+                revision,
+                events: Vec::new(),
+                spilled: true,
+            }
+        } else {
+            Commit {
+                revision,
+                events,
+                spilled: false,
+            }
+        }
+    }
 }
 
 /// The store was dropped while a request or watch was using it.
@@ -228,7 +261,7 @@ impl Storage for EmbeddedStore {
         value: Bytes,
         guard: Option<Guard>,
     ) -> Result<KeyValue> {
-        check_size(key, &value)?;
+        check_value_size(key, &value)?;
         self.write(Op::Create {
             key: key.to_string(),
             value,
@@ -258,7 +291,7 @@ impl Storage for EmbeddedStore {
     }
 
     async fn update(&self, key: &str, expected: Revision, value: Bytes) -> Result<KeyValue> {
-        check_size(key, &value)?;
+        check_value_size(key, &value)?;
         self.write(Op::Update {
             key: key.to_string(),
             expected,
@@ -307,17 +340,6 @@ impl Storage for EmbeddedStore {
     fn compacted_revision(&self) -> Revision {
         self.shared.compacted.load(Ordering::Acquire)
     }
-}
-
-/// etcd's request size limit, which this store keeps too so that a hub behaves alike on both.
-fn check_size(key: &str, value: &Bytes) -> Result<()> {
-    if value.len() > MAX_VALUE_BYTES {
-        return Err(StorageError::TooLarge {
-            key: key.to_string(),
-            size: value.len(),
-        });
-    }
-    Ok(())
 }
 
 /// A page of keys under `prefix`, read in one snapshot.

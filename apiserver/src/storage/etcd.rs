@@ -41,8 +41,8 @@ use etcd_client::{
 use futures::StreamExt;
 
 use super::{
-    Event, EventKind, Guard, KeyValue, ListOptions, ListResult, Result, Revision, Storage,
-    StorageError, WatchItem, WatchStream, MAX_VALUE_BYTES,
+    check_value_size, Event, EventKind, Guard, KeyValue, ListOptions, ListResult, Result, Revision,
+    Storage, StorageError, WatchItem, WatchStream,
 };
 
 /// How long connecting to an etcd endpoint may take.
@@ -211,17 +211,6 @@ fn written<'a>(key: &'a str, value: &'a Bytes) -> impl FnOnce(Failure) -> Storag
         },
         other => plain(other),
     }
-}
-
-/// Refuses a value over [`MAX_VALUE_BYTES`] before sending it, as the embedded store does.
-fn check_size(key: &str, value: &Bytes) -> Result<()> {
-    if value.len() > MAX_VALUE_BYTES {
-        return Err(StorageError::TooLarge {
-            key: key.to_string(),
-            size: value.len(),
-        });
-    }
-    Ok(())
 }
 
 /// The first key after every key that starts with `prefix` (etcd's range end for a prefix).
@@ -403,7 +392,7 @@ impl Storage for EtcdStore {
         value: Bytes,
         guard: Option<Guard>,
     ) -> Result<KeyValue> {
-        check_size(key, &value)?;
+        check_value_size(key, &value)?;
         let full = self.full_key(key);
         let mut compares = vec![Compare::create_revision(full.clone(), CompareOp::Equal, 0)];
         // Without a guard only the key's existence refuses: nothing to read.
@@ -515,7 +504,7 @@ impl Storage for EtcdStore {
     }
 
     async fn update(&self, key: &str, expected: Revision, value: Bytes) -> Result<KeyValue> {
-        check_size(key, &value)?;
+        check_value_size(key, &value)?;
         let full = self.full_key(key);
         let txn = Txn::new()
             .when([

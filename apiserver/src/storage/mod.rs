@@ -36,6 +36,18 @@ pub mod etcd;
 /// [`StorageError::TooLarge`].
 pub const MAX_VALUE_BYTES: usize = 3 * 512 * 1024;
 
+/// Refuses a value over [`MAX_VALUE_BYTES`] before it is written (both backends: etcd would
+/// refuse it too, and the embedded store keeps etcd's limit so a hub behaves alike on both).
+pub(crate) fn check_value_size(key: &str, value: &[u8]) -> Result<()> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(StorageError::TooLarge {
+            key: key.to_string(),
+            size: value.len(),
+        });
+    }
+    Ok(())
+}
+
 /// A store revision; `0` means "before anything was written".
 pub type Revision = i64;
 

@@ -278,3 +278,38 @@ async fn the_compacted_revision_is_known_at_once_and_after_a_restart() {
     let store = EmbeddedStore::open(dir.path()).unwrap();
     assert_eq!(store.compacted_revision(), b.mod_revision);
 }
+
+#[tokio::test]
+async fn large_values_are_not_held_by_the_broadcast_and_watchers_still_see_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let mut ring = store.commits.subscribe();
+    let mut watch = store.watch("k/", 0).await.unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    let mut next_event = async || loop {
+        let item = tokio::time::timeout_at(deadline, watch.next())
+            .await
+            .expect("events in time")
+            .unwrap()
+            .unwrap();
+        if let WatchItem::Event(event) = item {
+            return event.kv;
+        }
+    };
+    let small = store.create("k/small", value("s")).await.unwrap();
+    // The watcher has caught up with the log and follows the broadcast from here.
+    assert_eq!(next_event().await, small);
+
+    let big = Bytes::from(vec![b'x'; super::WATCH_BUFFER_COMMIT_BYTES + 1]);
+    let large = store.create("k/large", big.clone()).await.unwrap();
+    let first = ring.recv().await.unwrap();
+    assert!(!first.spilled && first.events.len() == 1);
+    let second = ring.recv().await.unwrap();
+    assert!(
+        second.spilled && second.events.is_empty(),
+        "no large value in memory"
+    );
+    let seen = next_event().await;
+    assert_eq!(seen, large);
+    assert_eq!(seen.value, big, "read back from the log whole");
+}

@@ -248,7 +248,7 @@ impl Writer {
             txn.abort().map_err(db_error)?;
         }
         self.sweep = sweep;
-        let commit = (revision != start).then_some(Commit { revision, events });
+        let commit = (revision != start).then(|| Commit::new(revision, events));
         Ok((results, commit))
     }
 }
