@@ -129,7 +129,7 @@ report=$work/report.md
   echo "| after the create | $((rss_start / 1024)) MiB |"
   echo "| after the updates | $((rss_updates / 1024)) MiB (peak $((hwm_updates / 1024)) MiB) |"
   echo "| after compaction to revision ${compacted:-none} (last update: $last_rv) | $((rss_compacted / 1024)) MiB |"
-  echo "| a watch from revision $first_rv afterwards | replayed $((replayed / 1024)) KiB; RSS then $((rss_replay / 1024)) MiB |"
+  echo "| a watch from revision $first_rv afterwards | replayed $replayed bytes; RSS then $((rss_replay / 1024)) MiB |"
   [ "$failed" = 0 ] || echo "| failed updates | $failed |"
 } >"$report"
 cat "$report"
