@@ -10,7 +10,7 @@
 //!   storage ──────► Listing ──► Watching ──(stream ends)──► Listing ...
 //!                 └───────┬────────────────────────────────────┘
 //!                         ▼ applies under a write lock, then bumps `revision_tx`
-//!        State { objects: key → object, events: [horizon+1 ..= revision], revision }
+//!        State { objects: key → object, window: events (horizon ..= revision], revision }
 //!                         ▲ read locks
 //!        watchers: events_after(position) → (events, revision); wait on revision_tx
 //! ```
@@ -20,18 +20,18 @@
 //! ([`CacheError::TooOld`]) and is answered `410 Gone`, as kube's watch cache answers it; the
 //! client lists again.
 //!
-//! The window of events is bounded three ways ([`WindowLimits`]), and the oldest events leave
-//! first, moving `horizon` up to the revision of the last one that left:
+//! The window of events is bounded four ways ([`WindowLimits`] and storage), and the oldest
+//! events leave first, moving `horizon` up to the revision of the last one that left:
 //!
 //! | bound | checked | why |
 //! |---|---|---|
 //! | `max_bytes` of objects the events hold (event and previous state, counted apart even when shared) | on every event | objects run up to 1.5 MiB: a count alone lets a few writers hold gigabytes |
 //! | `max_age` since the event arrived | on every event, and every [`WINDOW_SWEEP_INTERVAL`] | memory goes back when writes stop |
-//! | revisions below storage's compaction | likewise | a resumed watch is served exactly as long as storage could serve it, and compacted history is let go |
+//! | revisions below storage's compaction | likewise | a watch never resumes from history storage no longer has, and that memory is let go |
 //! | `max_events` | on every event | bounds the bookkeeping of tiny objects |
 //!
-//! The newest event always stays, whatever its size, so that a watcher that is keeping up is
-//! never sent away because one object is large.
+//! The byte bound never drops the newest event, whatever its size, so that a watcher that is
+//! keeping up is not sent away because one object is large.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, RwLock};
