@@ -684,6 +684,143 @@ fn delete_and_finalizers(hub: &Hub) {
     assert!(err.contains("has no Environment"), "{err}");
 }
 
+fn fleet_yaml(name: &str) -> String {
+    format!(
+        "apiVersion: edgefleet.io/v1alpha1\nkind: Fleet\nmetadata:\n  name: {name}\n  namespace: {NS}\nspec:\n  selector:\n    matchLabels:\n      gpu: l4\n"
+    )
+}
+
+/// What one tenant with patch rights must not be able to do to everyone's listings, and what
+/// many writers of one object must all get done.
+fn hostile_and_contended_writes(hub: &Hub) {
+    environment(hub, NS);
+    hub.ok_stdin(&["apply", "-f", "-"], Some(&fleet_yaml("target")));
+    hub.ok_stdin(&["apply", "-f", "-"], Some(&fleet_yaml("other")));
+
+    let refused = |kind: &str, patch: &str| {
+        hub.fails(
+            &[
+                "patch",
+                "fl",
+                "target",
+                "-n",
+                NS,
+                &format!("--type={kind}"),
+                "-p",
+                patch,
+            ],
+            None,
+        )
+    };
+    for (kind, patch) in [
+        ("merge", r#"{"kind":""}"#),
+        (
+            "merge",
+            r#"{"apiVersion":"edgefleet.io/v2","kind":"Cluster"}"#,
+        ),
+        (
+            "json",
+            r#"[{"op":"replace","path":"/kind","value":"Cluster"}]"#,
+        ),
+    ] {
+        let err = refused(kind, patch);
+        assert!(
+            err.contains("is invalid") && err.contains("must be"),
+            "{patch}: {err}"
+        );
+    }
+    let err = refused("json", r#"[{"op":"remove","path":"/metadata"}]"#);
+    assert!(err.contains("does not match the name on the URL"), "{err}");
+    let all = json(hub, &["get", "fl", "-A", "-o", "json"]);
+    let items = all["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert!(items.iter().all(|i| i["kind"] == "Fleet"), "{all}");
+    let names = hub.ok(&["get", "fl", "-n", NS, "-o", "name"]);
+    assert_eq!(names.lines().count(), 2, "{names}");
+
+    // Ten `kubectl label` at once, none with a resourceVersion: every one lands.
+    let labellers: Vec<_> = (0..10)
+        .map(|i| {
+            hub.spawn_kubectl(&["label", "fl", "target", "-n", NS, &format!("kl{i}=v")])
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in labellers.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "label {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let labels =
+        json(hub, &["get", "fl", "target", "-n", NS, "-o", "json"])["metadata"]["labels"].clone();
+    for i in 0..10 {
+        assert_eq!(labels[format!("kl{i}")], "v", "{labels}");
+    }
+
+    let base = format!("/apis/edgefleet.io/v1alpha1/namespaces/{NS}/fleets");
+    let err = hub.fails(
+        &["get", "--raw", &format!("{base}?timeoutSeconds=abc")],
+        None,
+    );
+    assert!(err.contains("timeoutSeconds"), "{err}");
+    let err = hub.fails(
+        &["get", "--raw", &format!("{base}/target?timeout=abc")],
+        None,
+    );
+    assert!(
+        err.contains("invalid timeout specified in the request URL"),
+        "{err}"
+    );
+    let err = hub.fails(
+        &[
+            "delete",
+            "--raw",
+            &format!("{base}/other?propagationPolicy=Sideways"),
+        ],
+        None,
+    );
+    assert!(err.contains("Unsupported value: \"Sideways\""), "{err}");
+    hub.ok(&["get", "fl", "other", "-n", NS]);
+
+    // A body repeating a key: refused under Strict, a warning under Warn.
+    let dup = hub.dir.path().join("dup.json");
+    std::fs::write(
+        &dup,
+        format!(r#"{{"apiVersion":"edgefleet.io/v1alpha1","kind":"Fleet","metadata":{{"name":"dup1","name":"dup2","namespace":"{NS}"}},"spec":{{}}}}"#),
+    )
+    .unwrap();
+    let dup = dup.to_str().unwrap();
+    let err = hub.fails(
+        &[
+            "create",
+            "--raw",
+            &format!("{base}?fieldValidation=Strict"),
+            "-f",
+            dup,
+        ],
+        None,
+    );
+    assert!(err.contains("duplicate field \"name\""), "{err}");
+    let out = hub
+        .kubectl_as(
+            &hub.kubeconfig,
+            &["create", "--raw", &base, "-f", dup],
+            None,
+        )
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("duplicate field \"name\""),
+        "the warning is shown"
+    );
+}
+
 fn errors(hub: &Hub) {
     environment(hub, NS);
     let out = hub
@@ -800,6 +937,10 @@ macro_rules! suite {
             #[test]
             fn errors() {
                 super::errors(&$env.hub);
+            }
+            #[test]
+            fn hostile_and_contended_writes() {
+                super::hostile_and_contended_writes(&$env.hub);
             }
         }
     };

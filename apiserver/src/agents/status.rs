@@ -393,7 +393,7 @@ async fn write_status(
     };
     let patch = Patch::Merge(status_patch(replica, desired));
     clusters
-        .patch(registry, namespace, name, Target::Status, patch, &opts)
+        .patch(namespace, name, Target::Status, patch, &opts)
         .await
         .map(|_| ())
 }

@@ -3,6 +3,7 @@
 pub mod audited;
 pub mod body;
 pub mod core;
+pub mod decode;
 
 pub mod discovery;
 pub mod openapi;
