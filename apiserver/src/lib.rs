@@ -11,6 +11,7 @@ pub mod agents;
 pub mod app;
 pub mod apply;
 pub mod audit;
+pub mod controllers;
 pub mod auth;
 pub mod dev;
 pub mod errors;
