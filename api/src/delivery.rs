@@ -69,7 +69,8 @@ pub const MAX_PLACEMENT_VALUES_BYTES: usize = 64 * 1024;
 
 /// Largest [`AddonContent`] body the hub sends: a source at its limit, placement values at
 /// theirs, and room for the envelope. An agent accepts content bodies up to this size.
-pub const MAX_CONTENT_BYTES: usize = MAX_ADDON_SOURCE_BYTES + MAX_PLACEMENT_VALUES_BYTES + 64 * 1024;
+pub const MAX_CONTENT_BYTES: usize =
+    MAX_ADDON_SOURCE_BYTES + MAX_PLACEMENT_VALUES_BYTES + 64 * 1024;
 
 /// Most drifted objects an [`AddonReport`] lists, and most field paths per object.
 pub const MAX_DRIFTED_OBJECTS: usize = 20;
@@ -228,7 +229,11 @@ mod tests {
 
     #[test]
     fn agent_paths_are_the_prefix_and_below_it_literally() {
-        for path in [AGENT_PATH_PREFIX, BUNDLE_PATH, "/.well-known/edgefleet/content/ab"] {
+        for path in [
+            AGENT_PATH_PREFIX,
+            BUNDLE_PATH,
+            "/.well-known/edgefleet/content/ab",
+        ] {
             assert!(is_agent_path(path), "{path}");
         }
         for path in [

@@ -550,7 +550,10 @@ fn progress_columns_show_ready_of_desired() {
         cols.iter().position(|c| c.name == name).unwrap()
     };
     let cells = a.cells(now);
-    assert_eq!(cells[column(ClusterAddon::columns(), "Ready")], json!("2/3"));
+    assert_eq!(
+        cells[column(ClusterAddon::columns(), "Ready")],
+        json!("2/3")
+    );
     assert_eq!(cells[column(ClusterAddon::columns(), "Clusters")], json!(3));
 
     let mut c = Cluster::default();
@@ -569,7 +572,10 @@ fn progress_columns_show_ready_of_desired() {
         ],
         ..Default::default()
     });
-    assert_eq!(c.cells(now)[column(Cluster::columns(), "Addons")], json!("1/2"));
+    assert_eq!(
+        c.cells(now)[column(Cluster::columns(), "Addons")],
+        json!("1/2")
+    );
 
     let mut e = Environment::default();
     e.status = Some(EnvironmentStatus {

@@ -219,8 +219,8 @@ impl StatusController {
                         .filter(|t| t.session_id == session_id)
                     {
                         self.observations.update(&identity, |o| {
-                            let changed = o.session_id == session_id
-                                && o.facts.as_ref() != Some(&facts);
+                            let changed =
+                                o.session_id == session_id && o.facts.as_ref() != Some(&facts);
                             if changed {
                                 o.facts = Some(facts.clone());
                             }
@@ -505,10 +505,7 @@ impl StatusController {
 /// has nothing newer to say, and whose transition times it keeps while a condition holds).
 fn status_patch(replica: &str, desired: &Desired, stored: &Value) -> Value {
     let mut status = json!({});
-    let mut conditions: Vec<Value> = stored["conditions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let mut conditions: Vec<Value> = stored["conditions"].as_array().cloned().unwrap_or_default();
     if let Some(connection) = &desired.connection {
         let since = time_string(connection.since);
         let (state, condition, reason) = if connection.connected {
@@ -571,7 +568,10 @@ fn status_patch(replica: &str, desired: &Desired, stored: &Value) -> Value {
 
 /// Replaces the condition of the same type, or appends it.
 fn set_condition(conditions: &mut Vec<Value>, condition: Value) {
-    match conditions.iter_mut().find(|c| c["type"] == condition["type"]) {
+    match conditions
+        .iter_mut()
+        .find(|c| c["type"] == condition["type"])
+    {
         Some(existing) => *existing = condition,
         None => conditions.push(condition),
     }

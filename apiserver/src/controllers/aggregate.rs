@@ -221,10 +221,7 @@ pub fn placement_status(
     }
     let resolved = problems.is_empty();
     let resolved_message = if resolved {
-        format!(
-            "{} add-ons on {total} clusters",
-            resolution.releases.len()
-        )
+        format!("{} add-ons on {total} clusters", resolution.releases.len())
     } else {
         problems.join("; ")
     };
@@ -281,13 +278,9 @@ pub fn placement_status(
         ),
     };
     let ready = if failed > 0 {
-        let first = listed.first().map(|(_, d)| {
-            format!(
-                "; {}: {}",
-                d.name,
-                d.message.as_deref().unwrap_or("failed")
-            )
-        });
+        let first = listed
+            .first()
+            .map(|(_, d)| format!("; {}: {}", d.name, d.message.as_deref().unwrap_or("failed")));
         condition(
             &old.conditions,
             "Ready",
@@ -382,9 +375,7 @@ pub fn addon_status(
                 if first_failure.is_none() {
                     first_failure = Some(format!(
                         "{cname}: {}",
-                        entry
-                            .and_then(|e| e.message.as_deref())
-                            .unwrap_or("failed")
+                        entry.and_then(|e| e.message.as_deref()).unwrap_or("failed")
                     ));
                 }
             }

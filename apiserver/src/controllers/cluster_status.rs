@@ -53,9 +53,8 @@ pub fn addon_states(
                     r.since.as_deref().and_then(|s| s.parse::<Timestamp>().ok()),
                 ),
                 other => {
-                    let running = other.map(|r| {
-                        format!("runs version {} ({}); ", r.version, phase_str(r.phase))
-                    });
+                    let running = other
+                        .map(|r| format!("runs version {} ({}); ", r.version, phase_str(r.phase)));
                     let why = if paused {
                         "the cluster is paused (spec.paused), so the hub sends it nothing new"
                     } else {
@@ -112,7 +111,10 @@ pub fn addons_ready(states: &[AddonState]) -> (bool, &'static str, String) {
             format!(
                 "{} differs from its desired state on the cluster (drift: Report); {}",
                 drifted.name,
-                drifted.message.as_deref().unwrap_or("see the agent's report")
+                drifted
+                    .message
+                    .as_deref()
+                    .unwrap_or("see the agent's report")
             ),
         );
     }
@@ -207,7 +209,10 @@ mod tests {
             Presence::Connected,
             false,
         );
-        assert_eq!(addons_ready(&ready), (true, "AddonsReady", "all 1 add-ons are Ready".into()));
+        assert_eq!(
+            addons_ready(&ready),
+            (true, "AddonsReady", "all 1 add-ons are Ready".into())
+        );
         assert!(addons_ready(&[]).0, "nothing placed is nothing to wait for");
     }
 }

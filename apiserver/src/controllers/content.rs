@@ -36,7 +36,9 @@ pub struct Content {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ContentError {
     /// The merged content exceeds what an agent accepts.
-    #[error("its content would be {size} bytes, more than the {MAX_CONTENT_BYTES} an agent accepts")]
+    #[error(
+        "its content would be {size} bytes, more than the {MAX_CONTENT_BYTES} an agent accepts"
+    )]
     TooLarge { size: usize },
 }
 
@@ -129,7 +131,8 @@ mod tests {
 
     #[test]
     fn placement_values_merge_over_the_addons_as_a_merge_patch() {
-        let base = json!({"driver": {"enabled": false, "version": "550"}, "toolkit": {"enabled": true}});
+        let base =
+            json!({"driver": {"enabled": false, "version": "550"}, "toolkit": {"enabled": true}});
         let over = json!({"driver": {"enabled": true}, "toolkit": null, "extra": [1]});
         assert_eq!(
             merge_values(Some(&base), Some(&over)),
@@ -140,7 +143,10 @@ mod tests {
         let sent: AddonContent = serde_json::from_slice(&content.bytes).unwrap();
         let helm = sent.helm.unwrap();
         assert_eq!(helm.values["driver"]["enabled"], true);
-        assert_eq!(helm.release_name, "policies", "defaults to the add-on's name");
+        assert_eq!(
+            helm.release_name, "policies",
+            "defaults to the add-on's name"
+        );
         assert!(sent.objects.is_empty());
     }
 

@@ -283,8 +283,9 @@ pub struct Deliverer {
     queued: HashSet<Arc<str>>,
 }
 
-type InFlight =
-    FuturesUnordered<std::pin::Pin<Box<dyn std::future::Future<Output = (Arc<str>, Outcome)> + Send>>>;
+type InFlight = FuturesUnordered<
+    std::pin::Pin<Box<dyn std::future::Future<Output = (Arc<str>, Outcome)> + Send>>,
+>;
 
 impl Deliverer {
     pub fn new(sessions: SessionRegistry, feed: Feed) -> (Deliverer, DeliveryHandle) {
@@ -365,11 +366,14 @@ impl Deliverer {
             .get(&identity)
             .map(|o| AgentView::from(&o))
             .unwrap_or_default();
-        let entry = self.entries.entry(identity.clone()).or_insert_with(|| Entry {
-            machine: Machine::default(),
-            wanted: None,
-            agent: agent.clone(),
-        });
+        let entry = self
+            .entries
+            .entry(identity.clone())
+            .or_insert_with(|| Entry {
+                machine: Machine::default(),
+                wanted: None,
+                agent: agent.clone(),
+            });
         entry.agent = agent;
         entry.wanted = Some(wanted);
         entry.machine.sync(entry.wanted.as_ref(), &entry.agent);
@@ -569,11 +573,19 @@ mod tests {
         m.started();
         m.done(Outcome::Adopted("b1".into()), &old, Instant::now(), 0.5);
         m.sync(Some(&wanted("b1")), &old);
-        assert_eq!(m.work(), None, "facts still say b0, as they did at adoption");
+        assert_eq!(
+            m.work(),
+            None,
+            "facts still say b0, as they did at adoption"
+        );
         m.sync(Some(&wanted("b1")), &agent(1, Some("b1")));
         assert_eq!(m.work(), None);
         m.sync(Some(&wanted("b1")), &agent(1, Some("other")));
-        assert_eq!(m.work(), Some(Work::Offer), "the agent enforces another bundle");
+        assert_eq!(
+            m.work(),
+            Some(Work::Offer),
+            "the agent enforces another bundle"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -581,11 +593,20 @@ mod tests {
         let mut m = Machine::default();
         m.sync(Some(&wanted("b1")), &agent(1, None));
         m.started();
-        m.done(Outcome::Adopted("b1".into()), &agent(1, None), Instant::now(), 0.5);
+        m.done(
+            Outcome::Adopted("b1".into()),
+            &agent(1, None),
+            Instant::now(),
+            0.5,
+        );
         m.sync(Some(&wanted("b1")), &AgentView::default());
         assert_eq!(m.phase, Phase::Idle);
         m.sync(Some(&wanted("b1")), &agent(2, Some("b1")));
-        assert_eq!(m.work(), Some(Work::Offer), "offered again on the new session");
+        assert_eq!(
+            m.work(),
+            Some(Work::Offer),
+            "offered again on the new session"
+        );
         let mut paused = wanted("b1");
         paused.paused = true;
         m.sync(Some(&paused), &agent(2, Some("b1")));

@@ -111,7 +111,12 @@ pub enum Decision {
 }
 
 /// The pure decision of one attempt, given what was observed and when.
-pub fn decide(me: &str, observed: &Observation, now: Instant, lease_duration: Duration) -> Decision {
+pub fn decide(
+    me: &str,
+    observed: &Observation,
+    now: Instant,
+    lease_duration: Duration,
+) -> Decision {
     match &observed.record {
         None => Decision::Create,
         Some(r) if r.holder_identity == me => Decision::Renew,
@@ -449,7 +454,10 @@ mod tests {
     #[test]
     fn absent_released_and_own_leases_are_taken_at_once() {
         let now = Instant::now();
-        assert_eq!(decide("a", &seen(None, now), now, LEASE_DURATION), Decision::Create);
+        assert_eq!(
+            decide("a", &seen(None, now), now, LEASE_DURATION),
+            Decision::Create
+        );
         assert_eq!(
             decide("a", &seen(Some(""), now), now, LEASE_DURATION),
             Decision::TakeOver

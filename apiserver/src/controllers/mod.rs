@@ -219,8 +219,7 @@ pub async fn run(registry: Registry, agents: Option<AgentLink>, term: Cancellati
             }
         } else {
             for identity in reported {
-                let Some((ns, name)) = edgefleet_api::agent::parse_agent_identity(&identity)
-                else {
+                let Some((ns, name)) = edgefleet_api::agent::parse_agent_identity(&identity) else {
                     continue;
                 };
                 let key = (ns.to_string(), name.to_string());
@@ -318,11 +317,23 @@ fn aggregate(snapshot: &Snapshot, state: &State, statuses: &StatusWriterHandle, 
             &delivered,
             now,
         );
-        submit(statuses, "placements", key, placement.status.as_ref(), &status);
+        submit(
+            statuses,
+            "placements",
+            key,
+            placement.status.as_ref(),
+            &status,
+        );
     }
     for (key, addon) in &snapshot.addons {
         let status = aggregate::addon_status(key, addon, snapshot, &state.targets, now);
-        submit(statuses, "clusteraddons", key, addon.status.as_ref(), &status);
+        submit(
+            statuses,
+            "clusteraddons",
+            key,
+            addon.status.as_ref(),
+            &status,
+        );
     }
     for (key, env) in &snapshot.environments {
         let status = aggregate::environment_status(&key.1, env, snapshot, &state.targets, now);

@@ -202,7 +202,8 @@ mod tests {
         let leaf = prop_oneof![
             any::<i32>().prop_map(Value::from),
             "[a-z]{0,4}".prop_map(Value::from),
-            proptest::collection::vec(any::<u8>().prop_map(Value::from), 0..3).prop_map(Value::Array),
+            proptest::collection::vec(any::<u8>().prop_map(Value::from), 0..3)
+                .prop_map(Value::Array),
         ];
         leaf.prop_recursive(3, 16, 4, |inner| {
             proptest::collection::btree_map("[a-c]", inner, 0..4)
