@@ -539,13 +539,15 @@ fn placement_values_must_be_a_small_object() {
 #[test]
 fn progress_columns_show_ready_of_desired() {
     let now = Timestamp::UNIX_EPOCH;
-    let mut a = ClusterAddon::default();
-    a.status = Some(ClusterAddonStatus {
-        clusters: Some(3),
-        ready: Some(2),
-        failed: Some(1),
+    let a = ClusterAddon {
+        status: Some(ClusterAddonStatus {
+            clusters: Some(3),
+            ready: Some(2),
+            failed: Some(1),
+            ..Default::default()
+        }),
         ..Default::default()
-    });
+    };
     let column = |cols: &[table::PrinterColumn], name: &str| {
         cols.iter().position(|c| c.name == name).unwrap()
     };
@@ -556,36 +558,40 @@ fn progress_columns_show_ready_of_desired() {
     );
     assert_eq!(cells[column(ClusterAddon::columns(), "Clusters")], json!(3));
 
-    let mut c = Cluster::default();
-    c.status = Some(ClusterStatus {
-        addons: vec![
-            AddonState {
-                name: "a".into(),
-                state: ADDON_STATE_READY.into(),
-                ..Default::default()
-            },
-            AddonState {
-                name: "b".into(),
-                state: "Pending".into(),
-                ..Default::default()
-            },
-        ],
+    let c = Cluster {
+        status: Some(ClusterStatus {
+            addons: vec![
+                AddonState {
+                    name: "a".into(),
+                    state: ADDON_STATE_READY.into(),
+                    ..Default::default()
+                },
+                AddonState {
+                    name: "b".into(),
+                    state: "Pending".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }),
         ..Default::default()
-    });
+    };
     assert_eq!(
         c.cells(now)[column(Cluster::columns(), "Addons")],
         json!("1/2")
     );
 
-    let mut e = Environment::default();
-    e.status = Some(EnvironmentStatus {
-        addons: Some(ReleaseCounts {
-            desired: 4,
-            ready: 3,
-            failed: 0,
+    let e = Environment {
+        status: Some(EnvironmentStatus {
+            addons: Some(ReleaseCounts {
+                desired: 4,
+                ready: 3,
+                failed: 0,
+            }),
+            ..Default::default()
         }),
         ..Default::default()
-    });
+    };
     assert_eq!(
         e.cells(now)[column(Environment::columns(), "Releases")],
         json!("3/4")

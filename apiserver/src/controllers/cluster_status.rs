@@ -4,9 +4,9 @@
 //!
 //! | delivered release r | agent's report for r's add-on            | state                        |
 //! |---------------------|------------------------------------------|------------------------------|
-//! | content h           | same content h                           | the report's phase and words |
-//! | content h           | another content (it runs an older one)   | Pending: "runs v1, v2 not adopted yet" |
-//! | content h           | none                                     | Pending, saying why (delivering, agent away, paused) |
+//! | content h, version v | same content h and version v             | the report's phase and words |
+//! | content h, version v | another content or version (an older one) | Pending: "runs v1, v2 not adopted yet" |
+//! | content h, version v | none                                     | Pending, saying why (delivering, agent away, paused) |
 //!
 //! Reports for add-ons no longer delivered are left out: the agent prunes them.
 
@@ -47,7 +47,7 @@ pub fn addon_states(
         .map(|release| {
             let report = reports.iter().find(|r| r.name == release.name);
             let (state, message, since) = match report {
-                Some(r) if r.content == release.content => (
+                Some(r) if r.content == release.content && r.version == release.version => (
                     phase_str(r.phase).to_string(),
                     r.message.clone(),
                     r.since.as_deref().and_then(|s| s.parse::<Timestamp>().ok()),

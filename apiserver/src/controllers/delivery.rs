@@ -190,7 +190,7 @@ impl Machine {
         self.in_flight = true;
     }
 
-    /// A request ended; `offered` is the hash of the bundle it offered (for `Adopted`).
+    /// A request ended with `outcome`; `agent` is the agent's side as known now.
     pub fn done(&mut self, outcome: Outcome, agent: &AgentView, now: Instant, jitter: f64) {
         self.in_flight = false;
         // A result for a phase we have left (disconnected meanwhile) changes nothing.

@@ -32,7 +32,6 @@
 //!
 //! The defaults are kube-controller-manager's: 15 s lease, 10 s renew deadline, 2 s retry.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -414,9 +413,6 @@ pub async fn run_while_leading<F, Fut>(
 pub fn candidate_identity(replica: &str) -> String {
     format!("{replica}_{}", uuid::Uuid::new_v4())
 }
-
-/// Shared handle for tests and status: who leads, as last seen.
-pub type Leading = Arc<watch::Receiver<bool>>;
 
 #[cfg(test)]
 mod tests {

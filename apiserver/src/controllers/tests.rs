@@ -553,7 +553,7 @@ fn a_condition_keeps_its_transition_time_while_its_status_holds() {
     let t1 = Timestamp::from_second(2_000).unwrap();
     let c0 = aggregate::condition(&[], "Ready", false, "Pending", "0 of 2".into(), Some(1), t0);
     let c1 = aggregate::condition(
-        &[c0.clone()],
+        std::slice::from_ref(&c0),
         "Ready",
         false,
         "Pending",
