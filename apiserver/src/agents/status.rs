@@ -531,7 +531,16 @@ fn status_patch(replica: &str, desired: &Desired, stored: &Value) -> Value {
         status["nodes"] = json!(facts.nodes);
         status["gpus"] = json!(facts.gpus);
     }
-    if let Some(bundle) = &desired.bundle {
+    // An empty bundle on a cluster that never had add-ons says nothing worth a write.
+    let had_addons = stored["addons"].as_array().is_some_and(|a| !a.is_empty())
+        || conditions
+            .iter()
+            .any(|c| c["type"] == ADDONS_READY_CONDITION);
+    if let Some(bundle) = desired
+        .bundle
+        .as_ref()
+        .filter(|b| !b.releases.is_empty() || had_addons)
+    {
         let presence = match desired.connection {
             Some(c) if c.connected => Presence::Connected,
             Some(_) => Presence::Disconnected,
