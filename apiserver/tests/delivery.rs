@@ -382,6 +382,24 @@ impl Hub {
         Ok(serde_json::from_slice(&out.object.json).unwrap())
     }
 
+    /// Creates the three-object add-on `name`.
+    async fn addon(&self, name: &str, version: &str, value: &str) {
+        self.create(
+            "clusteraddons",
+            ENV,
+            three_object_addon(name, version, value),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Creates an AllAtOnce placement of `addons` on the clusters named.
+    async fn place(&self, name: &str, addons: &[&str], clusters: &[&str]) {
+        self.create("placements", ENV, all_at_once(name, addons, clusters))
+            .await
+            .unwrap();
+    }
+
     async fn patch(&self, plural: &str, name: &str, patch: Value) {
         let resource = self.registry.resource(plural).unwrap();
         resource
@@ -535,27 +553,9 @@ async fn an_all_at_once_placement_reaches_every_cluster_a_change_resends_only_wh
         edges.push(hub.edge(name).await);
     }
     let targeted = ["edge-1", "edge-2", "edge-3"];
-    hub.create(
-        "clusteraddons",
-        ENV,
-        three_object_addon("app", "1.0.0", "hello"),
-    )
-    .await
-    .unwrap();
-    hub.create(
-        "clusteraddons",
-        ENV,
-        three_object_addon("other", "1.0.0", "x"),
-    )
-    .await
-    .unwrap();
-    hub.create(
-        "placements",
-        ENV,
-        all_at_once("apps", &["app", "other"], &targeted),
-    )
-    .await
-    .unwrap();
+    hub.addon("app", "1.0.0", "hello").await;
+    hub.addon("other", "1.0.0", "x").await;
+    hub.place("apps", &["app", "other"], &targeted).await;
 
     eventually("every targeted cluster runs both add-ons Ready", || async {
         all_ready(&hub, &targeted, &[("app", "1.0.0"), ("other", "1.0.0")])
@@ -699,27 +699,9 @@ async fn an_all_at_once_placement_reaches_every_cluster_a_change_resends_only_wh
 async fn a_reconnecting_agent_gets_only_what_changed_while_it_was_away() {
     let hub = Hub::start().await;
     let mut edge = hub.edge("edge-1").await;
-    hub.create(
-        "clusteraddons",
-        ENV,
-        three_object_addon("app", "1.0.0", "a"),
-    )
-    .await
-    .unwrap();
-    hub.create(
-        "clusteraddons",
-        ENV,
-        three_object_addon("other", "1.0.0", "b"),
-    )
-    .await
-    .unwrap();
-    hub.create(
-        "placements",
-        ENV,
-        all_at_once("apps", &["app", "other"], &["edge-1"]),
-    )
-    .await
-    .unwrap();
+    hub.addon("app", "1.0.0", "a").await;
+    hub.addon("other", "1.0.0", "b").await;
+    hub.place("apps", &["app", "other"], &["edge-1"]).await;
     eventually("both add-ons Ready", || async {
         all_ready(&hub, &["edge-1"], &[("app", "1.0.0"), ("other", "1.0.0")])
             .await
@@ -813,20 +795,8 @@ async fn bad_input_is_a_clear_4xx_or_a_condition_and_the_hub_keeps_serving() {
         .unwrap()
         .reject
         .insert("app-config".into());
-    hub.create(
-        "clusteraddons",
-        ENV,
-        three_object_addon("app", "1.0.0", "a"),
-    )
-    .await
-    .unwrap();
-    hub.create(
-        "placements",
-        ENV,
-        all_at_once("apps", &["app", "ghost"], &["edge-1"]),
-    )
-    .await
-    .unwrap();
+    hub.addon("app", "1.0.0", "a").await;
+    hub.place("apps", &["app", "ghost"], &["edge-1"]).await;
     let p = eventually("the Placement says what is missing", || async {
         let p = hub.get("placements", ENV, "apps").await;
         (condition(&p, "Resolved")["reason"] == "AddonNotFound").then_some(p)
@@ -859,13 +829,7 @@ async fn bad_input_is_a_clear_4xx_or_a_condition_and_the_hub_keeps_serving() {
     .await;
 
     // A Progressive placement is not delivered, and says so.
-    hub.create(
-        "clusteraddons",
-        ENV,
-        three_object_addon("canary", "1.0.0", "c"),
-    )
-    .await
-    .unwrap();
+    hub.addon("canary", "1.0.0", "c").await;
     hub.create(
         "placements",
         ENV,
@@ -889,8 +853,6 @@ async fn bad_input_is_a_clear_4xx_or_a_condition_and_the_hub_keeps_serving() {
     );
 
     // The hub still serves.
-    hub.create("clusteraddons", ENV, three_object_addon("fine", "1", "x"))
-        .await
-        .unwrap();
+    hub.addon("fine", "1", "x").await;
     edge.stop().await;
 }

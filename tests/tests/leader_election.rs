@@ -2,18 +2,14 @@
 //! store and a real etcd): one leader at a time, a released lease is taken over at once, and a
 //! leader whose lease another replica took stops leading.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use edgefleet_apiserver::controllers::leader::{
     ElectionTiming, Elector, LeaseRecord, LEASES_PREFIX,
 };
-use edgefleet_apiserver::storage::embedded::EmbeddedStore;
-use edgefleet_apiserver::storage::etcd::EtcdStore;
 use edgefleet_apiserver::storage::DynStorage;
 use edgefleet_e2e::conformance::Backend;
-use edgefleet_e2e::EtcdProcess;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -26,18 +22,6 @@ const TIMING: ElectionTiming = ElectionTiming {
 };
 /// Generous bound for anything that should happen within a few retry periods.
 const DEADLINE: Duration = Duration::from_secs(15);
-
-async fn embedded() -> anyhow::Result<Backend> {
-    let dir = tempfile::tempdir()?;
-    let store = EmbeddedStore::open(dir.path())?;
-    Ok(Backend::new(Arc::new(store), dir))
-}
-
-async fn etcd() -> anyhow::Result<Backend> {
-    let etcd = EtcdProcess::start().await?;
-    let store = EtcdStore::connect(etcd.config()).await?;
-    Ok(Backend::new(Arc::new(store), etcd))
-}
 
 struct Candidate {
     leading: watch::Receiver<bool>,
@@ -130,12 +114,12 @@ async fn one_leader_at_a_time_and_handover(store: DynStorage) -> anyhow::Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store_elects_one_leader_at_a_time() -> anyhow::Result<()> {
-    let backend = embedded().await?;
+    let backend = Backend::embedded().await?;
     one_leader_at_a_time_and_handover(backend.store.clone()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_elects_one_leader_at_a_time() -> anyhow::Result<()> {
-    let backend = etcd().await?;
+    let backend = Backend::etcd().await?;
     one_leader_at_a_time_and_handover(backend.store.clone()).await
 }

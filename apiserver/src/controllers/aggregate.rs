@@ -105,6 +105,52 @@ fn connected(cluster: &Cluster) -> bool {
         .is_some_and(|c| c.state == ConnectionState::Connected)
 }
 
+/// Clusters Ready and failed, of those targeted.
+#[derive(Clone, Copy)]
+struct Counts {
+    ready: i32,
+    failed: i32,
+    total: i32,
+}
+
+/// The `Ready` condition of something rolled out to `counts.total` clusters.
+fn ready_condition(
+    old: &[Condition],
+    counts: Counts,
+    first_failure: Option<String>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let Counts {
+        ready,
+        failed,
+        total,
+    } = counts;
+    let (status, reason, message) = if failed > 0 {
+        (
+            false,
+            "ClustersFailed",
+            format!(
+                "{failed} of {total} clusters failed; {}",
+                first_failure.unwrap_or_default()
+            ),
+        )
+    } else if ready == total {
+        (
+            true,
+            "AllClustersReady",
+            format!("Ready on {total} of {total} clusters"),
+        )
+    } else {
+        (
+            false,
+            "ClustersPending",
+            format!("Ready on {ready} of {total} clusters"),
+        )
+    };
+    condition(old, "Ready", status, reason, message, generation, now)
+}
+
 /// A Placement's status.
 pub fn placement_status(
     key: &ObjectKey,
@@ -277,43 +323,21 @@ pub fn placement_status(
             now,
         ),
     };
-    let ready = if failed > 0 {
-        let first = listed
-            .first()
-            .map(|(_, d)| format!("; {}: {}", d.name, d.message.as_deref().unwrap_or("failed")));
-        condition(
-            &old.conditions,
-            "Ready",
-            false,
-            "ClustersFailed",
-            format!(
-                "{failed} of {total} clusters failed{}",
-                first.unwrap_or_default()
-            ),
-            generation,
-            now,
-        )
-    } else if updated == total {
-        condition(
-            &old.conditions,
-            "Ready",
-            true,
-            "AllClustersReady",
-            format!("{total} of {total} clusters run these add-ons Ready"),
-            generation,
-            now,
-        )
-    } else {
-        condition(
-            &old.conditions,
-            "Ready",
-            false,
-            "ClustersPending",
-            format!("{updated} of {total} clusters run these add-ons Ready"),
-            generation,
-            now,
-        )
-    };
+    let first = listed
+        .first()
+        .filter(|(f, _)| *f)
+        .map(|(_, d)| format!("{}: {}", d.name, d.message.as_deref().unwrap_or("failed")));
+    let ready = ready_condition(
+        &old.conditions,
+        Counts {
+            ready: updated,
+            failed,
+            total,
+        },
+        first,
+        generation,
+        now,
+    );
     PlacementStatus {
         total,
         updated,
@@ -387,20 +411,7 @@ pub fn addon_status(
                 .or_default() += 1;
         }
     }
-    let ready_condition = if failed > 0 {
-        condition(
-            &old.conditions,
-            "Ready",
-            false,
-            "ClustersFailed",
-            format!(
-                "{failed} of {clusters} clusters failed; {}",
-                first_failure.unwrap_or_default()
-            ),
-            generation,
-            now,
-        )
-    } else if clusters == 0 {
+    let ready_condition = if clusters == 0 {
         condition(
             &old.conditions,
             "Ready",
@@ -410,23 +421,15 @@ pub fn addon_status(
             generation,
             now,
         )
-    } else if ready == clusters {
-        condition(
-            &old.conditions,
-            "Ready",
-            true,
-            "AllClustersReady",
-            format!("Ready on {clusters} of {clusters} clusters"),
-            generation,
-            now,
-        )
     } else {
-        condition(
+        ready_condition(
             &old.conditions,
-            "Ready",
-            false,
-            "ClustersPending",
-            format!("Ready on {ready} of {clusters} clusters"),
+            Counts {
+                ready,
+                failed,
+                total: clusters,
+            },
+            first_failure,
             generation,
             now,
         )
