@@ -264,11 +264,15 @@ fn deliver(
         return false;
     };
     let identity: Arc<str> = agent_identity(&key.0, &key.1).into();
-    let running = agents
+    let facts = agents
         .and_then(|a| a.observations.get(&identity))
-        .and_then(|o| o.facts)
-        .map(|f| f.addons)
-        .unwrap_or_default();
+        .and_then(|o| o.facts);
+    // A hold keeps what the agent runs: until it has said what that is (its first facts line
+    // on this session), deliver nothing new rather than a bundle that would prune it.
+    if facts.is_none() && agents.is_some() && gate::depends_on_reports(target) {
+        return false;
+    }
+    let running = facts.map(|f| f.addons).unwrap_or_default();
     let bundle = Arc::new(gate::bundle(gate::gate(target, &running)));
     let paused = target.paused;
     if state
