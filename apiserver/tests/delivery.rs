@@ -856,3 +856,62 @@ async fn bad_input_is_a_clear_4xx_or_a_condition_and_the_hub_keeps_serving() {
     hub.addon("fine", "1", "x").await;
     edge.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_progressive_placement_holds_clusters_at_what_they_run_across_a_reconnect() {
+    let hub = Hub::start().await;
+    let mut edge = hub.edge("edge-1").await;
+    hub.addon("app", "1.0.0", "one").await;
+    hub.place("apps", &["app"], &["edge-1"]).await;
+    eventually("app 1.0.0 Ready", || async {
+        all_ready(&hub, &["edge-1"], &[("app", "1.0.0")])
+            .await
+            .then_some(())
+    })
+    .await;
+
+    // The user asks for a canary from now on, and releases 2.0.0: nothing goes out at once.
+    hub.patch(
+        "placements",
+        "apps",
+        json!({"spec": {"strategy": {"type": "Progressive", "canary": 1}}}),
+    )
+    .await;
+    hub.patch(
+        "clusteraddons",
+        "app",
+        json!({"spec": {"version": "2.0.0", "manifests": three_object_addon("app", "2.0.0", "two")["spec"]["manifests"]}}),
+    )
+    .await;
+    let p = eventually("the placement says it holds", || async {
+        let p = hub.get("placements", ENV, "apps").await;
+        (condition(&p, "Progressing")["reason"] == "ProgressiveRolloutNotDelivered"
+            && p["metadata"]["generation"] == p["status"]["observedGeneration"])
+            .then_some(p)
+    })
+    .await;
+    assert_eq!(p["status"]["updated"], 0, "it does not run 2.0.0");
+    assert_eq!(p["status"]["clusters"][0]["state"], "Pending");
+
+    // Across a reconnect (a new session, before and after the agent reports), every bundle
+    // offered keeps app at 1.0.0: none prunes it, none upgrades it.
+    edge.stop().await;
+    let offered_before = edge.agent.state.lock().unwrap().offers.len();
+    edge.start();
+    eventually("offered again on the new session", || async {
+        (edge.agent.state.lock().unwrap().offers.len() > offered_before).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let offers = edge.agent.state.lock().unwrap().offers.clone();
+    for offer in &offers[offered_before..] {
+        let versions: Vec<(&str, &str)> = offer
+            .releases
+            .iter()
+            .map(|r| (r.name.as_str(), r.version.as_str()))
+            .collect();
+        assert_eq!(versions, [("app", "1.0.0")], "{offer:?}");
+    }
+    assert!(all_ready(&hub, &["edge-1"], &[("app", "1.0.0")]).await);
+    edge.stop().await;
+}

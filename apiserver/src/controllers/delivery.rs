@@ -64,6 +64,29 @@ pub struct Wanted {
     pub contents: Contents,
     /// `spec.paused`: send nothing new.
     pub paused: bool,
+    /// On which sessions the bundle may be offered.
+    pub deliverable: Deliverable,
+}
+
+/// Whether a bundle may be offered on the agent's current session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deliverable {
+    /// Always: nothing in it depends on what the agent runs.
+    Any,
+    /// Only on this session: the gate held add-ons at what the agent reported on it.
+    Session(u64),
+    /// Not yet: it holds add-ons and the agent has not reported on a live session.
+    NotYet,
+}
+
+impl Deliverable {
+    fn allows(self, session_id: u64) -> bool {
+        match self {
+            Deliverable::Any => true,
+            Deliverable::Session(s) => s == session_id,
+            Deliverable::NotYet => false,
+        }
+    }
 }
 
 /// Where one cluster's delivery stands.
@@ -148,7 +171,9 @@ impl Default for Machine {
 impl Machine {
     /// Re-evaluates after the wanted bundle or the agent's side changed.
     pub fn sync(&mut self, wanted: Option<&Wanted>, agent: &AgentView) {
-        let Some(wanted) = wanted.filter(|w| agent.connected && !w.paused) else {
+        let Some(wanted) = wanted
+            .filter(|w| agent.connected && !w.paused && w.deliverable.allows(agent.session_id))
+        else {
             self.phase = Phase::Idle;
             self.failures = 0;
             return;
@@ -523,6 +548,7 @@ mod tests {
             }),
             contents: Arc::default(),
             paused: false,
+            deliverable: Deliverable::Any,
         }
     }
 
@@ -611,6 +637,25 @@ mod tests {
         paused.paused = true;
         m.sync(Some(&paused), &agent(2, Some("b1")));
         assert_eq!(m.phase, Phase::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bundle_holding_addons_waits_for_the_agents_report_on_this_session() {
+        let mut m = Machine::default();
+        let mut held = wanted("b1");
+        held.deliverable = Deliverable::NotYet;
+        m.sync(Some(&held), &agent(2, None));
+        assert_eq!(
+            m.work(),
+            None,
+            "computed before the agent said what it runs"
+        );
+        held.deliverable = Deliverable::Session(1);
+        m.sync(Some(&held), &agent(2, None));
+        assert_eq!(m.work(), None, "computed from an earlier session's report");
+        held.deliverable = Deliverable::Session(2);
+        m.sync(Some(&held), &agent(2, Some("b0")));
+        assert_eq!(m.work(), Some(Work::Offer));
     }
 
     #[tokio::test(start_paused = true)]

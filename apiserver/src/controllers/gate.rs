@@ -9,9 +9,9 @@
 //!                 Environment requires it, in which case it gets the required release
 //! ```
 //!
-//! A cluster with a hold gets no new bundle until its agent has reported on the current
-//! session what it runs (the controllers wait for its first facts line): a bundle computed
-//! before that would leave out, and so prune, what the hold is meant to keep.
+//! A bundle with a hold is offered only on the session whose report it was computed from
+//! ([`super::delivery::Deliverable`]): one computed before the agent said what it runs would
+//! leave out, and so prune, what the hold is meant to keep.
 //!
 //! Today's only policy: `strategy.type: AllAtOnce` delivers everywhere at once; `Progressive`
 //! (the default type) holds every cluster, because delivering a canary placement to everything

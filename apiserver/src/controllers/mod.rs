@@ -54,7 +54,7 @@ use tokio_util::sync::CancellationToken;
 use crate::agents::observed::{Feed, Observations};
 use crate::agents::status::ClusterStatusHandle;
 use crate::registry::Registry;
-use delivery::{Contents, Deliverer, DeliveryHandle, Wanted};
+use delivery::{Contents, Deliverable, Deliverer, DeliveryHandle, Wanted};
 use leader::{candidate_identity, run_while_leading, ElectionTiming, Elector};
 use snapshot::{ObjectKey, Snapshot, SnapshotBuilder};
 use targets::Targets;
@@ -131,8 +131,8 @@ impl Controllers {
 struct State {
     targets: Targets,
     contents: Contents,
-    /// The bundle delivered to each cluster, and whether it was paused.
-    delivered: BTreeMap<ObjectKey, (Arc<DesiredBundle>, bool)>,
+    /// The bundle delivered to each cluster, whether it was paused, and on which sessions.
+    delivered: BTreeMap<ObjectKey, (Arc<DesiredBundle>, bool, Deliverable)>,
 }
 
 /// The controllers' loop, until `term` is cancelled (leadership lost, or shutdown).
@@ -264,27 +264,30 @@ fn deliver(
         return false;
     };
     let identity: Arc<str> = agent_identity(&key.0, &key.1).into();
-    let facts = agents
-        .and_then(|a| a.observations.get(&identity))
-        .and_then(|o| o.facts);
-    // A hold keeps what the agent runs: until it has said what that is (its first facts line
-    // on this session), deliver nothing new rather than a bundle that would prune it.
-    if facts.is_none() && agents.is_some() && gate::depends_on_reports(target) {
-        return false;
-    }
-    let running = facts.map(|f| f.addons).unwrap_or_default();
+    let observed = agents.and_then(|a| a.observations.get(&identity));
+    // A hold keeps what the agent runs; a bundle computed without its report on the live
+    // session would leave out, and so prune, what the hold is meant to keep.
+    let deliverable = match &observed {
+        _ if !gate::depends_on_reports(target) => Deliverable::Any,
+        Some(o) if o.connected && o.facts.is_some() => Deliverable::Session(o.session_id),
+        _ => Deliverable::NotYet,
+    };
+    let running = observed
+        .and_then(|o| o.facts)
+        .map(|f| f.addons)
+        .unwrap_or_default();
     let bundle = Arc::new(gate::bundle(gate::gate(target, &running)));
     let paused = target.paused;
     if state
         .delivered
         .get(key)
-        .is_some_and(|(b, p)| b.hash == bundle.hash && *p == paused)
+        .is_some_and(|(b, p, d)| b.hash == bundle.hash && *p == paused && *d == deliverable)
     {
         return false;
     }
     state
         .delivered
-        .insert(key.clone(), (bundle.clone(), paused));
+        .insert(key.clone(), (bundle.clone(), paused, deliverable));
     if let Some(d) = delivery {
         d.want(
             identity.clone(),
@@ -292,6 +295,7 @@ fn deliver(
                 bundle: bundle.clone(),
                 contents: state.contents.clone(),
                 paused,
+                deliverable,
             }),
         );
     }
@@ -306,7 +310,7 @@ fn aggregate(snapshot: &Snapshot, state: &State, statuses: &StatusWriterHandle, 
     let delivered: BTreeMap<ObjectKey, String> = state
         .delivered
         .iter()
-        .map(|(k, (b, _))| (k.clone(), b.hash.clone()))
+        .map(|(k, (b, _, _))| (k.clone(), b.hash.clone()))
         .collect();
     for (key, placement) in &snapshot.placements {
         let Some(resolution) = state.targets.placements.get(key) else {
