@@ -137,6 +137,8 @@ struct AgentState {
     uploads: Vec<String>,
     /// Object names whose apply "fails" like an edge 422.
     reject: BTreeSet<String>,
+    /// Answer bundles 404, as an agent that predates delivery does.
+    no_delivery: bool,
 }
 
 #[derive(Clone)]
@@ -178,6 +180,9 @@ impl TestAgent {
                     Ok::<_, Infallible>(Frame::data(Bytes::from(line)))
                 });
                 Response::new(body::boxed(StreamBody::new(lines)))
+            }
+            (Method::PUT, BUNDLE_PATH) if self.state.lock().unwrap().no_delivery => {
+                status(StatusCode::NOT_FOUND)
             }
             (Method::PUT, BUNDLE_PATH) => {
                 let bytes = req.into_body().collect().await.unwrap().to_bytes();
@@ -852,8 +857,27 @@ async fn bad_input_is_a_clear_4xx_or_a_condition_and_the_hub_keeps_serving() {
         "a canary was asked for: nothing goes out at once"
     );
 
+    // An agent that cannot take bundles: the cluster's status says why, and delivery retries.
+    let mut old = hub.edge("old-agent").await;
+    old.agent.state.lock().unwrap().no_delivery = true;
+    hub.place("to-old", &["fine-for-old"], &["old-agent"]).await;
+    hub.addon("fine-for-old", "1", "x").await;
+    let message = eventually("the delivery failure is in the status", || async {
+        let c = hub.get("clusters", ENV, "old-agent").await;
+        c["status"]["addons"][0]["message"]
+            .as_str()
+            .filter(|m| m.contains("404"))
+            .map(String::from)
+    })
+    .await;
+    assert!(
+        message.contains("not delivered") && message.contains("retrying"),
+        "{message}"
+    );
+
     // The hub still serves.
     hub.addon("fine", "1", "x").await;
+    old.stop().await;
     edge.stop().await;
 }
 

@@ -70,6 +70,8 @@ struct Desired {
     /// The bundle delivered to the cluster, once the controllers computed one.
     bundle: Option<Arc<DesiredBundle>>,
     paused: bool,
+    /// Why the last delivery of the bundle failed, while it keeps failing.
+    delivery_error: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -86,6 +88,7 @@ impl Desired {
             heartbeat: Timestamp::now(),
             bundle: None,
             paused: false,
+            delivery_error: None,
         }
     }
 }
@@ -105,6 +108,11 @@ impl ClusterStatusHandle {
             paused,
         });
     }
+
+    /// Delivering to `identity`'s agent fails with `error` (`None`: it succeeded).
+    pub fn set_delivery_error(&self, identity: Arc<str>, error: Option<String>) {
+        let _ = self.tx.send(Input::DeliveryError { identity, error });
+    }
 }
 
 enum Input {
@@ -118,6 +126,10 @@ enum Input {
         identity: Arc<str>,
         bundle: Arc<DesiredBundle>,
         paused: bool,
+    },
+    DeliveryError {
+        identity: Arc<str>,
+        error: Option<String>,
     },
     Lagged,
     Sweep,
@@ -250,6 +262,15 @@ impl StatusController {
                         d.paused = paused;
                         changed
                     });
+                }
+                Input::DeliveryError { identity, error } => {
+                    if let Some(t) = tracked.get(&identity) {
+                        t.desired.send_if_modified(|d| {
+                            let changed = d.delivery_error != error;
+                            d.delivery_error = error;
+                            changed
+                        });
+                    }
                 }
                 Input::Lagged => self.resync(&mut tracked, &tx),
                 Input::Sweep => self.sweep(&mut tracked).await,
@@ -551,7 +572,13 @@ fn status_patch(replica: &str, desired: &Desired, stored: &Value) -> Value {
             .as_ref()
             .map(|f| f.addons.as_slice())
             .unwrap_or_default();
-        let states = addon_states(bundle, reports, presence, desired.paused);
+        let states = addon_states(
+            bundle,
+            reports,
+            presence,
+            desired.paused,
+            desired.delivery_error.as_deref(),
+        );
         let (ready, reason, message) = addons_ready(&states);
         let condition = if ready { "True" } else { "False" };
         let previous = conditions

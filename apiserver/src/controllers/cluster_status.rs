@@ -6,7 +6,7 @@
 //! |---------------------|------------------------------------------|------------------------------|
 //! | content h, version v | same content h and version v             | the report's phase and words |
 //! | content h, version v | another content or version (an older one) | Pending: "runs v1, v2 not adopted yet" |
-//! | content h, version v | none                                     | Pending, saying why (delivering, agent away, paused) |
+//! | content h, version v | none                                     | Pending, saying why (delivering, why delivery fails, agent away, paused) |
 //!
 //! Reports for add-ons no longer delivered are left out: the agent prunes them.
 
@@ -40,6 +40,7 @@ pub fn addon_states(
     reports: &[AddonReport],
     presence: Presence,
     paused: bool,
+    delivery_error: Option<&str>,
 ) -> Vec<AddonState> {
     bundle
         .releases
@@ -57,13 +58,20 @@ pub fn addon_states(
                         .map(|r| format!("runs version {} ({}); ", r.version, phase_str(r.phase)));
                     let why = if paused {
                         "the cluster is paused (spec.paused), so the hub sends it nothing new"
+                            .to_string()
                     } else {
-                        match presence {
-                            Presence::Connected => "being delivered",
-                            Presence::Disconnected => {
-                                "its agent is disconnected; it gets this version when it reconnects"
+                        match (presence, delivery_error) {
+                            (Presence::Connected, Some(error)) => {
+                                format!("not delivered: {error}; retrying")
                             }
-                            Presence::Unknown => "its agent has not connected to this hub yet",
+                            (Presence::Connected, None) => "being delivered".to_string(),
+                            (Presence::Disconnected, _) => {
+                                "its agent is disconnected; it gets this version when it reconnects"
+                                    .to_string()
+                            }
+                            (Presence::Unknown, _) => {
+                                "its agent has not connected to this hub yet".to_string()
+                            }
                         }
                     };
                     (
@@ -170,7 +178,7 @@ mod tests {
             report("b", "1", "hb", AddonPhase::Failed),
             report("gone", "1", "hg", AddonPhase::Ready),
         ];
-        let states = addon_states(&bundle, &reports, Presence::Connected, false);
+        let states = addon_states(&bundle, &reports, Presence::Connected, false, None);
         assert_eq!(states.len(), 2, "only delivered releases");
         assert_eq!(states[0].state, "Pending");
         assert_eq!(
@@ -198,16 +206,28 @@ mod tests {
             hash: "b".into(),
             releases: vec![release("a", "1", "h")],
         };
-        let away = addon_states(&bundle, &[], Presence::Disconnected, false);
+        let away = addon_states(&bundle, &[], Presence::Disconnected, false, None);
         assert!(away[0].message.as_ref().unwrap().contains("disconnected"));
-        let paused = addon_states(&bundle, &[], Presence::Connected, true);
+        let paused = addon_states(&bundle, &[], Presence::Connected, true, None);
         assert!(paused[0].message.as_ref().unwrap().contains("spec.paused"));
         assert_eq!(addons_ready(&away).1, "AddonsPending");
+        let refused = addon_states(
+            &bundle,
+            &[],
+            Presence::Connected,
+            false,
+            Some("the agent answered the bundle with 404 Not Found"),
+        );
+        assert_eq!(
+            refused[0].message.as_deref(),
+            Some("version 1 not delivered: the agent answered the bundle with 404 Not Found; retrying")
+        );
         let ready = addon_states(
             &bundle,
             &[report("a", "1", "h", AddonPhase::Ready)],
             Presence::Connected,
             false,
+            None,
         );
         assert_eq!(
             addons_ready(&ready),

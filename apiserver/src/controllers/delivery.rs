@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::content::Content;
 use crate::agents::observed::{Feed, Observed};
+use crate::agents::status::ClusterStatusHandle;
 
 /// Deliveries (bundle offers or uploads) in flight at once, over all agents.
 pub const MAX_DELIVERIES_IN_FLIGHT: usize = 256;
@@ -301,6 +302,8 @@ struct Entry {
 pub struct Deliverer {
     sessions: SessionRegistry,
     feed: Feed,
+    /// Told when a cluster's delivery starts or stops failing, for its status.
+    status: Option<ClusterStatusHandle>,
     rx: mpsc::UnboundedReceiver<(Arc<str>, Option<Wanted>)>,
     entries: HashMap<Arc<str>, Entry>,
     timers: BTreeSet<(Instant, Arc<str>)>,
@@ -313,11 +316,16 @@ type InFlight = FuturesUnordered<
 >;
 
 impl Deliverer {
-    pub fn new(sessions: SessionRegistry, feed: Feed) -> (Deliverer, DeliveryHandle) {
+    pub fn new(
+        sessions: SessionRegistry,
+        feed: Feed,
+        status: Option<ClusterStatusHandle>,
+    ) -> (Deliverer, DeliveryHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         let deliverer = Deliverer {
             sessions,
             feed,
+            status,
             rx,
             entries: HashMap::new(),
             timers: BTreeSet::new(),
@@ -358,8 +366,14 @@ impl Deliverer {
                             tracing::debug!(%identity, %why, "delivery failed; backing off");
                         }
                         let jitter = rand::random::<f64>();
+                        let error_before = entry.machine.last_error.clone();
                         entry.machine.done(outcome, &entry.agent, Instant::now(), jitter);
                         entry.machine.sync(entry.wanted.as_ref(), &entry.agent);
+                        if entry.machine.last_error != error_before {
+                            if let Some(status) = &self.status {
+                                status.set_delivery_error(identity.clone(), entry.machine.last_error.clone());
+                            }
+                        }
                         self.after_change(&identity);
                     }
                 }

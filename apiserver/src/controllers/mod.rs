@@ -140,7 +140,11 @@ pub async fn run(registry: Registry, agents: Option<AgentLink>, term: Cancellati
     let (writer, statuses) = StatusWriter::new(registry.clone());
     tokio::spawn(writer.run(term.clone()));
     let delivery = agents.as_ref().map(|a| {
-        let (deliverer, handle) = Deliverer::new(a.sessions.clone(), a.observations.subscribe());
+        let (deliverer, handle) = Deliverer::new(
+            a.sessions.clone(),
+            a.observations.subscribe(),
+            Some(a.cluster_status.clone()),
+        );
         tokio::spawn(deliverer.run(term.clone()));
         handle
     });
