@@ -113,6 +113,14 @@ fn discovery_and_explain(hub: &Hub) {
     assert!(explain.contains("nodePools\t<[]Object>"), "{explain}");
     let field = hub.ok(&["explain", "placement.spec.strategy.maxUnavailable"]);
     assert!(field.contains("updating or failed at once"), "{field}");
+    // The delivery fields are documented where users look.
+    let drift = hub.ok(&["explain", "clusteraddon.spec.drift"]);
+    assert!(drift.contains("Report"), "{drift}");
+    assert!(drift.contains("Correct"), "{drift}");
+    let values = hub.ok(&["explain", "placement.spec.addons.values"]);
+    assert!(values.contains("merge patch"), "{values}");
+    let addons = hub.ok(&["explain", "cluster.status.addons.state"]);
+    assert!(addons.contains("Failed"), "{addons}");
 }
 
 fn samples_and_tables(hub: &Hub) {
@@ -140,7 +148,8 @@ fn samples_and_tables(hub: &Hub) {
             "VERSION",
             "NODES",
             "GPUS",
-            "AGE"
+            "AGE",
+            "ADDONS"
         ]
     );
     // VERSION and NODES stay empty until the agent reports; GPUS counts 0.
@@ -159,6 +168,7 @@ fn samples_and_tables(hub: &Hub) {
             "NODES",
             "GPUS",
             "AGE",
+            "ADDONS",
             "DESIRED",
             "GPU-MODEL",
             "HUB"
@@ -173,6 +183,38 @@ fn samples_and_tables(hub: &Hub) {
         words(fleets.lines().next().unwrap()),
         ["NAME", "CLUSTERS", "READY", "VERSION", "AGE"]
     );
+    // Fleet and Environment status are computed (issue 9 item 21): store-0042 matches the
+    // fleet's selector and belongs to the environment, connected or not.
+    eventually(
+        Duration::from_secs(20),
+        "l4-stores counts store-0042",
+        || {
+            let row = hub.ok(&["get", "fleets", "l4-stores", "-n", NS, "--no-headers"]);
+            (words(&row)[1] == "1").then_some(())
+        },
+    );
+    eventually(
+        Duration::from_secs(20),
+        "retail-prod counts its cluster",
+        || {
+            let row = hub.ok(&["get", "env", NS, "--no-headers"]);
+            (words(&row)[1..3] == ["1", "0"]).then_some(())
+        },
+    );
+    // The samples' Placement is Progressive: held, and it says why.
+    let reason = eventually(Duration::from_secs(20), "the placement's condition", || {
+        let out = hub.ok(&[
+            "get",
+            "pl",
+            "gpu-operator-l4",
+            "-n",
+            NS,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Progressing\")].reason}",
+        ]);
+        (!out.is_empty()).then_some(out)
+    });
+    assert_eq!(reason, "ProgressiveRolloutNotDelivered");
     let placements = hub.ok(&["get", "pl", "-n", NS]);
     assert_eq!(
         words(placements.lines().next().unwrap()),
@@ -183,7 +225,16 @@ fn samples_and_tables(hub: &Hub) {
         ["gpu-operator-l4", "gpu-operator"]
     );
 
-    let yaml = hub.ok(&["get", "ec", "store-0042", "-n", NS, "-o", "yaml"]);
+    let yaml = hub.ok(&[
+        "get",
+        "ec",
+        "store-0042",
+        "-n",
+        NS,
+        "-o",
+        "yaml",
+        "--show-managed-fields",
+    ]);
     let obj: Value = serde_yaml_ng::from_str(&yaml).unwrap();
     assert_eq!(obj["kind"], "Cluster");
     assert_eq!(obj["apiVersion"], "edgefleet.io/v1alpha1");
@@ -200,7 +251,21 @@ fn samples_and_tables(hub: &Hub) {
             > 0
     );
     assert_eq!(obj["spec"]["nodePools"][0]["name"], "gpu");
-    assert!(obj.get("status").is_none(), "create clears status");
+    // Create clears status (the registry's unit tests prove it for a body that carries one);
+    // what status there is now, the hub wrote since: the add-ons its Environment requires,
+    // Pending until an agent connects. Nothing else.
+    assert!(
+        obj["status"].get("connection").is_none(),
+        "no agent ever connected: {obj}"
+    );
+    for entry in obj["metadata"]["managedFields"].as_array().unwrap() {
+        if entry["subresource"] == "status" {
+            assert_eq!(entry["manager"], "edgefleet-hub", "{entry}");
+        }
+    }
+    if let Some(addons) = obj["status"]["addons"].as_array() {
+        assert!(addons.iter().all(|a| a["state"] == "Pending"), "{obj}");
+    }
 
     let all = hub.ok(&["get", "edgefleet", "-A", "-o", "name"]);
     for name in [

@@ -524,6 +524,30 @@ fn a_disconnected_cluster_answers_503_and_an_unknown_one_404() {
         r#"clusters.edgefleet.io "no-such-cluster" not found"#
     );
 
+    // The agent's own paths (desired bundles, content, facts) are the hub's: no caller may
+    // reach them through the proxy, not even an admin, connected or not.
+    for (method, path) in [
+        (Method::PUT, ".well-known/edgefleet/bundle"),
+        (Method::PUT, ".well-known/edgefleet/content/00"),
+        (Method::GET, ".well-known/edgefleet/facts"),
+    ] {
+        let url =
+            format!("/apis/edgefleet.io/v1alpha1/namespaces/retail/clusters/store-1/proxy/{path}");
+        let (status, body) = runtime
+            .block_on(client.call(method, &url, None, bytes::Bytes::from_static(b"{}")))
+            .expect("the hub answers");
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert_eq!(body["reason"], "Forbidden");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("edgefleet agent"),
+            "{body}"
+        );
+    }
+
     // The agent goes away. Until the hub has noticed, a request may still succeed or fail on
     // the dying tunnel (503 "proxying ... failed"); then every one answers 503 "not connected"
     // at once, never hanging until some timeout.
