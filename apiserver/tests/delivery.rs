@@ -122,6 +122,9 @@ impl Storage for CountingStore {
     async fn compact(&self, revision: Revision) -> StorageResult<()> {
         self.inner.compact(revision).await
     }
+    fn compacted_revision(&self) -> Revision {
+        self.inner.compacted_revision()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -408,14 +411,7 @@ impl Hub {
     async fn patch(&self, plural: &str, name: &str, patch: Value) {
         let resource = self.registry.resource(plural).unwrap();
         resource
-            .patch(
-                &self.registry,
-                ENV,
-                name,
-                Target::Main,
-                Patch::Merge(patch),
-                &opts(),
-            )
+            .patch(ENV, name, Target::Main, Patch::Merge(patch), &opts())
             .await
             .unwrap();
     }

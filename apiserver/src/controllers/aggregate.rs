@@ -28,7 +28,7 @@ use edgefleet_api::{
 
 use super::snapshot::{ObjectKey, Snapshot};
 use super::targets::{ClusterTarget, PlacementResolution, Targets};
-use crate::selectors::LabelSelectorExpr;
+use edgefleet_apimachinery::selectors::LabelSelectorExpr;
 
 /// Clusters a Placement's status lists by name.
 pub const MAX_LISTED_CLUSTERS: usize = 25;

@@ -35,7 +35,7 @@ use edgefleet_api::{ClusterAddon, Placement, RolloutType};
 
 use super::content::{addon_content, Content};
 use super::snapshot::{ObjectKey, Snapshot};
-use crate::selectors::LabelSelectorExpr;
+use edgefleet_apimachinery::selectors::LabelSelectorExpr;
 
 /// The desired state of every cluster, before gating.
 #[derive(Clone, Debug, Default)]

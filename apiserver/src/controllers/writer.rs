@@ -140,7 +140,6 @@ async fn write(registry: &Registry, key: &StatusKey, patch: Value) -> Result<(),
     body.insert("status".into(), patch);
     resource
         .patch(
-            registry,
             namespace,
             name,
             Target::Status,
