@@ -383,12 +383,17 @@ async fn apply_without_a_field_manager_is_422() {
 }
 
 /// A ClusterAddon whose inline manifest carries `bytes` of data.
+/// A ClusterAddon of about `bytes`: its manifests stay within the add-on source limit (a 422 of
+/// its own), the rest is description, so storage's limit is what a large one meets.
 fn addon(name: &str, bytes: usize, fill: char) -> Value {
+    let manifest = bytes.min(edgefleet_api::delivery::MAX_ADDON_SOURCE_BYTES / 2);
     json!({"apiVersion": "edgefleet.io/v1alpha1", "kind": "ClusterAddon",
            "metadata": {"name": name},
-           "spec": {"version": "v1.0.0", "manifests": [{
+           "spec": {"version": "v1.0.0",
+               "description": fill.to_string().repeat(bytes - manifest),
+               "manifests": [{
                "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "blob"},
-               "data": {"blob": fill.to_string().repeat(bytes)}}]}})
+               "data": {"blob": fill.to_string().repeat(manifest)}}]}})
 }
 
 #[tokio::test]
