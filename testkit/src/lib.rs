@@ -251,7 +251,10 @@ macro_rules! eventually {
     (@async $poll:expr, $probe:expr, $($what:tt)+) => {{
         let mut poll = $poll;
         loop {
-            match $crate::Probe::found($probe) {
+            // A statement of its own: the probe's temporaries (a lock guard) are dropped
+            // before the pause, not held across it.
+            let outcome = $crate::Probe::found($probe);
+            match outcome {
                 ::core::result::Result::Ok(found) => break found,
                 ::core::result::Result::Err(last) => {
                     if !poll.pause().await {
@@ -264,7 +267,10 @@ macro_rules! eventually {
     (@blocking $poll:expr, $probe:expr, $($what:tt)+) => {{
         let mut poll = $poll;
         loop {
-            match $crate::Probe::found($probe) {
+            // A statement of its own: the probe's temporaries (a lock guard) are dropped
+            // before the pause, not held across it.
+            let outcome = $crate::Probe::found($probe);
+            match outcome {
                 ::core::result::Result::Ok(found) => break found,
                 ::core::result::Result::Err(last) => {
                     if !poll.pause_blocking() {

@@ -110,3 +110,14 @@ fn patience_is_a_positive_number() {
         assert_eq!(parse_patience(bad), None, "{bad:?}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lock_taken_by_the_probe_is_released_during_the_pause() {
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
+    let other = queue.clone();
+    // Runs during the first pause (one thread): it can only push if the probe let go.
+    let pusher = tokio::spawn(async move { other.try_lock().map(|mut q| q.push(7)).is_ok() });
+    let item = eventually!(queue.lock().unwrap().pop(), "an item");
+    assert_eq!(item, 7);
+    assert!(pusher.await.unwrap());
+}
