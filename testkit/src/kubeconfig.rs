@@ -124,7 +124,9 @@ mod tests {
         assert_eq!(cluster.server.as_deref(), Some("https://127.0.0.1:8443"));
         assert_eq!(cluster.tls_server_name.as_deref(), Some("kubernetes.test"));
         assert_eq!(
-            STANDARD.decode(cluster.certificate_authority_data.as_ref().unwrap()).unwrap(),
+            STANDARD
+                .decode(cluster.certificate_authority_data.as_ref().unwrap())
+                .unwrap(),
             b"CA PEM"
         );
         let user = read.auth_infos[0].auth_info.as_ref().unwrap();

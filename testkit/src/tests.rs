@@ -30,8 +30,7 @@ async fn a_probe_may_await_and_borrow_mutably() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_probe_that_never_holds_fails_at_its_deadline_saying_what_it_awaited_and_the_last_miss()
-{
+async fn a_probe_that_never_holds_fails_at_its_deadline_saying_what_it_awaited_and_the_last_miss() {
     let started = tokio::time::Instant::now();
     let outcome = tokio::spawn(async {
         eventually!(
@@ -71,10 +70,7 @@ async fn pauses_grow_from_ten_milliseconds_to_at_most_a_hundred() {
         assert!(poll.pause().await);
         pauses.push(before.elapsed().as_millis());
     }
-    assert_eq!(
-        pauses,
-        [10, 15, 22, 33, 49, 73, 100, 100, 100, 100]
-    );
+    assert_eq!(pauses, [10, 15, 22, 33, 49, 73, 100, 100, 100, 100]);
 }
 
 #[test]

@@ -22,14 +22,7 @@ async fn fixture_with(config: RegistryConfig) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store: DynStorage = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
     let registry = Registry::new(store, config);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !registry.is_ready() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "watch caches never synced"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    edgefleet_testkit::eventually!(registry.is_ready(), "the watch caches to sync");
     Fixture {
         registry,
         _dir: dir,
