@@ -18,7 +18,8 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::hub::{binary, eventually, Hub};
+use crate::hub::{binary, Hub};
+use edgefleet_testkit::eventually;
 
 /// Long enough for an agent to enroll and connect on a busy two-core machine.
 pub const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
@@ -102,10 +103,11 @@ impl EdgeAgent {
             child: Some(child),
             log,
         };
-        eventually(
-            CONNECT_DEADLINE,
-            &format!("{environment}/{name} to connect"),
-            || (connection_state(hub, environment, name) == "Connected").then_some(()),
+        eventually!(
+            blocking,
+            within = CONNECT_DEADLINE,
+            (connection_state(hub, environment, name) == "Connected").then_some(()),
+            "{environment}/{name} to connect"
         );
         Ok(agent)
     }

@@ -1,13 +1,12 @@
 //! kubectl (the real binary) against the hub, end to end: the same suite on the embedded store
 //! (`edgefleet-apiserver dev`) and on a real etcd (`edgefleet-apiserver serve --storage etcd`).
 
-use std::io::{BufRead, BufReader};
-use std::process::Child;
-use std::sync::mpsc;
 use std::time::Duration;
 
-use edgefleet_e2e::hub::{eventually, workspace_root, Hub};
+use edgefleet_e2e::hub::{workspace_root, Hub};
+use edgefleet_e2e::kubectl::Lines;
 use edgefleet_e2e::EtcdProcess;
+use edgefleet_testkit::eventually;
 use serde_json::Value;
 
 /// A hub, and the etcd it stores in (dropped after the hub).
@@ -61,20 +60,6 @@ fn words(line: &str) -> Vec<&str> {
 
 fn json(hub: &Hub, args: &[&str]) -> Value {
     serde_json::from_str(&hub.ok(args)).expect("kubectl printed JSON")
-}
-
-/// Lines a background kubectl prints, as they come.
-fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 fn discovery_and_explain(hub: &Hub) {
@@ -423,13 +408,11 @@ fn watch_sees_changes_by_another_client(hub: &Hub) {
             "custom-columns=NAME:.metadata.name,TIER:.metadata.labels.tier",
         ])
         .unwrap();
-    let lines = lines_of(&mut watcher);
-    let first = lines.recv_timeout(Duration::from_secs(20)).expect("header");
+    let mut lines = Lines::new(watcher.stdout.take().expect("piped stdout"));
+    let mut next_line = || lines.wait_for(Duration::from_secs(20), |_| true);
+    let first = next_line();
     assert_eq!(words(&first), ["NAME", "TIER"]);
-    assert_eq!(
-        words(&lines.recv_timeout(Duration::from_secs(20)).unwrap()),
-        ["watched", "silver"]
-    );
+    assert_eq!(words(&next_line()), ["watched", "silver"]);
     hub.ok(&[
         "label",
         "ec",
@@ -439,11 +422,10 @@ fn watch_sees_changes_by_another_client(hub: &Hub) {
         "tier=gold",
         "--overwrite",
     ]);
-    let changed = lines
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the watch reports the change");
+    let changed = next_line();
     assert_eq!(words(&changed), ["watched", "gold"]);
     let _ = watcher.kill();
+    let _ = watcher.wait();
 }
 
 fn pagination(hub: &Hub) {
@@ -603,9 +585,12 @@ fn wait_for_jsonpath(hub: &Hub) {
         "-p",
         r#"{"spec":{"paused":true}}"#,
     ]);
-    let status = eventually(Duration::from_secs(60), "kubectl wait to finish", || {
-        wait.try_wait().unwrap()
-    });
+    let status = eventually!(
+        blocking,
+        within = Duration::from_secs(60),
+        { wait.try_wait().unwrap() },
+        "kubectl wait to finish"
+    );
     let mut out = String::new();
     std::io::Read::read_to_string(wait.stdout.as_mut().unwrap(), &mut out).unwrap();
     assert!(status.success(), "kubectl wait failed: {out}");

@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use edgefleet_e2e::client::HubClient;
 use edgefleet_e2e::edge::{register_cluster, EdgeAgent};
-use edgefleet_e2e::hub::{eventually, DevConfig, Hub};
+use edgefleet_e2e::hub::{DevConfig, Hub};
 use edgefleet_e2e::kubectl::{stop, Kubectl, Lines};
 use edgefleet_e2e::pods::{self, PodServer};
+use edgefleet_testkit::eventually;
 use http::{Method, StatusCode};
 use serde_json::Value;
 
@@ -528,10 +529,10 @@ fn a_disconnected_cluster_answers_503_and_an_unknown_one_404() {
     // the dying tunnel (503 "proxying ... failed"); then every one answers 503 "not connected"
     // at once, never hanging until some timeout.
     agent.kill();
-    eventually(
-        Duration::from_secs(30),
-        "the hub to answer that store-1 is not connected",
-        || {
+    eventually!(
+        blocking,
+        within = Duration::from_secs(30),
+        {
             let (status, body) = get("store-1");
             assert!(
                 status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
@@ -542,6 +543,7 @@ fn a_disconnected_cluster_answers_503_and_an_unknown_one_404() {
                 .contains("cluster retail/store-1 is not connected")
                 .then_some(())
         },
+        "the hub to answer that store-1 is not connected"
     );
     // kubectl says so too.
     let k = Kubectl::new(
