@@ -29,6 +29,8 @@ mod kind;
 mod placement;
 pub mod schema;
 pub mod table;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod validation;
 
 pub use addon::*;
