@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use edgefleet_api::{ApiKind, Cluster, Environment};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde_json::json;
 
 use crate::agents::{AgentHub, AgentsConfig};
 use crate::app::{
@@ -274,9 +274,9 @@ pub async fn start_simulated_agents(
         ..Default::default()
     };
     let envs = registry.resource("environments").context("environments")?;
-    let env = json!({"apiVersion": edgefleet_api::API_VERSION, "kind": "Environment",
-                     "metadata": {"name": SIMULATED_ENVIRONMENT},
-                     "spec": {"description": "Simulated edge clusters of the dev hub"}});
+    let mut env = Environment::named(SIMULATED_ENVIRONMENT);
+    env.spec.description = Some("Simulated edge clusters of the dev hub".into());
+    let env = serde_json::to_value(env)?;
     match envs.create(registry, "", env, &opts).await {
         Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
         Err(e) => return Err(e.into()),
@@ -285,9 +285,15 @@ pub async fn start_simulated_agents(
     let bootstrap_dir = layout.data_dir.join("agents");
     for i in 1..=count {
         let name = format!("sim-{i}");
-        let cluster = json!({"apiVersion": edgefleet_api::API_VERSION, "kind": "Cluster",
-                             "metadata": {"name": name, "labels": {"simulated": "true", "gpu": "l4", "region": "local"}},
-                             "spec": {"kubernetesVersion": "v1.31.4+k3s1"}});
+        let mut cluster = Cluster::named(&name);
+        cluster.metadata.labels = Some(
+            [("simulated", "true"), ("gpu", "l4"), ("region", "local")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        cluster.spec.kubernetes_version = Some("v1.31.4+k3s1".into());
+        let cluster = serde_json::to_value(cluster)?;
         match clusters
             .create(registry, SIMULATED_ENVIRONMENT, cluster, &opts)
             .await

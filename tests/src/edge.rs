@@ -19,6 +19,7 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::hub::{binary, Hub};
+use edgefleet_api::testing;
 use edgefleet_testkit::eventually;
 
 /// Long enough for an agent to enroll and connect on a busy two-core machine.
@@ -29,8 +30,9 @@ pub fn register_cluster(hub: &Hub, environment: &str, name: &str) {
     hub.ok_stdin(
         &["apply", "-f", "-"],
         Some(&format!(
-            "apiVersion: edgefleet.io/v1alpha1\nkind: Environment\nmetadata:\n  name: {environment}\n\
-             ---\napiVersion: edgefleet.io/v1alpha1\nkind: Cluster\nmetadata:\n  name: {name}\n  namespace: {environment}\n"
+            "{}---\n{}",
+            testing::environment(environment).yaml(),
+            testing::cluster(name).env(environment).yaml()
         )),
     );
 }

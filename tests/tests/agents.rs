@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use edgefleet_api::testing::{cluster, environment};
 use edgefleet_e2e::hub::{binary, Hub};
 use edgefleet_testkit::eventually;
 use serde_json::Value;
@@ -141,11 +142,11 @@ fn simulate(hub: &Hub, bootstrap_dir: &Path, log: &Path) -> Child {
 #[test]
 fn bootstrap_token_enrolls_once_and_rotation_or_deletion_revokes() {
     let hub = Hub::dev().expect("dev hub starts");
+    hub.ok_stdin(&["apply", "-f", "-"], Some(&environment("lab").yaml()));
     hub.ok_stdin(
         &["apply", "-f", "-"],
-        Some("apiVersion: edgefleet.io/v1alpha1\nkind: Environment\nmetadata:\n  name: lab\n"),
+        Some(&cluster("edge-1").env("lab").yaml()),
     );
-    hub.ok_stdin(&["apply", "-f", "-"], Some("apiVersion: edgefleet.io/v1alpha1\nkind: Cluster\nmetadata:\n  name: edge-1\n  namespace: lab\n"));
 
     let manifest: Value = serde_json::from_str(&hub.ok(&[
         "get",

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use edgefleet_api::testing;
 use edgefleet_e2e::audit::{self, logged_requests, LoggedRequest};
 use edgefleet_e2e::edge::EdgeAgent;
 use edgefleet_e2e::hub::{DevConfig, Hub};
@@ -22,7 +23,7 @@ use serde_json::Value;
 const RECORD_DEADLINE: Duration = Duration::from_secs(30);
 
 fn environment(name: &str) -> String {
-    format!("apiVersion: edgefleet.io/v1alpha1\nkind: Environment\nmetadata:\n  name: {name}\n")
+    testing::environment(name).yaml()
 }
 
 /// `kubectl -v=8 ARGS`: kubectl logs every request with its status and `Audit-Id`. Returns
@@ -102,8 +103,9 @@ fn every_request_is_recorded_once_per_stage_and_proxied_ones_name_the_edge_clust
         &alice,
         &["apply", "-f", "-"],
         Some(&format!(
-            "{}---\napiVersion: edgefleet.io/v1alpha1\nkind: Cluster\nmetadata:\n  name: c1\n  namespace: audited\n",
-            environment("audited")
+            "{}---\n{}",
+            environment("audited"),
+            testing::cluster("c1").env("audited").yaml()
         )),
         true,
     ));

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use edgefleet_api::testing::environment;
 use edgefleet_e2e::hub::Hub;
 use edgefleet_e2e::python::Burst;
 use edgefleet_e2e::EtcdProcess;
@@ -12,10 +13,7 @@ const ACKED_BEFORE_KILL: usize = 200;
 const WRITERS: usize = 16;
 
 fn kill_mid_burst_loses_nothing(hub: &mut Hub) {
-    hub.ok_stdin(
-        &["apply", "-f", "-"],
-        Some("apiVersion: edgefleet.io/v1alpha1\nkind: Environment\nmetadata:\n  name: crash\n"),
-    );
+    hub.ok_stdin(&["apply", "-f", "-"], Some(&environment("crash").yaml()));
     let mut burst = Burst::start(&hub.kubeconfig, "crash", WRITERS);
     let acked = burst.created_at_least(ACKED_BEFORE_KILL);
     hub.kill();

@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
+use edgefleet_api::testing::{self, Builder};
+use edgefleet_api::Cluster;
 use edgefleet_e2e::hub::{workspace_root, Hub};
 use edgefleet_e2e::kubectl::Lines;
 use edgefleet_e2e::EtcdProcess;
 use edgefleet_testkit::eventually;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// A hub, and the etcd it stores in (dropped after the hub).
 struct Env {
@@ -38,20 +40,13 @@ const NS: &str = "retail-prod";
 fn environment(hub: &Hub, name: &str) {
     hub.ok_stdin(
         &["apply", "-f", "-"],
-        Some(&format!(
-            "apiVersion: edgefleet.io/v1alpha1\nkind: Environment\nmetadata:\n  name: {name}\n"
-        )),
+        Some(&testing::environment(name).yaml()),
     );
 }
 
-fn cluster_yaml(name: &str, labels: &[(&str, &str)], spec: &str) -> String {
-    let labels: String = labels
-        .iter()
-        .map(|(k, v)| format!("    {k}: \"{v}\"\n"))
-        .collect();
-    format!(
-        "apiVersion: edgefleet.io/v1alpha1\nkind: Cluster\nmetadata:\n  name: {name}\n  namespace: {NS}\n  labels:\n    e2e: \"true\"\n{labels}spec: {spec}\n"
-    )
+/// A Cluster of this suite: in [`NS`], labelled `e2e=true`.
+fn cluster(name: &str) -> Builder<Cluster> {
+    testing::cluster(name).env(NS).label("e2e", "true")
 }
 
 fn words(line: &str) -> Vec<&str> {
@@ -221,7 +216,7 @@ fn label_annotate_patch_edit(hub: &Hub) {
     environment(hub, NS);
     hub.ok_stdin(
         &["apply", "-f", "-"],
-        Some(&cluster_yaml("edge-1", &[], "{kubernetesVersion: v1.30.2}")),
+        Some(&cluster("edge-1").version("v1.30.2").yaml()),
     );
     let get = |path: &str| {
         hub.ok(&[
@@ -310,8 +305,7 @@ fn label_annotate_patch_edit(hub: &Hub) {
 
 fn server_side_apply(hub: &Hub) {
     environment(hub, NS);
-    let config =
-        |version: &str| cluster_yaml("ssa-1", &[], &format!("{{kubernetesVersion: {version}}}"));
+    let config = |version: &str| cluster("ssa-1").version(version).yaml();
     hub.ok_stdin(
         &["apply", "--server-side", "--field-manager=alice", "-f", "-"],
         Some(&config("v1.31.4")),
@@ -395,7 +389,7 @@ fn watch_sees_changes_by_another_client(hub: &Hub) {
     environment(hub, NS);
     hub.ok_stdin(
         &["apply", "-f", "-"],
-        Some(&cluster_yaml("watched", &[("tier", "silver")], "{}")),
+        Some(&cluster("watched").label("tier", "silver").yaml()),
     );
     let mut watcher = hub
         .spawn_kubectl(&[
@@ -431,7 +425,7 @@ fn watch_sees_changes_by_another_client(hub: &Hub) {
 fn pagination(hub: &Hub) {
     environment(hub, NS);
     let many: String = (0..10)
-        .map(|i| format!("{}---\n", cluster_yaml(&format!("page-{i:02}"), &[], "{}")))
+        .map(|i| format!("{}---\n", cluster(&format!("page-{i:02}")).yaml()))
         .collect();
     hub.ok_stdin(&["create", "-f", "-"], Some(&many));
     let out = hub
@@ -470,10 +464,7 @@ fn pagination(hub: &Hub) {
     assert_eq!(first["items"].as_array().unwrap().len(), 4);
     assert_eq!(first["metadata"]["remainingItemCount"], 6);
     let token = first["metadata"]["continue"].as_str().unwrap();
-    hub.ok_stdin(
-        &["create", "-f", "-"],
-        Some(&cluster_yaml("page-99", &[], "{}")),
-    );
+    hub.ok_stdin(&["create", "-f", "-"], Some(&cluster("page-99").yaml()));
     let mut seen: Vec<String> = first["items"]
         .as_array()
         .unwrap()
@@ -507,11 +498,12 @@ fn selectors(hub: &Hub) {
     for (name, gpu, region) in [("a", "a100", "eu"), ("b", "l4", "eu"), ("c", "l4", "us")] {
         hub.ok_stdin(
             &["apply", "-f", "-"],
-            Some(&cluster_yaml(
-                name,
-                &[("gpu", gpu), ("region", region)],
-                "{}",
-            )),
+            Some(
+                &cluster(name)
+                    .label("gpu", gpu)
+                    .label("region", region)
+                    .yaml(),
+            ),
         );
     }
     let names = |args: &[&str]| -> Vec<String> {
@@ -561,10 +553,7 @@ fn selectors(hub: &Hub) {
 
 fn wait_for_jsonpath(hub: &Hub) {
     environment(hub, NS);
-    hub.ok_stdin(
-        &["apply", "-f", "-"],
-        Some(&cluster_yaml("waiter", &[], "{}")),
-    );
+    hub.ok_stdin(&["apply", "-f", "-"], Some(&cluster("waiter").yaml()));
     let mut wait = hub
         .spawn_kubectl(&[
             "wait",
@@ -599,10 +588,7 @@ fn wait_for_jsonpath(hub: &Hub) {
 
 fn delete_and_finalizers(hub: &Hub) {
     environment(hub, NS);
-    hub.ok_stdin(
-        &["apply", "-f", "-"],
-        Some(&cluster_yaml("gone", &[], "{}")),
-    );
+    hub.ok_stdin(&["apply", "-f", "-"], Some(&cluster("gone").yaml()));
     assert!(hub
         .ok(&["delete", "ec", "gone", "-n", NS])
         .contains("cluster.edgefleet.io \"gone\" deleted"));
@@ -612,8 +598,11 @@ fn delete_and_finalizers(hub: &Hub) {
         "{err}"
     );
 
-    let held = "apiVersion: edgefleet.io/v1alpha1\nkind: Cluster\nmetadata:\n  name: held\n  namespace: retail-prod\n  finalizers: [edgefleet.io/e2e]\n";
-    hub.ok_stdin(&["apply", "-f", "-"], Some(held));
+    let held = testing::cluster("held")
+        .env(NS)
+        .finalizer("edgefleet.io/e2e")
+        .yaml();
+    hub.ok_stdin(&["apply", "-f", "-"], Some(&held));
     hub.ok(&["delete", "ec", "held", "-n", NS, "--wait=false"]);
     let stamp = hub.ok(&[
         "get",
@@ -662,10 +651,7 @@ fn delete_and_finalizers(hub: &Hub) {
         "removing the last finalizer completes the delete: {err}"
     );
     hub.ok(&["delete", "env", NS]);
-    let err = hub.fails(
-        &["apply", "-f", "-"],
-        Some(&cluster_yaml("late", &[], "{}")),
-    );
+    let err = hub.fails(&["apply", "-f", "-"], Some(&cluster("late").yaml()));
     assert!(err.contains("has no Environment"), "{err}");
 }
 
@@ -675,11 +661,7 @@ fn errors(hub: &Hub) {
         .kubectl_as(
             &hub.kubeconfig,
             &["create", "-f", "-", "-v=6"],
-            Some(&cluster_yaml(
-                "bad",
-                &[],
-                "{kubernetesVersion: \"1.31\", nodePools: [{name: a, replicas: -1}]}",
-            )),
+            Some(&cluster("bad").version("1.31").pool("a", -1).yaml()),
         )
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -693,12 +675,16 @@ fn errors(hub: &Hub) {
 
     let err = hub.fails(
         &["apply", "--validate=strict", "-f", "-"],
-        Some(&cluster_yaml("strict", &[], "{bogus: 1}")),
+        Some(&cluster("strict").set("/spec/bogus", json!(1)).yaml()),
     );
     assert!(err.contains("unknown field \"spec.bogus\""), "{err}");
     let err = hub.fails(
         &["apply", "-f", "-"],
-        Some(&cluster_yaml("wrong-type", &[], "{paused: \"yes\"}")),
+        Some(
+            &cluster("wrong-type")
+                .set("/spec/paused", json!("yes"))
+                .yaml(),
+        ),
     );
     assert!(
         err.contains("spec.paused") && err.contains("must be of type boolean"),
@@ -707,7 +693,7 @@ fn errors(hub: &Hub) {
 
     let err = hub.fails(
         &["apply", "-f", "-"],
-        Some(&cluster_yaml("x", &[], "{}").replace(NS, "nowhere")),
+        Some(&cluster("x").env("nowhere").yaml()),
     );
     assert!(
         err.contains("namespace \"nowhere\" has no Environment"),
@@ -727,7 +713,7 @@ fn errors(hub: &Hub) {
         .kubectl_as(
             &viewer,
             &["create", "-f", "-"],
-            Some(&cluster_yaml("by-viewer", &[], "{}")),
+            Some(&cluster("by-viewer").yaml()),
         )
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
