@@ -86,7 +86,7 @@ struct AuditArgs {
     audit_webhook_config_file: Option<PathBuf>,
     #[arg(long, default_value_t = edgefleet_apiserver::app::DEFAULT_AUDIT_WEBHOOK_BATCH_MAX_SIZE)]
     audit_webhook_batch_max_size: usize,
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = edgefleet_api::duration::parse)]
     audit_webhook_batch_max_wait: Duration,
     /// Acknowledge audit records only once fsynced (survives power loss; slower) instead of
     /// once written (survives a crash of the hub).
@@ -113,7 +113,7 @@ struct DevArgs {
     #[arg(long, default_value_t = 3)]
     agents: usize,
     /// Tunnel PING interval (and timeout): an agent silent for twice this is disconnected.
-    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = edgefleet_api::duration::parse)]
     tunnel_keepalive: Duration,
     /// Static bearer tokens (kube's CSV format), for users without certificates.
     #[arg(long)]
@@ -160,7 +160,7 @@ struct TunnelArgs {
     #[arg(long)]
     agent_image: Option<String>,
     /// Tunnel PING interval (and timeout): an agent silent for twice this is disconnected.
-    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = edgefleet_api::duration::parse)]
     tunnel_keepalive: Duration,
 }
 
@@ -194,7 +194,7 @@ struct ServeArgs {
     #[arg(long)]
     etcd_keyfile: Option<PathBuf>,
     /// Interval of storage compaction (history older than this is discarded).
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = edgefleet_api::duration::parse)]
     etcd_compaction_interval: Duration,
     /// IP address to serve on.
     #[arg(long, default_value = "0.0.0.0")]
@@ -243,21 +243,6 @@ struct KubeconfigArgs {
     /// Server URL; defaults to the one in the admin kubeconfig.
     #[arg(long)]
     server: Option<String>,
-}
-
-/// `30s`, `5m`, `1h`, or plain seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return Err(format!("invalid duration unit in {s:?} (use s, m or h)")),
-    };
-    Ok(Duration::from_secs(secs))
 }
 
 fn init_logging() {
@@ -556,4 +541,92 @@ async fn verify_with_store(
         eprintln!("note: the store holds no audit checkpoint for replica {replica:?}");
     }
     Ok(audit::verify_dir(dir, key.as_ref(), checkpoint.as_ref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::any::TypeId;
+
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every flag of type `Duration`, in every subcommand.
+    fn duration_flags(command: &clap::Command, found: &mut Vec<(String, clap::Arg)>) {
+        for arg in command.get_arguments() {
+            if arg.get_value_parser().type_id() == TypeId::of::<Duration>() {
+                found.push((command.get_name().to_string(), arg.clone()));
+            }
+        }
+        for sub in command.get_subcommands() {
+            duration_flags(sub, found);
+        }
+    }
+
+    #[test]
+    fn every_duration_flag_takes_go_durations_as_kubes_flags_do() {
+        let cli = Cli::command();
+        let mut flags = Vec::new();
+        duration_flags(&cli, &mut flags);
+        let names: Vec<String> = flags
+            .iter()
+            .map(|(command, arg)| format!("{command} --{}", arg.get_long().unwrap_or_default()))
+            .collect();
+        // The walk finds them all (the CLI's and the auth flags').
+        for expected in [
+            "serve --etcd-compaction-interval",
+            "serve --audit-webhook-batch-max-wait",
+            "serve --tunnel-keepalive",
+            "serve --authentication-token-webhook-cache-ttl",
+            "dev --tunnel-keepalive",
+        ] {
+            assert!(
+                names.iter().any(|n| n == expected),
+                "{expected} in {names:?}"
+            );
+        }
+        for (command, arg) in &flags {
+            let long = arg.get_long().expect("a long flag");
+            let parse = |text: &str| {
+                clap::Command::new("flag")
+                    .arg(arg.clone().required(false))
+                    .try_get_matches_from(["flag".to_string(), format!("--{long}={text}")])
+                    .map(|m| m.get_one::<Duration>(arg.get_id().as_str()).copied())
+            };
+            for (good, want) in [
+                ("1m30s", 90_000),
+                ("500ms", 500),
+                ("2h", 7_200_000),
+                ("0", 0),
+            ] {
+                let parsed =
+                    parse(good).unwrap_or_else(|e| panic!("{command} --{long}={good}: {e}"));
+                assert_eq!(
+                    parsed,
+                    Some(Duration::from_millis(want)),
+                    "{command} --{long}={good}"
+                );
+            }
+            for bad in ["30", "1 hour", "PT1M", "-5s"] {
+                assert!(parse(bad).is_err(), "{command} --{long}={bad} is refused");
+            }
+        }
+    }
+
+    #[test]
+    fn the_compaction_interval_takes_minutes_and_seconds() {
+        let cli = Cli::try_parse_from([
+            "edgefleet-apiserver",
+            "serve",
+            "--tls-cert-file=c",
+            "--tls-private-key-file=k",
+            "--etcd-compaction-interval",
+            "1m30s",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(args.etcd_compaction_interval, Duration::from_secs(90));
+    }
 }
