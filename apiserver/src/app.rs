@@ -21,6 +21,7 @@ use crate::storage::compactor::Compactor;
 use crate::storage::embedded::EmbeddedStore;
 use crate::storage::etcd::{EtcdConfig, EtcdStore};
 use crate::storage::DynStorage;
+use crate::tasks::Tasks;
 
 /// Where objects are stored.
 #[derive(Clone, Debug)]
@@ -110,6 +111,9 @@ pub struct BoundServer {
     pipeline: Arc<Pipeline>,
     registry: Registry,
     agents: Option<Arc<AgentHub>>,
+    /// The background tasks (compactor, RBAC reload, the tunnel port and its controllers):
+    /// stopped, and waited for, when serving ends.
+    tasks: Tasks,
 }
 
 impl BoundServer {
@@ -129,10 +133,13 @@ impl BoundServer {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` resolves; then closes the audit trail with a final checkpoint.
+    /// Serves until `shutdown` resolves; then stops the background tasks, waits for them, and
+    /// closes the audit trail with a final checkpoint. When it returns, nothing of this hub
+    /// runs any more.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let auditor = self.pipeline.auditor.clone();
         server::serve(self.listener, self.tls, self.pipeline, shutdown).await;
+        self.tasks.shut_down().await;
         if let Some(auditor) = auditor {
             if let Err(err) = auditor.shutdown().await {
                 tracing::error!(%err, "closing the audit trail failed");
@@ -167,10 +174,11 @@ pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
         Some(audit) => Some(audit.open(store.clone()).await?),
         None => None,
     };
-    tokio::spawn(compactor.with_interval(config.compaction_interval).run());
+    let tasks = Tasks::new();
+    tasks.spawn(compactor.with_interval(config.compaction_interval).run());
     let registry = Registry::new(store, config.registry.clone());
     let agents = match &config.agents {
-        Some(agents) => Some(AgentHub::start(agents.clone(), registry.clone()).await?),
+        Some(agents) => Some(AgentHub::start(agents.clone(), registry.clone(), &tasks).await?),
         None => None,
     };
     let router = Router::new(registry.clone(), agents.clone());
@@ -192,7 +200,7 @@ pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
         authorization.rbac.clone(),
         config.authorization.authorization_rbac_file.clone(),
     ) {
-        tokio::spawn(reload_rbac(rbac, path));
+        tasks.spawn(reload_rbac(rbac, path));
     }
     let authorizer = authorization.authorizer;
     let pipeline = Arc::new(Pipeline {
@@ -210,6 +218,7 @@ pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
         pipeline,
         registry,
         agents,
+        tasks,
     })
 }
 

@@ -23,3 +23,4 @@ pub mod request_info;
 pub mod selectors;
 pub mod storage;
 pub mod structural;
+pub mod tasks;

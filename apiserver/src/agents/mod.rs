@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 
 use crate::errors::ApiError;
 use crate::registry::Registry;
+use crate::tasks::Tasks;
 use admission::HubAdmission;
 use credentials::{CredentialError, Credentials};
 
@@ -66,8 +67,13 @@ pub struct AgentHub {
 }
 
 impl AgentHub {
-    /// Binds the tunnel port and starts serving agents, writing status and managing credentials.
-    pub async fn start(config: AgentsConfig, registry: Registry) -> anyhow::Result<Arc<AgentHub>> {
+    /// Binds the tunnel port and starts serving agents, writing status and managing
+    /// credentials, in tasks of `tasks` (so they stop with the hub).
+    pub async fn start(
+        config: AgentsConfig,
+        registry: Registry,
+        tasks: &Tasks,
+    ) -> anyhow::Result<Arc<AgentHub>> {
         let tls = edgefleet_tunnel::tls::server_config(
             &config.tls_cert_pem,
             &config.tls_key_pem,
@@ -87,15 +93,17 @@ impl AgentHub {
         let listener = TcpListener::bind(config.listen).await?;
         let address = listener.local_addr()?;
         let serving = server.clone();
-        tokio::spawn(async move { serving.serve(listener).await });
+        tasks.spawn(async move { serving.serve(listener).await });
 
         let status = status::StatusController::new(
             registry.clone(),
             server.registry().clone(),
             config.replica.clone(),
+            tasks.clone(),
         );
-        tokio::spawn(status.run());
+        tasks.spawn(status.run());
         lifecycle::spawn(
+            tasks,
             registry.clone(),
             server.registry().clone(),
             credentials.clone(),

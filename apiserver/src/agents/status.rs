@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use edgefleet_api::agent::{parse_agent_identity, ClusterFacts, FACTS_PATH};
 use edgefleet_api::jiff::Timestamp;
-use edgefleet_tunnel::{body, SessionEvent, SessionEventKind, SessionRegistry};
+use edgefleet_tunnel::{body, Session, SessionEvent, SessionEventKind, SessionRegistry};
 use futures::StreamExt;
 use http::Request;
 use http_body_util::BodyExt;
@@ -27,6 +27,7 @@ use tokio::sync::{broadcast, mpsc, watch, Semaphore};
 use crate::errors::ApiError;
 use crate::registry::object::time_string;
 use crate::registry::{Patch, Registry, Target, WriteOptions};
+use crate::tasks::Tasks;
 
 /// The field manager of the hub's status writes.
 pub const FIELD_MANAGER: &str = "edgefleet-hub";
@@ -39,6 +40,13 @@ const WRITE_RETRY: Duration = Duration::from_secs(1);
 /// After start-up, clusters that this replica recorded as connected but whose agent has not
 /// come back within this time are marked Disconnected (agents retry within 30 s).
 pub const STARTUP_GRACE: Duration = Duration::from_secs(45);
+/// Inputs (session events, facts lines) waiting for the controller loop. The loop handles one
+/// in microseconds (no I/O: writes are the writers' tasks), so 1,024 is milliseconds of work,
+/// about 1 MiB of facts at most. When it is full, senders wait: a facts stream stops being
+/// read, so HTTP/2 flow control holds the agent back, and the session-event forwarder falls
+/// behind the broadcast, which the loop answers with a resync. Up to 10,000 facts streams feed
+/// it; none can make the hub queue without bound.
+const INPUT_QUEUE: usize = 1024;
 
 /// What a cluster's status should say.
 #[derive(Clone, Debug, PartialEq)]
@@ -72,6 +80,8 @@ pub struct StatusController {
     sessions: SessionRegistry,
     replica: String,
     writes: Arc<Semaphore>,
+    /// Where the controller's own tasks run (they stop with the hub).
+    tasks: Tasks,
 }
 
 fn timestamp(at: SystemTime) -> Timestamp {
@@ -79,51 +89,49 @@ fn timestamp(at: SystemTime) -> Timestamp {
 }
 
 impl StatusController {
-    pub fn new(registry: Registry, sessions: SessionRegistry, replica: String) -> Self {
+    pub fn new(
+        registry: Registry,
+        sessions: SessionRegistry,
+        replica: String,
+        tasks: Tasks,
+    ) -> Self {
         StatusController {
             registry,
             sessions,
             replica,
             writes: Arc::new(Semaphore::new(WRITE_CONCURRENCY)),
+            tasks,
         }
     }
 
     /// Runs until the session registry goes away.
     pub async fn run(self) {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = input_queue();
         let mut events = self.sessions.subscribe();
         let forward = tx.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             loop {
                 let input = match events.recv().await {
                     Ok(event) => Input::Session(event),
                     Err(broadcast::error::RecvError::Lagged(_)) => Input::Lagged,
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
-                if forward.send(input).is_err() {
+                if forward.send(input).await.is_err() {
                     return;
                 }
             }
         });
         let sweep = tx.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             tokio::time::sleep(STARTUP_GRACE).await;
-            let _ = sweep.send(Input::Sweep);
+            let _ = sweep.send(Input::Sweep).await;
         });
-        // Sessions that connected before we subscribed.
-        for session in self.sessions.sessions() {
-            let _ = tx.send(Input::Session(SessionEvent {
-                identity: session.identity().into(),
-                session_id: session.id(),
-                at: session.connected_at(),
-                kind: SessionEventKind::Connected {
-                    peer_addr: session.peer_addr(),
-                    agent_version: session.agent_version().into(),
-                },
-            }));
-        }
-
         let mut tracked: HashMap<Arc<str>, Tracked> = HashMap::new();
+        // Sessions that connected before we subscribed, handled here rather than queued: the
+        // queue is bounded and nothing reads it yet.
+        for session in self.sessions.sessions() {
+            self.on_session(connected_event(&session), &mut tracked, &tx);
+        }
         while let Some(input) = rx.recv().await {
             match input {
                 Input::Session(event) => self.on_session(event, &mut tracked, &tx),
@@ -154,7 +162,7 @@ impl StatusController {
         &self,
         event: SessionEvent,
         tracked: &mut HashMap<Arc<str>, Tracked>,
-        tx: &mpsc::UnboundedSender<Input>,
+        tx: &mpsc::Sender<Input>,
     ) {
         let at = timestamp(event.at);
         match event.kind {
@@ -203,7 +211,7 @@ impl StatusController {
     }
 
     /// After a lagged broadcast: align with the sessions that exist now.
-    fn resync(&self, tracked: &mut HashMap<Arc<str>, Tracked>, tx: &mpsc::UnboundedSender<Input>) {
+    fn resync(&self, tracked: &mut HashMap<Arc<str>, Tracked>, tx: &mpsc::Sender<Input>) {
         let live: HashMap<String, _> = self
             .sessions
             .sessions()
@@ -225,19 +233,7 @@ impl StatusController {
                 .get(session.identity())
                 .is_some_and(|t| t.session_id == session.id() && t.desired.borrow().connected);
             if !known {
-                self.on_session(
-                    SessionEvent {
-                        identity: session.identity().into(),
-                        session_id: session.id(),
-                        at: session.connected_at(),
-                        kind: SessionEventKind::Connected {
-                            peer_addr: session.peer_addr(),
-                            agent_version: session.agent_version().into(),
-                        },
-                    },
-                    tracked,
-                    tx,
-                );
+                self.on_session(connected_event(session), tracked, tx);
             }
         }
     }
@@ -278,9 +274,9 @@ impl StatusController {
     }
 
     /// Reads the agent's facts stream while its session lives.
-    fn follow_facts(&self, identity: Arc<str>, session_id: u64, tx: mpsc::UnboundedSender<Input>) {
+    fn follow_facts(&self, identity: Arc<str>, session_id: u64, tx: mpsc::Sender<Input>) {
         let sessions = self.sessions.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             loop {
                 let Some(session) = sessions.get(&identity).filter(|s| s.id() == session_id) else {
                     return;
@@ -303,7 +299,7 @@ impl StatusController {
                                             session_id,
                                             facts,
                                         };
-                                        if tx.send(input).is_err() {
+                                        if tx.send(input).await.is_err() {
                                             return;
                                         }
                                     }
@@ -329,7 +325,7 @@ impl StatusController {
             self.replica.clone(),
             self.writes.clone(),
         );
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let Some((namespace, name)) = parse_agent_identity(&identity) else {
                 return;
             };
@@ -350,6 +346,24 @@ impl StatusController {
         });
         tx
     }
+}
+
+/// The event a session's connection would have published (for sessions found, not heard of).
+fn connected_event(session: &Session) -> SessionEvent {
+    SessionEvent {
+        identity: session.identity().into(),
+        session_id: session.id(),
+        at: session.connected_at(),
+        kind: SessionEventKind::Connected {
+            peer_addr: session.peer_addr(),
+            agent_version: session.agent_version().into(),
+        },
+    }
+}
+
+/// The controller's input queue, bounded at [`INPUT_QUEUE`].
+fn input_queue() -> (mpsc::Sender<Input>, mpsc::Receiver<Input>) {
+    mpsc::channel(INPUT_QUEUE)
 }
 
 /// The status patch for `desired`.
@@ -396,4 +410,23 @@ async fn write_status(
         .patch(registry, namespace, name, Target::Status, patch, &opts)
         .await
         .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_input_queue_makes_its_senders_wait_instead_of_growing() {
+        let (tx, _rx) = input_queue();
+        for _ in 0..INPUT_QUEUE {
+            tx.try_send(Input::Lagged).expect("room in the queue");
+        }
+        assert!(matches!(
+            tx.try_send(Input::Lagged),
+            Err(mpsc::error::TrySendError::Full(_))
+        ));
+        let waited = tokio::time::timeout(Duration::from_millis(50), tx.send(Input::Sweep)).await;
+        assert!(waited.is_err(), "a sender waits while the loop is behind");
+    }
 }
