@@ -105,8 +105,8 @@ struct DevArgs {
     /// Address to serve on.
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
-    /// Address of the tunnel port agents dial (default: the listen address's IP, port 8132;
-    /// port 0 when the listen port is 0).
+    /// Address of the tunnel port agents dial (default: the listen address's IP and its port
+    /// + 1689, so 8132 for 6443; port 0 when the listen port is 0).
     #[arg(long)]
     tunnel_listen: Option<SocketAddr>,
     /// Simulated edge clusters to start (`edgefleet-agent simulate`) in Environment `dev`.
@@ -306,14 +306,7 @@ async fn main() -> anyhow::Result<()> {
 async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     init_logging();
     let layout = DevLayout::new(&args.data_dir)?;
-    let tunnel_port = if args.listen.port() == 0 {
-        0
-    } else {
-        DEFAULT_TUNNEL_PORT
-    };
-    let tunnel_listen = args
-        .tunnel_listen
-        .unwrap_or(SocketAddr::new(args.listen.ip(), tunnel_port));
+    let tunnel_listen = dev::tunnel_listen(args.listen, args.tunnel_listen)?;
     let options = dev::DevOptions {
         listen: args.listen,
         tunnel_listen,
@@ -325,7 +318,9 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         audit_segment_max_bytes: args.audit_segment_max_bytes,
     };
     let config = dev::prepare(&layout, &options)?;
-    let server = app::bind(&config).await?;
+    let server = app::bind(&config)
+        .await
+        .map_err(|e| with_flag_hint(e, "--listen", "--tunnel-listen"))?;
     let addr = server.local_addr();
     let kubeconfig = dev::write_admin_kubeconfig(&layout, addr)?;
     let agents = server
@@ -414,11 +409,36 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             segment_max_bytes: args.audit.audit_segment_max_bytes,
         });
     let config = ServerConfig { audit, ..config };
-    let server = app::bind(&config).await?;
+    let server = app::bind(&config).await.map_err(|e| {
+        with_flag_hint(
+            e,
+            "--bind-address/--secure-port",
+            "--tunnel-bind-address/--tunnel-port",
+        )
+    })?;
     tracing::info!(addr = %server.local_addr(), "serving");
     println!("edgefleet hub serving on https://{}", server.local_addr());
     server.run(app::shutdown_signal()).await;
     Ok(())
+}
+
+/// A start-up failure, with the flag that moves an address that was taken (a second hub on
+/// the same machine is the usual cause).
+fn with_flag_hint(err: app::StartError, api_flag: &str, tunnel_flag: &str) -> anyhow::Error {
+    use edgefleet_apiserver::agents::StartAgentsError;
+    let hint = match &err {
+        app::StartError::Listen { address, .. } => {
+            Some(format!("the API address {address} cannot be bound (another hub on this machine?): choose another with {api_flag}"))
+        }
+        app::StartError::Agents(StartAgentsError::Listen { address, .. }) => Some(format!(
+            "the tunnel port {address} cannot be bound (another hub on this machine?): choose another with {tunnel_flag}"
+        )),
+        _ => None,
+    };
+    match hint {
+        Some(hint) => anyhow::Error::new(err).context(hint),
+        None => err.into(),
+    }
 }
 
 /// The tunnel port's configuration, when a tunnel CA is given.

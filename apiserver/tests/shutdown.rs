@@ -22,7 +22,10 @@ async fn when_run_returns_the_tunnel_port_and_every_background_task_have_stopped
     };
     let config = dev::prepare(&layout, &options).unwrap();
     let server = app::bind(&config).await.unwrap();
-    let tunnel = server.agents().expect("a dev hub has a tunnel port").address();
+    let tunnel = server
+        .agents()
+        .expect("a dev hub has a tunnel port")
+        .address();
     assert!(tokio::net::TcpStream::connect(tunnel).await.is_ok());
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -37,5 +40,8 @@ async fn when_run_returns_the_tunnel_port_and_every_background_task_have_stopped
 
     // The tunnel port's accept loop was one of the hub's tasks: it is gone with them.
     let refused = tokio::net::TcpStream::connect(tunnel).await;
-    assert!(refused.is_err(), "the tunnel port still accepts after run returned");
+    assert!(
+        refused.is_err(),
+        "the tunnel port still accepts after run returned"
+    );
 }

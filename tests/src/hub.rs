@@ -232,8 +232,8 @@ impl Hub {
                     cmd.arg("--token-auth-file").arg(tokens);
                 }
                 // A restart keeps its tunnel port too (agents redial it); with a fixed
-                // --listen and no --tunnel-listen, dev would take the well-known 8132, which
-                // hubs of tests running side by side would fight over.
+                // --listen and no --tunnel-listen, dev would derive it (listen port + 1689),
+                // which another test's hub may hold.
                 if let Some(tunnel) = self.tunnel_addr {
                     cmd.arg(format!("--tunnel-listen={tunnel}"));
                 }

@@ -57,6 +57,20 @@ pub struct AgentsConfig {
     pub keepalive: edgefleet_tunnel::Keepalive,
 }
 
+/// Why the tunnel port could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartAgentsError {
+    #[error("the tunnel port's certificate, key or agent CA")]
+    Tls(#[source] edgefleet_tunnel::Error),
+    /// The tunnel port's address is taken (another hub?) or not this machine's.
+    #[error("listening on {address} for agents (the tunnel port)")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// The running agent side of the hub.
 pub struct AgentHub {
     server: TunnelServer,
@@ -73,12 +87,13 @@ impl AgentHub {
         config: AgentsConfig,
         registry: Registry,
         tasks: &Tasks,
-    ) -> anyhow::Result<Arc<AgentHub>> {
+    ) -> Result<Arc<AgentHub>, StartAgentsError> {
         let tls = edgefleet_tunnel::tls::server_config(
             &config.tls_cert_pem,
             &config.tls_key_pem,
             Some(config.agent_ca.certificate_pem()),
-        )?;
+        )
+        .map_err(StartAgentsError::Tls)?;
         let credentials = Credentials::new(registry.storage().clone());
         let admission = Arc::new(HubAdmission {
             registry: registry.clone(),
@@ -90,8 +105,12 @@ impl AgentHub {
         let mut tunnel = TunnelServerConfig::new(tls, config.replica.clone());
         tunnel.keepalive = config.keepalive;
         let server = TunnelServer::new(tunnel, admission.clone());
-        let listener = TcpListener::bind(config.listen).await?;
-        let address = listener.local_addr()?;
+        let listen = |source| StartAgentsError::Listen {
+            address: config.listen,
+            source,
+        };
+        let listener = TcpListener::bind(config.listen).await.map_err(listen)?;
+        let address = listener.local_addr().map_err(listen)?;
         let serving = server.clone();
         tasks.spawn(async move { serving.serve(listener).await });
 
