@@ -23,6 +23,7 @@
 mod addon;
 pub mod agent;
 mod cluster;
+pub mod delivery;
 pub mod duration;
 mod environment;
 mod fleet;
