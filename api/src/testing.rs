@@ -114,9 +114,15 @@ impl<K: ApiKind> Builder<K> {
         self.object
     }
 
-    /// The object as YAML (one document), for `kubectl apply -f -`.
+    /// The object as YAML (one document, ending in a newline), for `kubectl apply -f -`.
+    ///
+    /// Written in YAML's JSON form, where every string is quoted: kubectl and PyYAML read
+    /// YAML 1.1, in which a bare `yes`, `on` or `no` is a boolean, and a YAML emitter that
+    /// follows 1.2 leaves those unquoted (`paused: yes` would be a valid Cluster).
     pub fn yaml(self) -> String {
-        serde_yaml_ng::to_string(&self.object).expect("JSON converts to YAML")
+        let mut text = serde_json::to_string_pretty(&self.object).expect("JSON serializes");
+        text.push('\n');
+        text
     }
 
     /// The object as its Rust type.
@@ -428,6 +434,12 @@ mod tests {
             .json();
         assert_eq!(json["spec"]["nodePools"][0]["replicas"], "three");
         assert_eq!(json["spec"]["kubernetesVersion"], 42);
+    }
+
+    #[test]
+    fn strings_that_yaml_1_1_reads_as_booleans_stay_strings() {
+        let yaml = cluster("x").set("/spec/paused", json!("yes")).yaml();
+        assert!(yaml.contains(r#""paused": "yes""#), "{yaml}");
     }
 
     #[test]

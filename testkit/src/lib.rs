@@ -248,7 +248,13 @@ macro_rules! eventually {
     (until = $until:expr, $probe:expr, $($what:tt)+) => {
         $crate::eventually!(@async $crate::Poll::<$crate::__tokio::time::Instant>::until($until), $probe, $($what)+)
     };
-    (@async $poll:expr, $probe:expr, $($what:tt)+) => {{
+    (@async $poll:expr, $probe:expr, $($what:tt)+) => {
+        $crate::eventually!(@poll [pause().await] $poll, $probe, $($what)+)
+    };
+    (@blocking $poll:expr, $probe:expr, $($what:tt)+) => {
+        $crate::eventually!(@poll [pause_blocking()] $poll, $probe, $($what)+)
+    };
+    (@poll [$($pause:tt)+] $poll:expr, $probe:expr, $($what:tt)+) => {{
         let mut poll = $poll;
         loop {
             // A statement of its own: the probe's temporaries (a lock guard) are dropped
@@ -257,23 +263,7 @@ macro_rules! eventually {
             match outcome {
                 ::core::result::Result::Ok(found) => break found,
                 ::core::result::Result::Err(last) => {
-                    if !poll.pause().await {
-                        poll.give_up(&::std::format!($($what)+), last);
-                    }
-                }
-            }
-        }
-    }};
-    (@blocking $poll:expr, $probe:expr, $($what:tt)+) => {{
-        let mut poll = $poll;
-        loop {
-            // A statement of its own: the probe's temporaries (a lock guard) are dropped
-            // before the pause, not held across it.
-            let outcome = $crate::Probe::found($probe);
-            match outcome {
-                ::core::result::Result::Ok(found) => break found,
-                ::core::result::Result::Err(last) => {
-                    if !poll.pause_blocking() {
+                    if !poll.$($pause)+ {
                         poll.give_up(&::std::format!($($what)+), last);
                     }
                 }
