@@ -119,10 +119,15 @@ impl<K: ApiKind> Builder<K> {
     /// Written in YAML's JSON form, where every string is quoted: kubectl and PyYAML read
     /// YAML 1.1, in which a bare `yes`, `on` or `no` is a boolean, and a YAML emitter that
     /// follows 1.2 leaves those unquoted (`paused: yes` would be a valid Cluster).
+    /// The leading comment keeps it YAML for readers that sniff the first byte: kubectl
+    /// decodes a stream starting with `{` as JSON, which then refuses a `---` separator.
     pub fn yaml(self) -> String {
-        let mut text = serde_json::to_string_pretty(&self.object).expect("JSON serializes");
-        text.push('\n');
-        text
+        let json = serde_json::to_string_pretty(&self.object).expect("JSON serializes");
+        format!("# {} {}\n{json}\n", K::INFO.kind, self.name())
+    }
+
+    fn name(&self) -> &str {
+        self.object["metadata"]["name"].as_str().unwrap_or_default()
     }
 
     /// The object as its Rust type.
