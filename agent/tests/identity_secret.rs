@@ -13,6 +13,7 @@ use edgefleet_agent::identity::secret::{identity_of, IDENTITY_KEY, PART_OF_LABEL
 use edgefleet_agent::{
     ClusterRef, EdgeAgent, IdentityStorage, RunConfig, SecretStorage, UpstreamSource,
 };
+use edgefleet_tunnel::testing::TestSigner;
 use edgefleet_tunnel::{IdentityStore, PeerCertificates, StoredIdentity};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -32,7 +33,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// token file, the CA bundle and the kubeconfig.
 struct Edge {
     dir: tempfile::TempDir,
-    pki: std::sync::Arc<Pki>,
+    pki: std::sync::Arc<TestPki>,
     hub: Hub,
     upstream: FakeUpstream,
     kubeconfig: PathBuf,
@@ -42,7 +43,7 @@ struct Edge {
 impl Edge {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let pki = Pki::new();
+        let pki = TestPki::new();
         let hub = Hub::start(&pki, dir.path()).await;
         hub.admission.add_token(TOKEN, EDGE);
         let upstream = FakeUpstream::start(&pki, vec![node("n1").build()]).await;
@@ -99,13 +100,15 @@ impl Edge {
         what: &str,
         accept: impl Fn(&StoredIdentity) -> bool,
     ) -> (Secret, Vec<u8>, StoredIdentity) {
-        wait_for(what, || {
-            let secret = self.upstream.secret(NAMESPACE, NAME)?;
-            let pem = identity_of(&secret)?.to_vec();
-            let identity = parse_identity(&pem);
-            accept(&identity).then_some((secret, pem, identity))
-        })
-        .await
+        eventually!(
+            (|| {
+                let secret = self.upstream.secret(NAMESPACE, NAME)?;
+                let pem = identity_of(&secret)?.to_vec();
+                let identity = parse_identity(&pem);
+                accept(&identity).then_some((secret, pem, identity))
+            })(),
+            "{what}"
+        )
     }
 
     async fn rotate(&self) {
@@ -119,13 +122,7 @@ impl Edge {
     }
 
     fn last_presented_serial(&self) -> Option<String> {
-        self.hub
-            .admission
-            .certificate_serials
-            .lock()
-            .unwrap()
-            .last()
-            .cloned()
+        self.hub.admission.certificate_serials().last().cloned()
     }
 }
 
@@ -172,7 +169,7 @@ async fn the_first_start_enrolls_and_saves_the_identity_in_a_new_secret() {
         .secret_identity_where("the identity Secret", |_| true)
         .await;
     assert_eq!(common_name(&identity).as_deref(), Some(EDGE));
-    assert_eq!(*edge.hub.admission.enrolled.lock().unwrap(), [EDGE]);
+    assert_eq!(edge.hub.admission.enrolled(), [EDGE]);
     // The Secret holds exactly the tunnel's file.
     assert_eq!(std::fs::read(work_dir.join("identity.pem")).unwrap(), pem);
     assert_eq!(secret.type_.as_deref(), Some("Opaque"));
@@ -221,8 +218,8 @@ async fn a_restart_with_an_empty_directory_and_no_token_restores_the_identity_fr
     let work_dir = edge.path("work-2");
     let (_agent, second) = edge.start_agent(&work_dir, Some(first)).await;
     assert_ne!(second, first);
-    assert_eq!(*edge.hub.admission.enrolled.lock().unwrap(), [EDGE]);
-    assert_eq!(*edge.hub.admission.by_certificate.lock().unwrap(), [EDGE]);
+    assert_eq!(edge.hub.admission.enrolled(), [EDGE]);
+    assert_eq!(edge.hub.admission.by_certificate(), [EDGE]);
     assert_eq!(edge.last_presented_serial(), Some(serial(&identity)));
     assert_eq!(std::fs::read(work_dir.join("identity.pem")).unwrap(), pem);
     // Restoring writes nothing back.
@@ -374,7 +371,7 @@ async fn building_fails_clearly_when_the_secret_may_not_be_read() {
         "{message}"
     );
     assert!(message.contains("is forbidden"), "{message}");
-    assert!(edge.hub.admission.enrolled.lock().unwrap().is_empty());
+    assert!(edge.hub.admission.enrolled().is_empty());
 }
 
 #[tokio::test]
@@ -401,7 +398,7 @@ async fn building_fails_clearly_when_the_secret_holds_no_usable_identity() {
     );
     assert!(!message.contains("c2VjcmV0LWtleS1ieXRlcw"), "{message}");
     assert!(!work_dir.join("identity.pem").exists());
-    assert!(edge.hub.admission.enrolled.lock().unwrap().is_empty());
+    assert!(edge.hub.admission.enrolled().is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -465,7 +462,7 @@ async fn terminate(mut child: tokio::process::Child) -> std::process::ExitStatus
         .status()
         .unwrap();
     assert!(sent.success());
-    tokio::time::timeout(PATIENCE, child.wait())
+    tokio::time::timeout(patient(PATIENCE), child.wait())
         .await
         .expect("the agent did not stop on SIGTERM")
         .unwrap()
@@ -502,7 +499,7 @@ async fn as_a_process_it_writes_nothing_outside_its_identity_directory_and_logs_
         &[format!("--identity-dir={}", identity_dir.display())],
     );
     edge.hub.connected(EDGE, Some(session)).await;
-    assert_eq!(*edge.hub.admission.by_certificate.lock().unwrap(), [EDGE]);
+    assert_eq!(edge.hub.admission.by_certificate(), [EDGE]);
     assert_eq!(
         std::fs::read(identity_dir.join("identity.pem")).unwrap(),
         pem

@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use edgefleet_agent::{ClusterRef, EdgeAgent, IdentityStorage, RunConfig, UpstreamSource};
@@ -13,6 +13,7 @@ use edgefleet_api::agent::{ClusterFacts, FACTS_PATH};
 use edgefleet_tunnel::{body, UpgradeOutcome};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use k8s_openapi::api::core::v1::Node;
 use serde_json::Value;
 use support::upstream::{node, write_kubeconfig, FakeUpstream, AGENT_TOKEN, VERSION};
 use support::*;
@@ -21,11 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const EDGE: &str = "cluster:retail/edge-1";
 
 /// Builds and starts a `run` agent for `kubeconfig`, enrolled with a fresh token.
-async fn start_agent(
-    hub: &Hub,
-    dir: &Path,
-    kubeconfig: std::path::PathBuf,
-) -> tokio::task::JoinHandle<()> {
+async fn start_agent(hub: &Hub, dir: &Path, kubeconfig: PathBuf) -> tokio::task::JoinHandle<()> {
     let token_file = dir.join("token");
     std::fs::write(&token_file, "edge-1-token\n").unwrap();
     hub.admission.add_token("edge-1-token", EDGE);
@@ -41,6 +38,53 @@ async fn start_agent(
     let task = tokio::spawn(agent.run());
     hub.connected(EDGE, None).await;
     task
+}
+
+/// What every test here starts from: a hub, a fake edge kube-apiserver, and a `run` agent
+/// enrolled with the hub and pointed at the fake.
+struct Fixture {
+    hub: Hub,
+    upstream: FakeUpstream,
+    _agent: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// An edge cluster of one node.
+    async fn start() -> Self {
+        Self::with_nodes(vec![node("n1").build()]).await
+    }
+
+    /// An edge cluster of `nodes`.
+    async fn with_nodes(nodes: Vec<Node>) -> Self {
+        Self::with(nodes, |pki, dir, upstream| upstream.kubeconfig(pki, dir)).await
+    }
+
+    /// An agent whose kubeconfig is `kubeconfig(pki, dir, upstream)` (one that points
+    /// elsewhere, or trusts another CA).
+    async fn with_kubeconfig(
+        kubeconfig: impl FnOnce(&TestPki, &Path, &FakeUpstream) -> PathBuf,
+    ) -> Self {
+        Self::with(vec![node("n1").build()], kubeconfig).await
+    }
+
+    async fn with(
+        nodes: Vec<Node>,
+        kubeconfig: impl FnOnce(&TestPki, &Path, &FakeUpstream) -> PathBuf,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = TestPki::new();
+        let hub = Hub::start(&pki, dir.path()).await;
+        let upstream = FakeUpstream::start(&pki, nodes).await;
+        let kubeconfig = kubeconfig(&pki, dir.path(), &upstream);
+        let agent = start_agent(&hub, dir.path(), kubeconfig).await;
+        Fixture {
+            hub,
+            upstream,
+            _agent: agent,
+            _dir: dir,
+        }
+    }
 }
 
 /// A request as the hub's proxy forwards it: the caller's identity as Impersonate-* headers.
@@ -59,11 +103,8 @@ fn proxied(method: http::Method, path: &str) -> http::request::Builder {
 
 #[tokio::test]
 async fn requests_are_forwarded_with_impersonation_and_the_agents_credentials() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new();
-    let hub = Hub::start(&pki, dir.path()).await;
-    let upstream = FakeUpstream::start(&pki, vec![node("n1").build()]).await;
-    let _agent = start_agent(&hub, dir.path(), upstream.kubeconfig(&pki, dir.path())).await;
+    let fixture = Fixture::start().await;
+    let (hub, upstream) = (&fixture.hub, &fixture.upstream);
 
     // GET.
     let response = hub
@@ -119,11 +160,8 @@ async fn requests_are_forwarded_with_impersonation_and_the_agents_credentials() 
 
 #[tokio::test]
 async fn a_watch_streams_through_incrementally() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new();
-    let hub = Hub::start(&pki, dir.path()).await;
-    let upstream = FakeUpstream::start(&pki, vec![node("n1").build()]).await;
-    let _agent = start_agent(&hub, dir.path(), upstream.kubeconfig(&pki, dir.path())).await;
+    let fixture = Fixture::start().await;
+    let (hub, upstream) = (&fixture.hub, &fixture.upstream);
 
     let response = hub
         .send(
@@ -156,11 +194,8 @@ async fn a_watch_streams_through_incrementally() {
 
 #[tokio::test]
 async fn websocket_and_spdy_upgrades_carry_bytes_both_ways() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new();
-    let hub = Hub::start(&pki, dir.path()).await;
-    let upstream = FakeUpstream::start(&pki, vec![node("n1").build()]).await;
-    let _agent = start_agent(&hub, dir.path(), upstream.kubeconfig(&pki, dir.path())).await;
+    let fixture = Fixture::start().await;
+    let (hub, upstream) = (&fixture.hub, &fixture.upstream);
     let dialer = hub.registry().dialer(EDGE);
 
     // WebSocket (kubectl exec, v5.channel.k8s.io), as the hub sends it: extended CONNECT with
@@ -273,19 +308,13 @@ async fn echo_round_trip(stream: edgefleet_tunnel::UpgradedStream) {
 
 #[tokio::test]
 async fn the_facts_follow_the_clusters_nodes() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new();
-    let hub = Hub::start(&pki, dir.path()).await;
-    let upstream = FakeUpstream::start(
-        &pki,
-        vec![
-            node("gpu-1").gpus("NVIDIA-L4", 4, 3).build(),
-            node("gpu-2").gpus("NVIDIA-L4", 4, 4).not_ready().build(),
-            node("cpu-1").build(),
-        ],
-    )
+    let fixture = Fixture::with_nodes(vec![
+        node("gpu-1").gpus("NVIDIA-L4", 4, 3).build(),
+        node("gpu-2").gpus("NVIDIA-L4", 4, 4).not_ready().build(),
+        node("cpu-1").build(),
+    ])
     .await;
-    let _agent = start_agent(&hub, dir.path(), upstream.kubeconfig(&pki, dir.path())).await;
+    let (hub, upstream) = (&fixture.hub, &fixture.upstream);
 
     let response = hub
         .send(EDGE, Request::get(FACTS_PATH).body(body::empty()).unwrap())
@@ -321,15 +350,15 @@ async fn the_facts_follow_the_clusters_nodes() {
 
 #[tokio::test]
 async fn an_unreachable_upstream_is_a_502_status() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new();
-    let hub = Hub::start(&pki, dir.path()).await;
     // A port nothing listens on any more.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let kubeconfig = write_kubeconfig(&pki, dir.path(), &format!("https://127.0.0.1:{port}"));
-    let _agent = start_agent(&hub, dir.path(), kubeconfig).await;
+    let fixture = Fixture::with_kubeconfig(|pki, dir, _| {
+        write_kubeconfig(pki, dir, &format!("https://127.0.0.1:{port}"))
+    })
+    .await;
+    let hub = &fixture.hub;
 
     let response = hub
         .send(
@@ -371,18 +400,17 @@ async fn an_unreachable_upstream_is_a_502_status() {
 
 #[tokio::test]
 async fn an_upstream_whose_certificate_the_kubeconfig_does_not_trust_is_a_502_status() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new();
-    let hub = Hub::start(&pki, dir.path()).await;
-    let upstream = FakeUpstream::start(&pki, vec![node("n1").build()]).await;
     // A kubeconfig trusting some other CA for the same server.
-    let other = Pki::new();
-    let kubeconfig = write_kubeconfig(
-        &other,
-        dir.path(),
-        &format!("https://127.0.0.1:{}", upstream.addr.port()),
-    );
-    let _agent = start_agent(&hub, dir.path(), kubeconfig).await;
+    let other = TestPki::new();
+    let fixture = Fixture::with_kubeconfig(|_, dir, upstream| {
+        write_kubeconfig(
+            &other,
+            dir,
+            &format!("https://127.0.0.1:{}", upstream.addr.port()),
+        )
+    })
+    .await;
+    let (hub, upstream) = (&fixture.hub, &fixture.upstream);
 
     let response = hub
         .send(

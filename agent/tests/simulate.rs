@@ -37,7 +37,7 @@ fn start(config: SimulateConfig) -> tokio::task::JoinHandle<()> {
 #[tokio::test]
 async fn a_simulated_agent_enrolls_serves_kubectls_core_and_its_facts() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new();
+    let pki = TestPki::new();
     let hub = Hub::start(&pki, dir.path()).await;
     let root = bootstrap(
         dir.path(),
@@ -50,7 +50,7 @@ async fn a_simulated_agent_enrolls_serves_kubectls_core_and_its_facts() {
     let _simulation = start(SimulateConfig::new(hub.agent_config(), &root));
     hub.connected(STORE_1, None).await;
     hub.connected(STORE_2, None).await;
-    assert_eq!(hub.admission.enrolled.lock().unwrap().len(), 2);
+    assert_eq!(hub.admission.enrolled().len(), 2);
 
     let (status, _, bytes) = hub.get(STORE_1, "/version", "application/json").await;
     assert_eq!(status, StatusCode::OK);
@@ -124,13 +124,13 @@ async fn a_simulated_agent_enrolls_serves_kubectls_core_and_its_facts() {
 #[tokio::test]
 async fn a_restarted_simulation_reconnects_with_its_stored_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new();
+    let pki = TestPki::new();
     let hub = Hub::start(&pki, dir.path()).await;
     let root = bootstrap(dir.path(), &hub, &[("retail.store-1", STORE_1, "token-1")]);
 
     let simulation = start(SimulateConfig::new(hub.agent_config(), &root));
     let first = hub.connected(STORE_1, None).await;
-    assert_eq!(*hub.admission.enrolled.lock().unwrap(), [STORE_1]);
+    assert_eq!(hub.admission.enrolled(), [STORE_1]);
     assert!(
         root.join("retail.store-1").join("identity.pem").exists(),
         "the certificate was not stored in the cluster's directory"
@@ -138,17 +138,17 @@ async fn a_restarted_simulation_reconnects_with_its_stored_certificate() {
 
     simulation.abort();
     let _ = simulation.await;
-    wait_for("the first session to end", || {
-        (hub.registry().get(STORE_1).map(|s| s.id()) != Some(first)).then_some(())
-    })
-    .await;
+    eventually!(
+        hub.registry().get(STORE_1).map(|s| s.id()) != Some(first),
+        "the first session to end"
+    );
 
     // The token file is still there but spent: only the stored certificate can get it in.
     let _simulation = start(SimulateConfig::new(hub.agent_config(), &root));
     hub.connected(STORE_1, Some(first)).await;
-    assert_eq!(*hub.admission.by_certificate.lock().unwrap(), [STORE_1]);
-    assert_eq!(hub.admission.enrolled.lock().unwrap().len(), 1);
-    assert!(hub.admission.refusals.lock().unwrap().is_empty());
+    assert_eq!(hub.admission.by_certificate(), [STORE_1]);
+    assert_eq!(hub.admission.enrolled().len(), 1);
+    assert!(hub.admission.refusals().is_empty());
     let (status, _, _) = hub
         .get(STORE_1, "/api/v1/namespaces", "application/json")
         .await;

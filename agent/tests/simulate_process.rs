@@ -12,7 +12,7 @@ use support::*;
 #[tokio::test]
 async fn simulate_runs_count_agents_with_the_shape_from_its_flags() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new();
+    let pki = TestPki::new();
     let hub = Hub::start(&pki, dir.path()).await;
     let root = dir.path().join("bootstrap");
     for i in 0..4 {
@@ -48,7 +48,7 @@ async fn simulate_runs_count_agents_with_the_shape_from_its_flags() {
         hub.connected(&format!("cluster:lab/gpu-{i}"), None).await;
     }
     // The first three in name order, and only those.
-    assert_eq!(hub.admission.enrolled.lock().unwrap().len(), 3);
+    assert_eq!(hub.admission.enrolled().len(), 3);
     assert!(!hub.registry().is_connected("cluster:lab/gpu-3"));
 
     let response = hub

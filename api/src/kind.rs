@@ -64,6 +64,10 @@ pub trait ApiKind:
 
     const INFO: ResourceInfo;
 
+    /// A new object of this kind named `name`: `apiVersion`, `kind` and `metadata.name` set,
+    /// everything else default.
+    fn named(name: &str) -> Self;
+
     fn metadata(&self) -> &ObjectMeta;
     fn metadata_mut(&mut self) -> &mut ObjectMeta;
     fn spec(&self) -> &Self::Spec;
@@ -90,6 +94,17 @@ pub trait ApiKind:
 /// Implements the accessor half of [`ApiKind`] for a struct with the standard layout.
 macro_rules! kind_accessors {
     () => {
+        fn named(name: &str) -> Self {
+            Self {
+                api_version: $crate::API_VERSION.into(),
+                kind: <Self as $crate::ApiKind>::INFO.kind.into(),
+                metadata: $crate::ObjectMeta {
+                    name: Some(name.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            }
+        }
         fn metadata(&self) -> &$crate::ObjectMeta {
             &self.metadata
         }

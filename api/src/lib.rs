@@ -24,12 +24,15 @@ mod addon;
 pub mod agent;
 mod cluster;
 pub mod delivery;
+pub mod duration;
 mod environment;
 mod fleet;
 mod kind;
 mod placement;
 pub mod schema;
 pub mod table;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod validation;
 
 pub use addon::*;

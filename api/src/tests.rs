@@ -612,3 +612,18 @@ proptest! {
         round_trips(&e)?;
     }
 }
+
+#[test]
+fn a_named_object_carries_its_api_version_kind_and_name() {
+    let env = Environment::named("retail");
+    assert_eq!(
+        serde_json::to_value(&env).unwrap(),
+        serde_json::json!({
+            "apiVersion": "edgefleet.io/v1alpha1",
+            "kind": "Environment",
+            "metadata": {"name": "retail"},
+            "spec": {},
+        })
+    );
+    assert_eq!(Placement::named("p").kind, "Placement");
+}

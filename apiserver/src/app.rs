@@ -6,22 +6,84 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use tokio::net::TcpListener;
 
-use crate::agents::{AgentHub, AgentsConfig};
+use crate::agents::{AgentHub, AgentsConfig, StartAgentsError};
+use crate::audit::checkpoint::KeyError;
+use crate::audit::policy::PolicyError;
+use crate::audit::webhook::WebhookError;
+use crate::audit::AuditError;
 use crate::audit::{AuditConfig, Auditor, Durability, PolicyEvaluator, SigningKey, WebhookConfig};
+use crate::auth::flags::AuthConfigError;
 use crate::auth::flags::{AuthenticationFlags, AuthorizationFlags};
 use crate::auth::rbac::{Policy, RbacAuthorizer};
 use crate::controllers::{AgentLink, Controllers};
 use crate::http::pipeline::Pipeline;
 use crate::http::router::Router;
+use crate::http::tls::TlsError;
 use crate::http::{server, tls};
 use crate::registry::{Registry, RegistryConfig};
 use crate::storage::compactor::Compactor;
 use crate::storage::embedded::EmbeddedStore;
 use crate::storage::etcd::{EtcdConfig, EtcdStore};
 use crate::storage::DynStorage;
+use crate::storage::StorageError;
+use crate::tasks::Tasks;
+
+/// Why the hub could not start. Each variant says what was being set up; the cause is its
+/// source.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("opening the embedded store in {}", dir.display())]
+    EmbeddedStore {
+        dir: PathBuf,
+        #[source]
+        source: StorageError,
+    },
+    #[error("connecting to etcd at {endpoints}")]
+    Etcd {
+        endpoints: String,
+        #[source]
+        source: StorageError,
+    },
+    #[error("the audit signing key {}", path.display())]
+    AuditSigningKey {
+        path: PathBuf,
+        #[source]
+        source: KeyError,
+    },
+    #[error("the audit policy {}", path.display())]
+    AuditPolicy {
+        path: PathBuf,
+        #[source]
+        source: PolicyError,
+    },
+    #[error("the audit webhook configuration {}", path.display())]
+    AuditWebhook {
+        path: PathBuf,
+        #[source]
+        source: WebhookError,
+    },
+    #[error("opening the audit trail in {}", dir.display())]
+    AuditTrail {
+        dir: PathBuf,
+        #[source]
+        source: AuditError,
+    },
+    #[error("the serving certificate or key")]
+    Tls(#[source] TlsError),
+    #[error("authentication or authorization settings")]
+    Auth(#[source] AuthConfigError),
+    #[error(transparent)]
+    Agents(StartAgentsError),
+    /// The API's address is taken (another hub?) or not this machine's.
+    #[error("listening on {address}")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// Where objects are stored.
 #[derive(Clone, Debug)]
@@ -78,17 +140,32 @@ pub struct AuditSettings {
 
 impl AuditSettings {
     /// Opens the trail (checkpoints also go to `store`).
-    pub async fn open(&self, store: DynStorage) -> anyhow::Result<Auditor> {
-        let (key, generated) = SigningKey::load_or_generate(&self.signing_key_file)?;
+    pub async fn open(&self, store: DynStorage) -> Result<Auditor, StartError> {
+        let (key, generated) =
+            SigningKey::load_or_generate(&self.signing_key_file).map_err(|source| {
+                StartError::AuditSigningKey {
+                    path: self.signing_key_file.clone(),
+                    source,
+                }
+            })?;
         if generated {
             tracing::info!(path = %self.signing_key_file.display(), "generated the audit signing key");
         }
         let mut config = AuditConfig::new(&self.dir, self.replica.clone(), key);
         if let Some(path) = &self.policy_file {
-            config.policy = PolicyEvaluator::from_file(path)?;
+            config.policy =
+                PolicyEvaluator::from_file(path).map_err(|source| StartError::AuditPolicy {
+                    path: path.clone(),
+                    source,
+                })?;
         }
         if let Some(path) = &self.webhook_config_file {
-            let mut webhook = WebhookConfig::from_kubeconfig_file(path)?;
+            let mut webhook = WebhookConfig::from_kubeconfig_file(path).map_err(|source| {
+                StartError::AuditWebhook {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
             webhook.batch_max_size = self.webhook_batch_max_size;
             webhook.batch_max_wait = self.webhook_batch_max_wait;
             config.webhook = Some(webhook);
@@ -100,7 +177,10 @@ impl AuditSettings {
         config.max_segment_bytes = self.segment_max_bytes;
         Auditor::open(config)
             .await
-            .with_context(|| format!("opening the audit trail in {}", self.dir.display()))
+            .map_err(|source| StartError::AuditTrail {
+                dir: self.dir.clone(),
+                source,
+            })
     }
 }
 
@@ -112,6 +192,9 @@ pub struct BoundServer {
     registry: Registry,
     agents: Option<Arc<AgentHub>>,
     controllers: Controllers,
+    /// The background tasks (compactor, RBAC reload, the tunnel port and its controllers):
+    /// stopped, and waited for, when serving ends.
+    tasks: Tasks,
 }
 
 impl BoundServer {
@@ -137,11 +220,13 @@ impl BoundServer {
     }
 
     /// Serves until `shutdown` resolves; then stops the controllers (releasing their lease) and
-    /// closes the audit trail with a final checkpoint.
+    /// the background tasks, waits for them, and closes the audit trail with a final checkpoint.
+    /// When it returns, nothing of this hub runs any more.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let auditor = self.pipeline.auditor.clone();
         server::serve(self.listener, self.tls, self.pipeline, shutdown).await;
         self.controllers.shutdown().await;
+        self.tasks.shut_down().await;
         if let Some(auditor) = auditor {
             if let Err(err) = auditor.shutdown().await {
                 tracing::error!(%err, "closing the audit trail failed");
@@ -151,35 +236,47 @@ impl BoundServer {
 }
 
 /// Opens the configured storage, with the compactor that suits it.
-pub async fn open_storage(config: &StorageConfig) -> anyhow::Result<(DynStorage, Compactor)> {
+pub async fn open_storage(config: &StorageConfig) -> Result<(DynStorage, Compactor), StartError> {
     Ok(match config {
         StorageConfig::Embedded { dir } => {
-            let store: DynStorage = Arc::new(
-                EmbeddedStore::open(dir)
-                    .with_context(|| format!("opening the embedded store in {}", dir.display()))?,
-            );
+            let store: DynStorage =
+                Arc::new(
+                    EmbeddedStore::open(dir).map_err(|source| StartError::EmbeddedStore {
+                        dir: dir.clone(),
+                        source,
+                    })?,
+                );
             (store.clone(), Compactor::new(store))
         }
         StorageConfig::Etcd(etcd) => {
-            let store = EtcdStore::connect(etcd.clone())
-                .await
-                .with_context(|| format!("connecting to etcd at {}", etcd.endpoints.join(",")))?;
+            let store =
+                EtcdStore::connect(etcd.clone())
+                    .await
+                    .map_err(|source| StartError::Etcd {
+                        endpoints: etcd.endpoints.join(","),
+                        source,
+                    })?;
             (Arc::new(store.clone()), Compactor::for_etcd(store))
         }
     })
 }
 
 /// Opens storage, starts the registry and binds the listener.
-pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
+pub async fn bind(config: &ServerConfig) -> Result<BoundServer, StartError> {
     let (store, compactor) = open_storage(&config.storage).await?;
     let auditor = match &config.audit {
         Some(audit) => Some(audit.open(store.clone()).await?),
         None => None,
     };
-    tokio::spawn(compactor.with_interval(config.compaction_interval).run());
+    let tasks = Tasks::new();
+    tasks.spawn(compactor.with_interval(config.compaction_interval).run());
     let registry = Registry::new(store, config.registry.clone());
     let agents = match &config.agents {
-        Some(agents) => Some(AgentHub::start(agents.clone(), registry.clone()).await?),
+        Some(agents) => Some(
+            AgentHub::start(agents.clone(), registry.clone(), &tasks)
+                .await
+                .map_err(StartError::Agents)?,
+        ),
         None => None,
     };
     let replica = config
@@ -200,9 +297,13 @@ pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
     );
     let router = Router::new(registry.clone(), agents.clone());
 
-    let cert_chain = tls::load_certs(&config.tls_cert_file)?;
-    let key = tls::load_key(&config.tls_private_key_file)?;
-    let authentication = config.authentication.build().await?;
+    let cert_chain = tls::load_certs(&config.tls_cert_file).map_err(StartError::Tls)?;
+    let key = tls::load_key(&config.tls_private_key_file).map_err(StartError::Tls)?;
+    let authentication = config
+        .authentication
+        .build()
+        .await
+        .map_err(StartError::Auth)?;
     // TLS asks for client certificates from every trusted CA (the CA files, and behind
     // kube-apiserver the cluster's, which may change at run time); authentication decides which
     // CA vouched for a certificate.
@@ -210,14 +311,18 @@ pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
         .client_certificates
         .clone()
         .map(|v| v as Arc<dyn rustls::server::danger::ClientCertVerifier>);
-    let tls = tls::server_config(cert_chain, key, verifier)?;
+    let tls = tls::server_config(cert_chain, key, verifier).map_err(StartError::Tls)?;
     let authenticator = authentication.authenticator;
-    let authorization = config.authorization.build().await?;
+    let authorization = config
+        .authorization
+        .build()
+        .await
+        .map_err(StartError::Auth)?;
     if let (Some(rbac), Some(path)) = (
         authorization.rbac.clone(),
         config.authorization.authorization_rbac_file.clone(),
     ) {
-        tokio::spawn(reload_rbac(rbac, path));
+        tasks.spawn(reload_rbac(rbac, path));
     }
     let authorizer = authorization.authorizer;
     let pipeline = Arc::new(Pipeline {
@@ -228,7 +333,10 @@ pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
     });
     let listener = TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("listening on {}", config.listen))?;
+        .map_err(|source| StartError::Listen {
+            address: config.listen,
+            source,
+        })?;
     Ok(BoundServer {
         listener,
         tls,
@@ -236,6 +344,7 @@ pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
         registry,
         agents,
         controllers,
+        tasks,
     })
 }
 

@@ -16,11 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
-
+use edgefleet_api::{ApiKind, Cluster, Environment};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde_json::json;
 
 use crate::agents::{AgentHub, AgentsConfig};
 use crate::app::{
@@ -31,7 +29,7 @@ use crate::auth::flags::{AuthenticationFlags, AuthorizationFlags, AuthorizationM
 use crate::auth::rbac;
 use crate::errors::ApiError;
 use crate::kubeconfig::{self, Credentials};
-use crate::pki::{self, CertificateAuthority, LeafSpec};
+use crate::pki::{self, CertificateAuthority, LeafSpec, PkiError};
 use crate::registry::RegistryConfig;
 use crate::registry::{Registry, WriteOptions};
 
@@ -42,6 +40,62 @@ pub const SUPERUSER_GROUP: &str = "system:masters";
 /// The kubeconfig context and cluster name.
 pub const CONTEXT: &str = "edgefleet-dev";
 
+/// Why a dev hub could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    #[error("{what} {}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the dev certificates")]
+    Pki(#[from] PkiError),
+    #[error("{0} is missing from the data directory's pki/")]
+    Missing(&'static str),
+    #[error("creating the simulated clusters")]
+    Api(#[from] ApiError),
+    #[error("encoding the simulated clusters")]
+    Json(#[from] serde_json::Error),
+    #[error("starting edgefleet-agent simulate")]
+    Simulator(#[source] std::io::Error),
+    #[error(
+        "--listen port {port} leaves no tunnel port ({port} + {TUNNEL_PORT_OFFSET} is past 65535): \
+         give --tunnel-listen"
+    )]
+    NoTunnelPort { port: u16 },
+}
+
+/// A dev hub's tunnel port is its API port plus this: 8132 (konnectivity's agent port) for
+/// the default 6443, and a second dev hub moved with `--listen` alone moves its tunnel port
+/// with it instead of failing on a taken 8132.
+pub const TUNNEL_PORT_OFFSET: u16 = 8132 - 6443;
+
+/// Where a dev hub's tunnel port listens: `explicit` (`--tunnel-listen`), else the API's IP
+/// with its port + [`TUNNEL_PORT_OFFSET`] (port 0, any free port, for an API on port 0).
+pub fn tunnel_listen(
+    listen: SocketAddr,
+    explicit: Option<SocketAddr>,
+) -> Result<SocketAddr, DevError> {
+    if let Some(explicit) = explicit {
+        return Ok(explicit);
+    }
+    let port = match listen.port() {
+        0 => 0,
+        port => port
+            .checked_add(TUNNEL_PORT_OFFSET)
+            .ok_or(DevError::NoTunnelPort { port })?,
+    };
+    Ok(SocketAddr::new(listen.ip(), port))
+}
+
+/// `source` while doing `what` to `path`.
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DevError {
+    let path = path.to_path_buf();
+    move |source| DevError::Io { what, path, source }
+}
+
 /// Paths of a dev data directory.
 pub struct DevLayout {
     pub data_dir: PathBuf,
@@ -49,12 +103,11 @@ pub struct DevLayout {
 }
 
 impl DevLayout {
-    pub fn new(data_dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("creating {}", data_dir.display()))?;
-        let data_dir = data_dir.canonicalize()?;
+    pub fn new(data_dir: &Path) -> Result<Self, DevError> {
+        std::fs::create_dir_all(data_dir).map_err(io("creating", data_dir))?;
+        let data_dir = data_dir.canonicalize().map_err(io("resolving", data_dir))?;
         let pki = data_dir.join("pki");
-        std::fs::create_dir_all(&pki)?;
+        std::fs::create_dir_all(&pki).map_err(io("creating", &pki))?;
         Ok(DevLayout { data_dir, pki })
     }
 
@@ -75,13 +128,13 @@ impl DevLayout {
         std::fs::read_to_string(self.pki.join(name)).ok()
     }
 
-    fn write(&self, name: &str, contents: &str) -> anyhow::Result<()> {
-        kubeconfig::write_private(&self.pki.join(name), contents)
-            .with_context(|| format!("writing {name}"))
+    fn write(&self, name: &str, contents: &str) -> Result<(), DevError> {
+        let path = self.pki.join(name);
+        kubeconfig::write_private(&path, contents).map_err(io("writing", &path))
     }
 
     /// The CA that signs agents' certificates, generated on first use.
-    pub fn tunnel_ca(&self) -> anyhow::Result<CertificateAuthority> {
+    pub fn tunnel_ca(&self) -> Result<CertificateAuthority, DevError> {
         if let (Some(cert), Some(key)) = (self.read("tunnel-ca.crt"), self.read("tunnel-ca.key")) {
             return Ok(pki::load_ca(&cert, &key)?);
         }
@@ -92,7 +145,7 @@ impl DevLayout {
     }
 
     /// The dev CA, generated on first use.
-    pub fn ca(&self) -> anyhow::Result<CertificateAuthority> {
+    pub fn ca(&self) -> Result<CertificateAuthority, DevError> {
         if let (Some(cert), Some(key)) = (self.read("ca.crt"), self.read("ca.key")) {
             return Ok(pki::load_ca(&cert, &key)?);
         }
@@ -109,7 +162,7 @@ impl DevLayout {
         user: &str,
         groups: &[&str],
         namespace: Option<&str>,
-    ) -> anyhow::Result<String> {
+    ) -> Result<String, DevError> {
         let ca = self.ca()?;
         let leaf = pki::issue(&ca, &LeafSpec::client(user, groups))?;
         Ok(kubeconfig::render(
@@ -170,7 +223,7 @@ pub struct DevOptions {
 }
 
 /// Prepares certificates and returns the server configuration for `dev`.
-pub fn prepare(layout: &DevLayout, options: &DevOptions) -> anyhow::Result<ServerConfig> {
+pub fn prepare(layout: &DevLayout, options: &DevOptions) -> Result<ServerConfig, DevError> {
     let listen = options.listen;
     let ca = layout.ca()?;
     let (dns, ips) = serving_names(listen);
@@ -188,7 +241,8 @@ pub fn prepare(layout: &DevLayout, options: &DevOptions) -> anyhow::Result<Serve
     }
     let rbac_file = layout.data_dir.join("rbac.yaml");
     if !rbac_file.exists() {
-        std::fs::write(&rbac_file, standalone_bindings_yaml()).context("writing rbac.yaml")?;
+        std::fs::write(&rbac_file, standalone_bindings_yaml())
+            .map_err(io("writing", &rbac_file))?;
     }
     Ok(ServerConfig {
         listen,
@@ -257,11 +311,13 @@ pub async fn start_simulated_agents(
     registry: &Registry,
     agents: &AgentHub,
     count: usize,
-) -> anyhow::Result<Option<tokio::process::Child>> {
+) -> Result<Option<tokio::process::Child>, DevError> {
     if count == 0 {
         return Ok(None);
     }
-    let agent_binary = std::env::current_exe()?.with_file_name("edgefleet-agent");
+    let agent_binary = std::env::current_exe()
+        .map_err(io("locating", Path::new("the running executable")))?
+        .with_file_name("edgefleet-agent");
     if !agent_binary.exists() {
         tracing::warn!(
             path = %agent_binary.display(),
@@ -273,21 +329,29 @@ pub async fn start_simulated_agents(
         field_manager: "edgefleet-dev".into(),
         ..Default::default()
     };
-    let envs = registry.resource("environments").context("environments")?;
-    let env = json!({"apiVersion": edgefleet_api::API_VERSION, "kind": "Environment",
-                     "metadata": {"name": SIMULATED_ENVIRONMENT},
-                     "spec": {"description": "Simulated edge clusters of the dev hub"}});
+    let envs = registry
+        .resource("environments")
+        .ok_or(ApiError::NoSuchPath)?;
+    let mut env = Environment::named(SIMULATED_ENVIRONMENT);
+    env.spec.description = Some("Simulated edge clusters of the dev hub".into());
+    let env = serde_json::to_value(env)?;
     match envs.create(registry, "", env, &opts).await {
         Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    let clusters = registry.resource("clusters").context("clusters")?;
+    let clusters = registry.resource("clusters").ok_or(ApiError::NoSuchPath)?;
     let bootstrap_dir = layout.data_dir.join("agents");
     for i in 1..=count {
         let name = format!("sim-{i}");
-        let cluster = json!({"apiVersion": edgefleet_api::API_VERSION, "kind": "Cluster",
-                             "metadata": {"name": name, "labels": {"simulated": "true", "gpu": "l4", "region": "local"}},
-                             "spec": {"kubernetesVersion": "v1.31.4+k3s1"}});
+        let mut cluster = Cluster::named(&name);
+        cluster.metadata.labels = Some(
+            [("simulated", "true"), ("gpu", "l4"), ("region", "local")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        cluster.spec.kubernetes_version = Some("v1.31.4+k3s1".into());
+        let cluster = serde_json::to_value(cluster)?;
         match clusters
             .create(registry, SIMULATED_ENVIRONMENT, cluster, &opts)
             .await
@@ -296,10 +360,12 @@ pub async fn start_simulated_agents(
             Err(e) => return Err(e.into()),
         }
         let dir = bootstrap_dir.join(format!("{SIMULATED_ENVIRONMENT}.{name}"));
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
         if !dir.join("identity.pem").exists() {
             let token = agents.mint_token(SIMULATED_ENVIRONMENT, &name).await?;
-            kubeconfig::write_private(&dir.join("token"), &format!("{token}\n"))?;
+            let token_file = dir.join("token");
+            kubeconfig::write_private(&token_file, &format!("{token}\n"))
+                .map_err(io("writing", &token_file))?;
         }
     }
     let address = agents.address();
@@ -316,7 +382,7 @@ pub async fn start_simulated_agents(
         .arg("--exit-with-parent")
         .kill_on_drop(true)
         .spawn()
-        .context("starting edgefleet-agent simulate")?;
+        .map_err(DevError::Simulator)?;
     Ok(Some(child))
 }
 
@@ -361,14 +427,14 @@ pub fn standalone_bindings_yaml() -> String {
 }
 
 /// Writes the admin kubeconfig pointing at `addr`.
-pub fn write_admin_kubeconfig(layout: &DevLayout, addr: SocketAddr) -> anyhow::Result<PathBuf> {
-    let ca = layout.read("ca.crt").context("the dev CA is missing")?;
+pub fn write_admin_kubeconfig(layout: &DevLayout, addr: SocketAddr) -> Result<PathBuf, DevError> {
+    let ca = layout.read("ca.crt").ok_or(DevError::Missing("ca.crt"))?;
     let cert = layout
         .read("admin.crt")
-        .context("the admin certificate is missing")?;
+        .ok_or(DevError::Missing("admin.crt"))?;
     let key = layout
         .read("admin.key")
-        .context("the admin key is missing")?;
+        .ok_or(DevError::Missing("admin.key"))?;
     let host = if addr.ip().is_unspecified() {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
     } else {
@@ -387,6 +453,31 @@ pub fn write_admin_kubeconfig(layout: &DevLayout, addr: SocketAddr) -> anyhow::R
         None,
     );
     let path = layout.kubeconfig();
-    kubeconfig::write_private(&path, &config)?;
+    kubeconfig::write_private(&path, &config).map_err(io("writing", &path))?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_tunnel_port_follows_the_listen_port_unless_given() {
+        let derived = |listen| tunnel_listen(addr(listen), None).unwrap();
+        assert_eq!(derived("127.0.0.1:6443"), addr("127.0.0.1:8132"));
+        assert_eq!(derived("127.0.0.1:7443"), addr("127.0.0.1:9132"));
+        assert_eq!(derived("0.0.0.0:6443"), addr("0.0.0.0:8132"));
+        assert_eq!(derived("[::1]:6443"), addr("[::1]:8132"));
+        assert_eq!(derived("127.0.0.1:0"), addr("127.0.0.1:0"));
+        assert_eq!(
+            tunnel_listen(addr("127.0.0.1:7443"), Some(addr("127.0.0.2:9000"))).unwrap(),
+            addr("127.0.0.2:9000")
+        );
+        let err = tunnel_listen(addr("127.0.0.1:65000"), None).unwrap_err();
+        assert!(err.to_string().contains("give --tunnel-listen"), "{err}");
+    }
 }

@@ -292,8 +292,29 @@ impl From<StorageError> for ApiError {
             StorageError::TooLarge { size, .. } => ApiError::RequestEntityTooLarge(format!(
                 "the object is {size} bytes as stored, more than storage takes"
             )),
+            // What the key names: a `?` on a storage call answers 404/409 as kube does, never
+            // 500, even where the caller did not name the object (`from_storage` does).
+            StorageError::NotFound { ref key }
+            | StorageError::AlreadyExists { ref key }
+            | StorageError::Conflict { ref key, .. } => {
+                let (resource, name) = object_of_key(key);
+                ApiError::from_storage(err, &resource, &name)
+            }
             other => ApiError::Internal(other.to_string()),
         }
+    }
+}
+
+/// The resource and name a storage key is of (`edgefleet.io/<resource>/[<namespace>/]<name>`,
+/// `registry::keys`); a key of another shape is named as a whole.
+fn object_of_key(key: &str) -> (GroupResource, String) {
+    let parts: Vec<&str> = key.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        [group, resource, .., name] if *group == edgefleet_api::GROUP && parts.len() >= 3 => (
+            GroupResource::new(edgefleet_api::GROUP, *resource),
+            (*name).to_string(),
+        ),
+        _ => (GroupResource::new("", ""), key.to_string()),
     }
 }
 

@@ -1,8 +1,12 @@
-//! kubeconfig files with embedded credentials, as kubectl and client libraries read them.
+//! kubeconfig files with embedded credentials, as kubectl and client libraries read them,
+//! written and read through kube's own model of the file (`kube::config::Kubeconfig`).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use serde::Serialize;
+use kube::config::{
+    AuthInfo, Cluster, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext,
+};
+use secrecy::SecretString;
 
 /// How the user authenticates.
 pub enum Credentials<'a> {
@@ -10,66 +14,7 @@ pub enum Credentials<'a> {
     Token(&'a str),
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "kebab-case")]
-struct Kubeconfig<'a> {
-    api_version: &'a str,
-    kind: &'a str,
-    clusters: Vec<Named<ClusterEntry>>,
-    users: Vec<Named<UserEntry>>,
-    contexts: Vec<Named<ContextEntry>>,
-    current_context: &'a str,
-}
-
-#[derive(Serialize)]
-struct Named<T> {
-    name: String,
-    #[serde(flatten)]
-    entry: T,
-}
-
-#[derive(Serialize)]
-struct ClusterEntry {
-    cluster: ClusterFields,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "kebab-case")]
-struct ClusterFields {
-    server: String,
-    certificate_authority_data: String,
-}
-
-#[derive(Serialize)]
-struct UserEntry {
-    user: UserFields,
-}
-
-#[derive(Serialize, Default)]
-#[serde(rename_all = "kebab-case")]
-struct UserFields {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client_certificate_data: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client_key_data: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    token: Option<String>,
-}
-
-#[derive(Serialize)]
-struct ContextEntry {
-    context: ContextFields,
-}
-
-#[derive(Serialize)]
-struct ContextFields {
-    cluster: String,
-    user: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    namespace: Option<String>,
-}
-
-/// Renders a single-context kubeconfig.
+/// Renders a single-context kubeconfig through kube's own model of the file.
 pub fn render(
     name: &str,
     server: &str,
@@ -78,44 +23,46 @@ pub fn render(
     credentials: Credentials<'_>,
     namespace: Option<&str>,
 ) -> String {
-    let user_fields = match credentials {
-        Credentials::ClientCertificate { cert_pem, key_pem } => UserFields {
+    let auth_info = match credentials {
+        Credentials::ClientCertificate { cert_pem, key_pem } => AuthInfo {
             client_certificate_data: Some(STANDARD.encode(cert_pem)),
-            client_key_data: Some(STANDARD.encode(key_pem)),
-            ..Default::default()
+            client_key_data: Some(SecretString::from(STANDARD.encode(key_pem))),
+            ..AuthInfo::default()
         },
-        Credentials::Token(token) => UserFields {
-            token: Some(token.to_string()),
-            ..Default::default()
+        Credentials::Token(token) => AuthInfo {
+            token: Some(SecretString::from(token)),
+            ..AuthInfo::default()
         },
     };
     let config = Kubeconfig {
-        api_version: "v1",
-        kind: "Config",
-        clusters: vec![Named {
+        api_version: Some("v1".into()),
+        kind: Some("Config".into()),
+        clusters: vec![NamedCluster {
             name: name.into(),
-            entry: ClusterEntry {
-                cluster: ClusterFields {
-                    server: server.into(),
-                    certificate_authority_data: STANDARD.encode(ca_pem),
-                },
-            },
+            cluster: Some(Cluster {
+                server: Some(server.into()),
+                certificate_authority_data: Some(STANDARD.encode(ca_pem)),
+                ..Cluster::default()
+            }),
+            ..NamedCluster::default()
         }],
-        users: vec![Named {
+        auth_infos: vec![NamedAuthInfo {
             name: user.into(),
-            entry: UserEntry { user: user_fields },
+            auth_info: Some(auth_info),
+            ..NamedAuthInfo::default()
         }],
-        contexts: vec![Named {
+        contexts: vec![NamedContext {
             name: name.into(),
-            entry: ContextEntry {
-                context: ContextFields {
-                    cluster: name.into(),
-                    user: user.into(),
-                    namespace: namespace.map(String::from),
-                },
-            },
+            context: Some(Context {
+                cluster: name.into(),
+                user: Some(user.into()),
+                namespace: namespace.map(String::from),
+                ..Context::default()
+            }),
+            ..NamedContext::default()
         }],
-        current_context: name,
+        current_context: Some(name.into()),
+        ..Kubeconfig::default()
     };
     serde_yaml_ng::to_string(&config).unwrap_or_default()
 }
@@ -184,45 +131,63 @@ pub fn cluster_proxy_path(environment: &str, cluster: &str) -> String {
 /// credentials are kept as they are (certificates, tokens, exec plugins): the hub authenticates
 /// and authorizes the same person, then forwards as them.
 pub fn for_cluster(config: &str, environment: &str, cluster: &str) -> Result<String, String> {
-    let config: serde_json::Value =
-        serde_yaml_ng::from_str(config).map_err(|e| format!("not a kubeconfig: {e}"))?;
-    let current = config["current-context"]
-        .as_str()
+    let config = Kubeconfig::from_yaml(config).map_err(|e| format!("not a kubeconfig: {e}"))?;
+    let current = config
+        .current_context
+        .as_deref()
         .ok_or("the kubeconfig has no current-context")?;
-    let named = |list: &str, name: &str| {
-        config[list]
-            .as_array()
-            .and_then(|items| items.iter().find(|i| i["name"] == name))
+    let context = config
+        .contexts
+        .iter()
+        .find(|c| c.name == current)
+        .and_then(|c| c.context.as_ref())
+        .ok_or_else(|| format!("the kubeconfig has no contexts entry {current:?}"))?;
+    let mut hub = config
+        .clusters
+        .iter()
+        .find(|c| c.name == context.cluster)
+        .cloned()
+        .ok_or_else(|| format!("the kubeconfig has no clusters entry {:?}", context.cluster))?;
+    let user_name = context.user.clone().unwrap_or_default();
+    let users = match user_name.as_str() {
+        "" => Vec::new(),
+        name => vec![config
+            .auth_infos
+            .iter()
+            .find(|u| u.name == name)
             .cloned()
-            .ok_or_else(|| format!("the kubeconfig has no {list} entry {name:?}"))
+            .ok_or_else(|| format!("the kubeconfig has no users entry {name:?}"))?],
     };
-    let context = named("contexts", current)?;
-    let cluster_name = context["context"]["cluster"]
-        .as_str()
-        .ok_or("the current context names no cluster")?;
-    let user_name = context["context"]["user"].as_str().unwrap_or_default();
-    let mut hub = named("clusters", cluster_name)?;
-    let server = hub["cluster"]["server"]
-        .as_str()
+    let fields = hub.cluster.as_mut().ok_or("the cluster has no server")?;
+    let server = fields
+        .server
+        .as_deref()
         .ok_or("the cluster has no server")?
         .trim_end_matches('/')
         .to_string();
+    fields.server = Some(format!(
+        "{server}{}",
+        cluster_proxy_path(environment, cluster)
+    ));
     let new_name = format!("{environment}-{cluster}");
-    hub["name"] = new_name.clone().into();
-    hub["cluster"]["server"] =
-        format!("{server}{}", cluster_proxy_path(environment, cluster)).into();
-    let mut users = Vec::new();
-    if !user_name.is_empty() {
-        users.push(named("users", user_name)?);
-    }
-    let out = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [hub],
-        "users": users,
-        "contexts": [{"name": new_name, "context": {"cluster": new_name, "user": user_name}}],
-        "current-context": new_name,
-    });
+    hub.name = new_name.clone();
+    let out = Kubeconfig {
+        api_version: Some("v1".into()),
+        kind: Some("Config".into()),
+        clusters: vec![hub],
+        auth_infos: users,
+        contexts: vec![NamedContext {
+            name: new_name.clone(),
+            context: Some(Context {
+                cluster: new_name.clone(),
+                user: Some(user_name),
+                ..Context::default()
+            }),
+            ..NamedContext::default()
+        }],
+        current_context: Some(new_name),
+        ..Kubeconfig::default()
+    };
     serde_yaml_ng::to_string(&out).map_err(|e| e.to_string())
 }
 

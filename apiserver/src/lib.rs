@@ -21,3 +21,4 @@ pub mod pki;
 pub mod registry;
 pub mod storage;
 pub mod structural;
+pub mod tasks;

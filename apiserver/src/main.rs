@@ -86,7 +86,7 @@ struct AuditArgs {
     audit_webhook_config_file: Option<PathBuf>,
     #[arg(long, default_value_t = edgefleet_apiserver::app::DEFAULT_AUDIT_WEBHOOK_BATCH_MAX_SIZE)]
     audit_webhook_batch_max_size: usize,
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = edgefleet_api::duration::parse)]
     audit_webhook_batch_max_wait: Duration,
     /// Acknowledge audit records only once fsynced (survives power loss; slower) instead of
     /// once written (survives a crash of the hub).
@@ -105,15 +105,15 @@ struct DevArgs {
     /// Address to serve on.
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
-    /// Address of the tunnel port agents dial (default: the listen address's IP, port 8132;
-    /// port 0 when the listen port is 0).
+    /// Address of the tunnel port agents dial (default: the listen address's IP and its port
+    /// + 1689, so 8132 for 6443; port 0 when the listen port is 0).
     #[arg(long)]
     tunnel_listen: Option<SocketAddr>,
     /// Simulated edge clusters to start (`edgefleet-agent simulate`) in Environment `dev`.
     #[arg(long, default_value_t = 3)]
     agents: usize,
     /// Tunnel PING interval (and timeout): an agent silent for twice this is disconnected.
-    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = edgefleet_api::duration::parse)]
     tunnel_keepalive: Duration,
     /// Static bearer tokens (kube's CSV format), for users without certificates.
     #[arg(long)]
@@ -160,7 +160,7 @@ struct TunnelArgs {
     #[arg(long)]
     agent_image: Option<String>,
     /// Tunnel PING interval (and timeout): an agent silent for twice this is disconnected.
-    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = edgefleet_api::duration::parse)]
     tunnel_keepalive: Duration,
 }
 
@@ -194,7 +194,7 @@ struct ServeArgs {
     #[arg(long)]
     etcd_keyfile: Option<PathBuf>,
     /// Interval of storage compaction (history older than this is discarded).
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = edgefleet_api::duration::parse)]
     etcd_compaction_interval: Duration,
     /// IP address to serve on.
     #[arg(long, default_value = "0.0.0.0")]
@@ -243,21 +243,6 @@ struct KubeconfigArgs {
     /// Server URL; defaults to the one in the admin kubeconfig.
     #[arg(long)]
     server: Option<String>,
-}
-
-/// `30s`, `5m`, `1h`, or plain seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return Err(format!("invalid duration unit in {s:?} (use s, m or h)")),
-    };
-    Ok(Duration::from_secs(secs))
 }
 
 fn init_logging() {
@@ -321,14 +306,7 @@ async fn main() -> anyhow::Result<()> {
 async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     init_logging();
     let layout = DevLayout::new(&args.data_dir)?;
-    let tunnel_port = if args.listen.port() == 0 {
-        0
-    } else {
-        DEFAULT_TUNNEL_PORT
-    };
-    let tunnel_listen = args
-        .tunnel_listen
-        .unwrap_or(SocketAddr::new(args.listen.ip(), tunnel_port));
+    let tunnel_listen = dev::tunnel_listen(args.listen, args.tunnel_listen)?;
     let options = dev::DevOptions {
         listen: args.listen,
         tunnel_listen,
@@ -340,7 +318,9 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         audit_segment_max_bytes: args.audit_segment_max_bytes,
     };
     let config = dev::prepare(&layout, &options)?;
-    let server = app::bind(&config).await?;
+    let server = app::bind(&config)
+        .await
+        .map_err(|e| with_flag_hint(e, "--listen", "--tunnel-listen"))?;
     let addr = server.local_addr();
     let kubeconfig = dev::write_admin_kubeconfig(&layout, addr)?;
     let agents = server
@@ -429,11 +409,36 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             segment_max_bytes: args.audit.audit_segment_max_bytes,
         });
     let config = ServerConfig { audit, ..config };
-    let server = app::bind(&config).await?;
+    let server = app::bind(&config).await.map_err(|e| {
+        with_flag_hint(
+            e,
+            "--bind-address/--secure-port",
+            "--tunnel-bind-address/--tunnel-port",
+        )
+    })?;
     tracing::info!(addr = %server.local_addr(), "serving");
     println!("edgefleet hub serving on https://{}", server.local_addr());
     server.run(app::shutdown_signal()).await;
     Ok(())
+}
+
+/// A start-up failure, with the flag that moves an address that was taken (a second hub on
+/// the same machine is the usual cause).
+fn with_flag_hint(err: app::StartError, api_flag: &str, tunnel_flag: &str) -> anyhow::Error {
+    use edgefleet_apiserver::agents::StartAgentsError;
+    let hint = match &err {
+        app::StartError::Listen { address, .. } => {
+            Some(format!("the API address {address} cannot be bound (another hub on this machine?): choose another with {api_flag}"))
+        }
+        app::StartError::Agents(StartAgentsError::Listen { address, .. }) => Some(format!(
+            "the tunnel port {address} cannot be bound (another hub on this machine?): choose another with {tunnel_flag}"
+        )),
+        _ => None,
+    };
+    match hint {
+        Some(hint) => anyhow::Error::new(err).context(hint),
+        None => err.into(),
+    }
 }
 
 /// The tunnel port's configuration, when a tunnel CA is given.
@@ -556,4 +561,92 @@ async fn verify_with_store(
         eprintln!("note: the store holds no audit checkpoint for replica {replica:?}");
     }
     Ok(audit::verify_dir(dir, key.as_ref(), checkpoint.as_ref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::any::TypeId;
+
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every flag of type `Duration`, in every subcommand.
+    fn duration_flags(command: &clap::Command, found: &mut Vec<(String, clap::Arg)>) {
+        for arg in command.get_arguments() {
+            if arg.get_value_parser().type_id() == TypeId::of::<Duration>() {
+                found.push((command.get_name().to_string(), arg.clone()));
+            }
+        }
+        for sub in command.get_subcommands() {
+            duration_flags(sub, found);
+        }
+    }
+
+    #[test]
+    fn every_duration_flag_takes_go_durations_as_kubes_flags_do() {
+        let cli = Cli::command();
+        let mut flags = Vec::new();
+        duration_flags(&cli, &mut flags);
+        let names: Vec<String> = flags
+            .iter()
+            .map(|(command, arg)| format!("{command} --{}", arg.get_long().unwrap_or_default()))
+            .collect();
+        // The walk finds them all (the CLI's and the auth flags').
+        for expected in [
+            "serve --etcd-compaction-interval",
+            "serve --audit-webhook-batch-max-wait",
+            "serve --tunnel-keepalive",
+            "serve --authentication-token-webhook-cache-ttl",
+            "dev --tunnel-keepalive",
+        ] {
+            assert!(
+                names.iter().any(|n| n == expected),
+                "{expected} in {names:?}"
+            );
+        }
+        for (command, arg) in &flags {
+            let long = arg.get_long().expect("a long flag");
+            let parse = |text: &str| {
+                clap::Command::new("flag")
+                    .arg(arg.clone().required(false))
+                    .try_get_matches_from(["flag".to_string(), format!("--{long}={text}")])
+                    .map(|m| m.get_one::<Duration>(arg.get_id().as_str()).copied())
+            };
+            for (good, want) in [
+                ("1m30s", 90_000),
+                ("500ms", 500),
+                ("2h", 7_200_000),
+                ("0", 0),
+            ] {
+                let parsed =
+                    parse(good).unwrap_or_else(|e| panic!("{command} --{long}={good}: {e}"));
+                assert_eq!(
+                    parsed,
+                    Some(Duration::from_millis(want)),
+                    "{command} --{long}={good}"
+                );
+            }
+            for bad in ["30", "1 hour", "PT1M", "-5s"] {
+                assert!(parse(bad).is_err(), "{command} --{long}={bad} is refused");
+            }
+        }
+    }
+
+    #[test]
+    fn the_compaction_interval_takes_minutes_and_seconds() {
+        let cli = Cli::try_parse_from([
+            "edgefleet-apiserver",
+            "serve",
+            "--tls-cert-file=c",
+            "--tls-private-key-file=k",
+            "--etcd-compaction-interval",
+            "1m30s",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(args.etcd_compaction_interval, Duration::from_secs(90));
+    }
 }

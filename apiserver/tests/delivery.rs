@@ -37,6 +37,7 @@ use edgefleet_apiserver::storage::{
     DynStorage, Guard, KeyValue, ListOptions, ListResult, Result as StorageResult, Revision,
     Storage, WatchStream,
 };
+use edgefleet_testkit::eventually;
 use edgefleet_tunnel::{
     body, BootstrapToken, CertificateAuthority, IdentityStore, LeafSpec, TunnelBody, TunnelClient,
     TunnelClientConfig,
@@ -48,7 +49,6 @@ use hyper::body::{Frame, Incoming};
 use rustls_pki_types::ServerName;
 use serde_json::{json, Value};
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 const ENV: &str = "retail";
 /// Generous for a busy two-core machine; everything here is loopback.
@@ -357,7 +357,11 @@ impl Hub {
             agent_image: "test".into(),
             keepalive: Default::default(),
         };
-        let agents = AgentHub::start(config, registry.clone()).await.unwrap();
+        // The tasks run as long as the test's runtime: nothing here outlives the test.
+        let tasks = edgefleet_apiserver::tasks::Tasks::new();
+        let agents = AgentHub::start(config, registry.clone(), &tasks)
+            .await
+            .unwrap();
         let controllers = Controllers::spawn(
             registry.clone(),
             Some(AgentLink {
@@ -448,22 +452,6 @@ impl Hub {
         };
         edge.start();
         edge
-    }
-}
-
-/// Polls `f` until it returns `Some`, for at most [`DEADLINE`].
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -558,12 +546,15 @@ async fn an_all_at_once_placement_reaches_every_cluster_a_change_resends_only_wh
     hub.addon("other", "1.0.0", "x").await;
     hub.place("apps", &["app", "other"], &targeted).await;
 
-    eventually("every targeted cluster runs both add-ons Ready", || async {
-        all_ready(&hub, &targeted, &[("app", "1.0.0"), ("other", "1.0.0")])
-            .await
-            .then_some(())
-    })
-    .await;
+    eventually!(
+        within = DEADLINE,
+        {
+            all_ready(&hub, &targeted, &[("app", "1.0.0"), ("other", "1.0.0")])
+                .await
+                .then_some(())
+        },
+        "every targeted cluster runs both add-ons Ready"
+    );
     for edge in &edges[..3] {
         let bundle = edge.agent.adopted().unwrap();
         let names: Vec<&str> = bundle.releases.iter().map(|r| r.name.as_str()).collect();
@@ -575,34 +566,44 @@ async fn an_all_at_once_placement_reaches_every_cluster_a_change_resends_only_wh
         assert_eq!(st.uploads.len(), 2, "each content crossed the tunnel once");
     }
     let bystander = &edges[3];
-    eventually("the untargeted cluster adopts an empty bundle", || async {
-        bystander.agent.adopted().filter(|b| b.releases.is_empty())
-    })
-    .await;
+    eventually!(
+        within = DEADLINE,
+        { bystander.agent.adopted().filter(|b| b.releases.is_empty()) },
+        "the untargeted cluster adopts an empty bundle"
+    );
 
-    let placement = eventually("the Placement reports 3 of 3 updated", || async {
-        let p = hub.get("placements", ENV, "apps").await;
-        (p["status"]["updated"] == 3 && condition(&p, "Ready")["status"] == "True").then_some(p)
-    })
-    .await;
+    let placement = eventually!(
+        within = DEADLINE,
+        {
+            let p = hub.get("placements", ENV, "apps").await;
+            (p["status"]["updated"] == 3 && condition(&p, "Ready")["status"] == "True").then_some(p)
+        },
+        "the Placement reports 3 of 3 updated"
+    );
     assert_eq!(placement["status"]["total"], 3);
     assert_eq!(placement["status"]["failed"], 0);
     assert_eq!(condition(&placement, "Progressing")["reason"], "AllAtOnce");
-    let addon = eventually("the ClusterAddon reports 3 Ready", || async {
-        let a = hub.get("clusteraddons", ENV, "app").await;
-        (a["status"]["ready"] == 3).then_some(a)
-    })
-    .await;
+    let addon = eventually!(
+        within = DEADLINE,
+        {
+            let a = hub.get("clusteraddons", ENV, "app").await;
+            (a["status"]["ready"] == 3).then_some(a)
+        },
+        "the ClusterAddon reports 3 Ready"
+    );
     assert_eq!(addon["status"]["clusters"], 3);
     assert_eq!(
         addon["status"]["versions"],
         json!([{"version": "1.0.0", "count": 3}])
     );
-    let env = eventually("the Environment counts 6 releases Ready", || async {
-        let e = hub.get("environments", "", ENV).await;
-        (e["status"]["addons"]["ready"] == 6).then_some(e)
-    })
-    .await;
+    let env = eventually!(
+        within = DEADLINE,
+        {
+            let e = hub.get("environments", "", ENV).await;
+            (e["status"]["addons"]["ready"] == 6).then_some(e)
+        },
+        "the Environment counts 6 releases Ready"
+    );
     assert_eq!(env["status"]["clusters"], 4);
     assert_eq!(env["status"]["connected"], 4);
     let c = hub.get("clusters", ENV, "edge-1").await;
@@ -628,12 +629,15 @@ async fn an_all_at_once_placement_reaches_every_cluster_a_change_resends_only_wh
         json!({"spec": {"version": "1.1.0", "manifests": three_object_addon("app", "1.1.0", "bonjour")["spec"]["manifests"]}}),
     )
     .await;
-    eventually("every targeted cluster runs app 1.1.0 Ready", || async {
-        all_ready(&hub, &targeted, &[("app", "1.1.0"), ("other", "1.0.0")])
-            .await
-            .then_some(())
-    })
-    .await;
+    eventually!(
+        within = DEADLINE,
+        {
+            all_ready(&hub, &targeted, &[("app", "1.1.0"), ("other", "1.0.0")])
+                .await
+                .then_some(())
+        },
+        "every targeted cluster runs app 1.1.0 Ready"
+    );
     for (i, edge) in edges[..3].iter().enumerate() {
         let uploads = edge.agent.uploads();
         assert_eq!(
@@ -677,20 +681,23 @@ async fn an_all_at_once_placement_reaches_every_cluster_a_change_resends_only_wh
         .await
         .unwrap();
     for edge in &edges[..3] {
-        eventually("an empty bundle adopted", || async {
-            edge.agent.adopted().filter(|b| b.releases.is_empty())
-        })
-        .await;
+        eventually!(
+            within = DEADLINE,
+            { edge.agent.adopted().filter(|b| b.releases.is_empty()) },
+            "an empty bundle adopted"
+        );
     }
-    eventually("the clusters show no add-ons", || async {
-        for c in targeted {
-            if !cluster_addons(&hub, c).await.is_empty() {
-                return None;
+    eventually!(
+        within = DEADLINE,
+        {
+            let mut none = true;
+            for c in targeted {
+                none &= cluster_addons(&hub, c).await.is_empty();
             }
-        }
-        Some(())
-    })
-    .await;
+            none
+        },
+        "the clusters show no add-ons"
+    );
     for mut edge in edges {
         edge.stop().await;
     }
@@ -703,34 +710,40 @@ async fn a_reconnecting_agent_gets_only_what_changed_while_it_was_away() {
     hub.addon("app", "1.0.0", "a").await;
     hub.addon("other", "1.0.0", "b").await;
     hub.place("apps", &["app", "other"], &["edge-1"]).await;
-    eventually("both add-ons Ready", || async {
-        all_ready(&hub, &["edge-1"], &[("app", "1.0.0"), ("other", "1.0.0")])
-            .await
-            .then_some(())
-    })
-    .await;
+    eventually!(
+        within = DEADLINE,
+        {
+            all_ready(&hub, &["edge-1"], &[("app", "1.0.0"), ("other", "1.0.0")])
+                .await
+                .then_some(())
+        },
+        "both add-ons Ready"
+    );
 
     edge.stop().await;
-    eventually("the hub sees the agent gone", || async {
-        let c = hub.get("clusters", ENV, "edge-1").await;
-        (c["status"]["connection"]["state"] == "Disconnected").then_some(())
-    })
-    .await;
+    eventually!(
+        within = DEADLINE,
+        {
+            let c = hub.get("clusters", ENV, "edge-1").await;
+            (c["status"]["connection"]["state"] == "Disconnected").then_some(())
+        },
+        "the hub sees the agent gone"
+    );
     hub.patch(
         "clusteraddons",
         "app",
         json!({"spec": {"version": "2.0.0", "manifests": three_object_addon("app", "2.0.0", "changed")["spec"]["manifests"]}}),
     )
     .await;
-    let pending = eventually(
-        "the cluster's status says the new version waits for the agent",
-        || async {
+    let pending = eventually!(
+        within = DEADLINE,
+        {
             let c = hub.get("clusters", ENV, "edge-1").await;
             let app = c["status"]["addons"][0].clone();
             (app["version"] == "2.0.0" && app["state"] == "Pending").then_some(app)
         },
-    )
-    .await;
+        "the cluster's status says the new version waits for the agent"
+    );
     assert!(
         pending["message"]
             .as_str()
@@ -744,12 +757,15 @@ async fn a_reconnecting_agent_gets_only_what_changed_while_it_was_away() {
         (st.offers.len(), st.uploads.clone())
     };
     edge.start();
-    eventually("app 2.0.0 Ready after the reconnect", || async {
-        all_ready(&hub, &["edge-1"], &[("app", "2.0.0"), ("other", "1.0.0")])
-            .await
-            .then_some(())
-    })
-    .await;
+    eventually!(
+        within = DEADLINE,
+        {
+            all_ready(&hub, &["edge-1"], &[("app", "2.0.0"), ("other", "1.0.0")])
+                .await
+                .then_some(())
+        },
+        "app 2.0.0 Ready after the reconnect"
+    );
     {
         let st = edge.agent.state.lock().unwrap();
         let new_uploads = &st.uploads[uploads.len()..];
@@ -798,11 +814,14 @@ async fn bad_input_is_a_clear_4xx_or_a_condition_and_the_hub_keeps_serving() {
         .insert("app-config".into());
     hub.addon("app", "1.0.0", "a").await;
     hub.place("apps", &["app", "ghost"], &["edge-1"]).await;
-    let p = eventually("the Placement says what is missing", || async {
-        let p = hub.get("placements", ENV, "apps").await;
-        (condition(&p, "Resolved")["reason"] == "AddonNotFound").then_some(p)
-    })
-    .await;
+    let p = eventually!(
+        within = DEADLINE,
+        {
+            let p = hub.get("placements", ENV, "apps").await;
+            (condition(&p, "Resolved")["reason"] == "AddonNotFound").then_some(p)
+        },
+        "the Placement says what is missing"
+    );
     let message = condition(&p, "Resolved")["message"]
         .as_str()
         .unwrap()
@@ -811,23 +830,29 @@ async fn bad_input_is_a_clear_4xx_or_a_condition_and_the_hub_keeps_serving() {
         message.contains("\"ghost\"") && message.contains("spec.addons"),
         "{message}"
     );
-    let failed = eventually("app Failed with the edge's message", || async {
-        let c = hub.get("clusters", ENV, "edge-1").await;
-        let app = c["status"]["addons"][0].clone();
-        (app["state"] == "Failed").then_some(c)
-    })
-    .await;
+    let failed = eventually!(
+        within = DEADLINE,
+        {
+            let c = hub.get("clusters", ENV, "edge-1").await;
+            let app = c["status"]["addons"][0].clone();
+            (app["state"] == "Failed").then_some(c)
+        },
+        "app Failed with the edge's message"
+    );
     assert!(failed["status"]["addons"][0]["message"]
         .as_str()
         .unwrap()
         .contains("app-config"));
     assert_eq!(condition(&failed, "AddonsReady")["reason"], "AddonsFailed");
-    eventually("the Placement counts the failure", || async {
-        let p = hub.get("placements", ENV, "apps").await;
-        (p["status"]["failed"] == 1 && p["status"]["clusters"][0]["state"] == "Failed")
-            .then_some(())
-    })
-    .await;
+    eventually!(
+        within = DEADLINE,
+        {
+            let p = hub.get("placements", ENV, "apps").await;
+            (p["status"]["failed"] == 1 && p["status"]["clusters"][0]["state"] == "Failed")
+                .then_some(())
+        },
+        "the Placement counts the failure"
+    );
 
     // A Progressive placement is not delivered, and says so.
     hub.addon("canary", "1.0.0", "c").await;
@@ -840,11 +865,15 @@ async fn bad_input_is_a_clear_4xx_or_a_condition_and_the_hub_keeps_serving() {
     )
     .await
     .unwrap();
-    let p = eventually("the Progressive placement explains it is held", || async {
-        let p = hub.get("placements", ENV, "careful").await;
-        (condition(&p, "Progressing")["reason"] == "ProgressiveRolloutNotDelivered").then_some(p)
-    })
-    .await;
+    let p = eventually!(
+        within = DEADLINE,
+        {
+            let p = hub.get("placements", ENV, "careful").await;
+            (condition(&p, "Progressing")["reason"] == "ProgressiveRolloutNotDelivered")
+                .then_some(p)
+        },
+        "the Progressive placement explains it is held"
+    );
     assert_eq!(p["status"]["updated"], 0);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let bundle = edge.agent.adopted().unwrap();
@@ -858,14 +887,17 @@ async fn bad_input_is_a_clear_4xx_or_a_condition_and_the_hub_keeps_serving() {
     old.agent.state.lock().unwrap().no_delivery = true;
     hub.place("to-old", &["fine-for-old"], &["old-agent"]).await;
     hub.addon("fine-for-old", "1", "x").await;
-    let message = eventually("the delivery failure is in the status", || async {
-        let c = hub.get("clusters", ENV, "old-agent").await;
-        c["status"]["addons"][0]["message"]
-            .as_str()
-            .filter(|m| m.contains("404"))
-            .map(String::from)
-    })
-    .await;
+    let message = eventually!(
+        within = DEADLINE,
+        {
+            let c = hub.get("clusters", ENV, "old-agent").await;
+            c["status"]["addons"][0]["message"]
+                .as_str()
+                .filter(|m| m.contains("404"))
+                .map(String::from)
+        },
+        "the delivery failure is in the status"
+    );
     assert!(
         message.contains("not delivered") && message.contains("retrying"),
         "{message}"
@@ -883,12 +915,15 @@ async fn a_progressive_placement_holds_clusters_at_what_they_run_across_a_reconn
     let mut edge = hub.edge("edge-1").await;
     hub.addon("app", "1.0.0", "one").await;
     hub.place("apps", &["app"], &["edge-1"]).await;
-    eventually("app 1.0.0 Ready", || async {
-        all_ready(&hub, &["edge-1"], &[("app", "1.0.0")])
-            .await
-            .then_some(())
-    })
-    .await;
+    eventually!(
+        within = DEADLINE,
+        {
+            all_ready(&hub, &["edge-1"], &[("app", "1.0.0")])
+                .await
+                .then_some(())
+        },
+        "app 1.0.0 Ready"
+    );
 
     // The user asks for a canary from now on, and releases 2.0.0: nothing goes out at once.
     hub.patch(
@@ -903,13 +938,16 @@ async fn a_progressive_placement_holds_clusters_at_what_they_run_across_a_reconn
         json!({"spec": {"version": "2.0.0", "manifests": three_object_addon("app", "2.0.0", "two")["spec"]["manifests"]}}),
     )
     .await;
-    let p = eventually("the placement says it holds", || async {
-        let p = hub.get("placements", ENV, "apps").await;
-        (condition(&p, "Progressing")["reason"] == "ProgressiveRolloutNotDelivered"
-            && p["metadata"]["generation"] == p["status"]["observedGeneration"])
-            .then_some(p)
-    })
-    .await;
+    let p = eventually!(
+        within = DEADLINE,
+        {
+            let p = hub.get("placements", ENV, "apps").await;
+            (condition(&p, "Progressing")["reason"] == "ProgressiveRolloutNotDelivered"
+                && p["metadata"]["generation"] == p["status"]["observedGeneration"])
+                .then_some(p)
+        },
+        "the placement says it holds"
+    );
     assert_eq!(p["status"]["updated"], 0, "it does not run 2.0.0");
     assert_eq!(p["status"]["clusters"][0]["state"], "Pending");
 
@@ -918,10 +956,11 @@ async fn a_progressive_placement_holds_clusters_at_what_they_run_across_a_reconn
     edge.stop().await;
     let offered_before = edge.agent.state.lock().unwrap().offers.len();
     edge.start();
-    eventually("offered again on the new session", || async {
-        (edge.agent.state.lock().unwrap().offers.len() > offered_before).then_some(())
-    })
-    .await;
+    eventually!(
+        within = DEADLINE,
+        { (edge.agent.state.lock().unwrap().offers.len() > offered_before).then_some(()) },
+        "offered again on the new session"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let offers = edge.agent.state.lock().unwrap().offers.clone();
     for offer in &offers[offered_before..] {

@@ -18,7 +18,9 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::hub::{binary, eventually, Hub};
+use crate::hub::{binary, Hub};
+use edgefleet_api::testing;
+use edgefleet_testkit::eventually;
 
 /// Long enough for an agent to enroll and connect on a busy two-core machine.
 pub const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
@@ -28,8 +30,9 @@ pub fn register_cluster(hub: &Hub, environment: &str, name: &str) {
     hub.ok_stdin(
         &["apply", "-f", "-"],
         Some(&format!(
-            "apiVersion: edgefleet.io/v1alpha1\nkind: Environment\nmetadata:\n  name: {environment}\n\
-             ---\napiVersion: edgefleet.io/v1alpha1\nkind: Cluster\nmetadata:\n  name: {name}\n  namespace: {environment}\n"
+            "{}---\n{}",
+            testing::environment(environment).yaml(),
+            testing::cluster(name).env(environment).yaml()
         )),
     );
 }
@@ -102,10 +105,11 @@ impl EdgeAgent {
             child: Some(child),
             log,
         };
-        eventually(
-            CONNECT_DEADLINE,
-            &format!("{environment}/{name} to connect"),
-            || (connection_state(hub, environment, name) == "Connected").then_some(()),
+        eventually!(
+            blocking,
+            within = CONNECT_DEADLINE,
+            (connection_state(hub, environment, name) == "Connected").then_some(()),
+            "{environment}/{name} to connect"
         );
         Ok(agent)
     }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use edgefleet_apiserver::kubeconfig::{self, Credentials};
 use edgefleet_apiserver::pki::{self, LeafSpec};
+use edgefleet_testkit::eventually;
 
 use crate::etcd::EtcdProcess;
 
@@ -28,6 +29,8 @@ pub const TEST_KEEPALIVE: &str = "1s";
 
 /// How long a hub may take to start serving.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a hub may take to stop on SIGTERM (it closes its audit trail first).
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A workspace binary of the running profile (`target/<profile>/<name>`), found from the
 /// running executable: a test in `target/<profile>/deps/` or a tool in `target/<profile>/`.
@@ -229,8 +232,8 @@ impl Hub {
                     cmd.arg("--token-auth-file").arg(tokens);
                 }
                 // A restart keeps its tunnel port too (agents redial it); with a fixed
-                // --listen and no --tunnel-listen, dev would take the well-known 8132, which
-                // hubs of tests running side by side would fight over.
+                // --listen and no --tunnel-listen, dev would derive it (listen port + 1689),
+                // which another test's hub may hold.
                 if let Some(tunnel) = self.tunnel_addr {
                     cmd.arg(format!("--tunnel-listen={tunnel}"));
                 }
@@ -379,15 +382,12 @@ impl Hub {
             .args(["-TERM", &child.id().to_string()])
             .status()
             .is_ok_and(|s| s.success());
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while sent && std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "the hub did not stop within 30s of SIGTERM\n--- hub log ---\n{}",
+        assert!(sent, "kill -TERM {} failed", child.id());
+        eventually!(
+            blocking,
+            within = STOP_TIMEOUT,
+            child.try_wait().unwrap(),
+            "the hub to stop on SIGTERM\n--- hub log ---\n{}",
             self.log_tail()
         );
     }
@@ -608,17 +608,5 @@ impl Hub {
 impl Drop for Hub {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// Polls `f` until it returns `Some`, or fails after `timeout`.
-pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -8,6 +8,8 @@ use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use edgefleet_testkit::eventually;
+
 /// kubectl with one kubeconfig.
 #[derive(Clone, Debug)]
 pub struct Kubectl {
@@ -220,27 +222,32 @@ impl Lines {
         }
     }
 
-    /// The first further line matching `pred`, or a panic after `timeout`.
+    /// The first further line matching `pred`, or a panic after `timeout` (× patience).
     pub fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + timeout;
+        eventually!(
+            blocking,
+            within = timeout,
+            self.next_matching(&pred),
+            "a matching line; saw {:?}",
+            self.seen
+        )
+    }
+
+    /// The first matching line of those printed so far, if any.
+    fn next_matching(&mut self, pred: &impl Fn(&str) -> bool) -> Option<String> {
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
+            match self.rx.try_recv() {
                 Ok(line) => {
                     self.seen.push(line.clone());
                     if pred(&line) {
-                        return line;
+                        return Some(line);
                     }
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("no matching line within {timeout:?}; saw {:?}", self.seen)
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    panic!(
-                        "the output ended without a matching line; saw {:?}",
-                        self.seen
-                    )
-                }
+                Err(mpsc::TryRecvError::Empty) => return None,
+                Err(mpsc::TryRecvError::Disconnected) => panic!(
+                    "the output ended without a matching line; saw {:?}",
+                    self.seen
+                ),
             }
         }
     }

@@ -3,8 +3,8 @@
 //! ([`edge::EdgeAgent`]), kubectl for any kubeconfig ([`kubectl::Kubectl`]), the test double
 //! of the kubelet-facing API ([`pods::PodServer`]), certificates ([`pki`]) and the storage
 //! conformance suite ([`conformance`]); reading audit trails and kubectl's request log ([`audit`]);
-//! child processes and what `/proc` says of them ([`procs`]); the tunnel benchmark's rig
-//! ([`tunnel_bench`]).
+//! child processes and what `/proc` says of them ([`procs`]); the Python client's burst of
+//! creates ([`python`]); the tunnel benchmark's rig ([`tunnel_bench`]).
 
 pub mod audit;
 pub mod client;
@@ -16,6 +16,7 @@ pub mod kubectl;
 pub mod pki;
 pub mod pods;
 pub mod procs;
+pub mod python;
 pub mod tunnel_bench;
 
 pub use etcd::{ClientTls, EtcdOptions, EtcdProcess};

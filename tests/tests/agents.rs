@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use edgefleet_e2e::hub::{binary, eventually, Hub};
+use edgefleet_api::testing::{cluster, environment};
+use edgefleet_e2e::hub::{binary, Hub};
+use edgefleet_testkit::eventually;
 use serde_json::Value;
 
 /// Long enough for agents to enroll and report on a busy two-core machine.
@@ -57,14 +59,20 @@ fn signal(pid: u32, sig: &str) {
 #[test]
 fn dev_hub_agents_connect_report_and_disconnect() {
     let hub = Hub::dev_with_agents(3).expect("dev hub starts");
-    let reported = eventually(CONNECT_DEADLINE, "3 connected clusters with facts", || {
-        let items = clusters(&hub, "dev");
-        let ready = items.len() == 3
-            && items.iter().all(|c| {
-                state(c) == "Connected" && c["status"]["nodes"]["total"].as_i64().unwrap_or(0) > 0
-            });
-        ready.then_some(items)
-    });
+    let reported = eventually!(
+        blocking,
+        within = CONNECT_DEADLINE,
+        {
+            let items = clusters(&hub, "dev");
+            let ready = items.len() == 3
+                && items.iter().all(|c| {
+                    state(c) == "Connected"
+                        && c["status"]["nodes"]["total"].as_i64().unwrap_or(0) > 0
+                });
+            ready.then_some(items)
+        },
+        "3 connected clusters with facts"
+    );
     for c in &reported {
         assert!(
             c["status"]["kubernetesVersion"]
@@ -86,23 +94,29 @@ fn dev_hub_agents_connect_report_and_disconnect() {
     // Freeze the agents (their sockets stay open): the hub notices by keepalive alone.
     let simulator = simulator_pid(&hub);
     signal(simulator, "-STOP");
-    eventually(
-        Duration::from_secs(30),
-        "the frozen clusters to turn Disconnected",
-        || {
+    eventually!(
+        blocking,
+        within = Duration::from_secs(30),
+        {
             clusters(&hub, "dev")
                 .iter()
                 .all(|c| state(c) == "Disconnected")
                 .then_some(())
         },
+        "the frozen clusters to turn Disconnected"
     );
     signal(simulator, "-CONT");
-    eventually(CONNECT_DEADLINE, "the agents to come back", || {
-        clusters(&hub, "dev")
-            .iter()
-            .all(|c| state(c) == "Connected")
-            .then_some(())
-    });
+    eventually!(
+        blocking,
+        within = CONNECT_DEADLINE,
+        {
+            clusters(&hub, "dev")
+                .iter()
+                .all(|c| state(c) == "Connected")
+                .then_some(())
+        },
+        "the agents to come back"
+    );
 }
 
 /// One `edgefleet-agent simulate` for a single cluster whose token is in `dir`.
@@ -128,11 +142,11 @@ fn simulate(hub: &Hub, bootstrap_dir: &Path, log: &Path) -> Child {
 #[test]
 fn bootstrap_token_enrolls_once_and_rotation_or_deletion_revokes() {
     let hub = Hub::dev().expect("dev hub starts");
+    hub.ok_stdin(&["apply", "-f", "-"], Some(&environment("lab").yaml()));
     hub.ok_stdin(
         &["apply", "-f", "-"],
-        Some("apiVersion: edgefleet.io/v1alpha1\nkind: Environment\nmetadata:\n  name: lab\n"),
+        Some(&cluster("edge-1").env("lab").yaml()),
     );
-    hub.ok_stdin(&["apply", "-f", "-"], Some("apiVersion: edgefleet.io/v1alpha1\nkind: Cluster\nmetadata:\n  name: edge-1\n  namespace: lab\n"));
 
     let manifest: Value = serde_json::from_str(&hub.ok(&[
         "get",
@@ -161,12 +175,17 @@ fn bootstrap_token_enrolls_once_and_rotation_or_deletion_revokes() {
     std::fs::create_dir_all(&first).unwrap();
     std::fs::write(first.join("token"), &token).unwrap();
     let mut agent = simulate(&hub, &dir.join("first"), &dir.join("first.log"));
-    eventually(CONNECT_DEADLINE, "the enrolled cluster to connect", || {
-        clusters(&hub, "lab")
-            .iter()
-            .all(|c| state(c) == "Connected")
-            .then_some(())
-    });
+    eventually!(
+        blocking,
+        within = CONNECT_DEADLINE,
+        {
+            clusters(&hub, "lab")
+                .iter()
+                .all(|c| state(c) == "Connected")
+                .then_some(())
+        },
+        "the enrolled cluster to connect"
+    );
     assert!(
         first.join("identity.pem").exists(),
         "the agent keeps its certificate"
@@ -178,10 +197,15 @@ fn bootstrap_token_enrolls_once_and_rotation_or_deletion_revokes() {
     std::fs::write(second.join("token"), &token).unwrap();
     let log = dir.join("second.log");
     let mut reuser = simulate(&hub, &dir.join("second"), &log);
-    let logged = eventually(CONNECT_DEADLINE, "the reused token to be refused", || {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        text.contains("already used").then_some(text)
-    });
+    let logged = eventually!(
+        blocking,
+        within = CONNECT_DEADLINE,
+        {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.contains("already used").then_some(text)
+        },
+        "the reused token to be refused"
+    );
     assert!(!logged.contains(&token), "the agent never logs its token");
     let _ = reuser.kill();
     let _ = reuser.wait();
@@ -196,38 +220,41 @@ fn bootstrap_token_enrolls_once_and_rotation_or_deletion_revokes() {
         "lab",
         "edgefleet.io/rotate-credentials=2026-11-21",
     ]);
-    eventually(
-        CONNECT_DEADLINE,
-        "the rotated cluster's certificate to be refused",
-        || {
+    eventually!(
+        blocking,
+        within = CONNECT_DEADLINE,
+        {
             std::fs::read_to_string(&log)
                 .unwrap_or_default()
                 .contains("is revoked")
                 .then_some(())
         },
+        "the rotated cluster's certificate to be refused"
     );
-    eventually(
-        CONNECT_DEADLINE,
-        "the rotated cluster to turn Disconnected",
-        || {
+    eventually!(
+        blocking,
+        within = CONNECT_DEADLINE,
+        {
             clusters(&hub, "lab")
                 .iter()
                 .all(|c| state(c) == "Disconnected")
                 .then_some(())
         },
+        "the rotated cluster to turn Disconnected"
     );
 
     // Deleting the Cluster: the agent's certificate is refused because the cluster is gone.
     hub.ok(&["delete", "cluster", "edge-1", "-n", "lab"]);
-    eventually(
-        CONNECT_DEADLINE,
-        "the deleted cluster's agent to be refused",
-        || {
+    eventually!(
+        blocking,
+        within = CONNECT_DEADLINE,
+        {
             std::fs::read_to_string(&log)
                 .unwrap_or_default()
                 .contains("no longer exists")
                 .then_some(())
         },
+        "the deleted cluster's agent to be refused"
     );
     let _ = agent.kill();
     let _ = agent.wait();

@@ -6,23 +6,24 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::time::Duration;
 
+use edgefleet_api::testing;
 use edgefleet_e2e::audit::{self, logged_requests, LoggedRequest};
 use edgefleet_e2e::edge::EdgeAgent;
-use edgefleet_e2e::hub::{eventually, workspace_root, DevConfig, Hub};
+use edgefleet_e2e::hub::{DevConfig, Hub};
 use edgefleet_e2e::kubectl::{Kubectl, Lines};
+use edgefleet_e2e::python::Burst;
+use edgefleet_testkit::eventually;
 use serde_json::Value;
 
 /// How long a record may take to appear after the request it records ended.
 const RECORD_DEADLINE: Duration = Duration::from_secs(30);
 
 fn environment(name: &str) -> String {
-    format!("apiVersion: edgefleet.io/v1alpha1\nkind: Environment\nmetadata:\n  name: {name}\n")
+    testing::environment(name).yaml()
 }
 
 /// `kubectl -v=8 ARGS`: kubectl logs every request with its status and `Audit-Id`. Returns
@@ -102,8 +103,9 @@ fn every_request_is_recorded_once_per_stage_and_proxied_ones_name_the_edge_clust
         &alice,
         &["apply", "-f", "-"],
         Some(&format!(
-            "{}---\napiVersion: edgefleet.io/v1alpha1\nkind: Cluster\nmetadata:\n  name: c1\n  namespace: audited\n",
-            environment("audited")
+            "{}---\n{}",
+            environment("audited"),
+            testing::cluster("c1").env("audited").yaml()
         )),
         true,
     ));
@@ -146,33 +148,40 @@ fn every_request_is_recorded_once_per_stage_and_proxied_ones_name_the_edge_clust
                 .then(|| started["auditID"].as_str().unwrap_or_default().to_string())
         })
     };
-    let watch_id = eventually(
-        RECORD_DEADLINE,
-        "the watch to be recorded as started",
-        || watch_started(&events_of(&hub.audit_dir(), &["audit-alice"])),
+    let watch_id = eventually!(
+        blocking,
+        within = RECORD_DEADLINE,
+        watch_started(&events_of(&hub.audit_dir(), &["audit-alice"])),
+        "the watch to be recorded as started"
     );
     // The event is written before the response headers go out: wait for kubectl to log them.
-    eventually(
-        RECORD_DEADLINE,
-        "kubectl to log the watch's Audit-Id",
-        || {
+    eventually!(
+        blocking,
+        within = RECORD_DEADLINE,
+        (|| {
             std::fs::read_to_string(&watch_log)
                 .ok()?
                 .contains(&format!("Audit-Id: {watch_id}"))
                 .then_some(())
-        },
+        })(),
+        "kubectl to log the watch's Audit-Id"
     );
     let _ = watch.kill();
     let _ = watch.wait();
     on_hub.extend(logged_requests(
         &std::fs::read_to_string(&watch_log).unwrap(),
     ));
-    eventually(RECORD_DEADLINE, "the ended watch to be recorded", || {
-        let events = events_of(&hub.audit_dir(), &["audit-alice"]);
-        stages(&events[&watch_id])
-            .contains(&"ResponseComplete")
-            .then_some(())
-    });
+    eventually!(
+        blocking,
+        within = RECORD_DEADLINE,
+        {
+            let events = events_of(&hub.audit_dir(), &["audit-alice"]);
+            stages(&events[&watch_id])
+                .contains(&"ResponseComplete")
+                .then_some(())
+        },
+        "the ended watch to be recorded"
+    );
 
     // Through the proxy to the edge cluster: writes, reads, a denial at the hub.
     let mut forwarded = Vec::new();
@@ -476,34 +485,10 @@ fn verify_names_the_record_that_was_modified_removed_inserted_reordered_or_trunc
 fn a_hub_killed_mid_traffic_leaves_a_trail_that_verifies_and_holds_every_answered_request() {
     let mut hub = Hub::dev().expect("hub starts");
     hub.ok_stdin(&["apply", "-f", "-"], Some(&environment("burst")));
-    let mut burst = Command::new("python3")
-        .arg(workspace_root().join("tests/python/burst_create.py"))
-        .arg(&hub.kubeconfig)
-        .args(["burst", "8"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 runs");
-    let stdout = burst.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(name) = line.strip_prefix("created ") {
-                let _ = tx.send(name.to_string());
-            }
-        }
-    });
-    let mut answered = BTreeSet::new();
-    while answered.len() < 100 {
-        answered.insert(
-            rx.recv_timeout(Duration::from_secs(60))
-                .expect("creates are answered"),
-        );
-    }
+    let mut burst = Burst::start(&hub.kubeconfig, "burst", 8);
+    let answered = burst.created_at_least(100);
     hub.kill();
-    let _ = burst.wait();
-    reader.join().unwrap();
-    answered.extend(rx.try_iter());
+    let answered = burst.finish(answered);
 
     let key = public_key(&hub);
     let (code, report) = audit::verify(&hub.audit_dir(), &["--public-key", &key]);

@@ -1,14 +1,15 @@
 //! kubectl (the real binary) against the hub, end to end: the same suite on the embedded store
 //! (`edgefleet-apiserver dev`) and on a real etcd (`edgefleet-apiserver serve --storage etcd`).
 
-use std::io::{BufRead, BufReader};
-use std::process::Child;
-use std::sync::mpsc;
 use std::time::Duration;
 
-use edgefleet_e2e::hub::{eventually, workspace_root, Hub};
+use edgefleet_api::testing::{self, Builder};
+use edgefleet_api::Cluster;
+use edgefleet_e2e::hub::{workspace_root, Hub};
+use edgefleet_e2e::kubectl::Lines;
 use edgefleet_e2e::EtcdProcess;
-use serde_json::Value;
+use edgefleet_testkit::eventually;
+use serde_json::{json, Value};
 
 /// A hub, and the etcd it stores in (dropped after the hub).
 struct Env {
@@ -39,20 +40,13 @@ const NS: &str = "retail-prod";
 fn environment(hub: &Hub, name: &str) {
     hub.ok_stdin(
         &["apply", "-f", "-"],
-        Some(&format!(
-            "apiVersion: edgefleet.io/v1alpha1\nkind: Environment\nmetadata:\n  name: {name}\n"
-        )),
+        Some(&testing::environment(name).yaml()),
     );
 }
 
-fn cluster_yaml(name: &str, labels: &[(&str, &str)], spec: &str) -> String {
-    let labels: String = labels
-        .iter()
-        .map(|(k, v)| format!("    {k}: \"{v}\"\n"))
-        .collect();
-    format!(
-        "apiVersion: edgefleet.io/v1alpha1\nkind: Cluster\nmetadata:\n  name: {name}\n  namespace: {NS}\n  labels:\n    e2e: \"true\"\n{labels}spec: {spec}\n"
-    )
+/// A Cluster of this suite: in [`NS`], labelled `e2e=true`.
+fn cluster(name: &str) -> Builder<Cluster> {
+    testing::cluster(name).env(NS).label("e2e", "true")
 }
 
 fn words(line: &str) -> Vec<&str> {
@@ -61,20 +55,6 @@ fn words(line: &str) -> Vec<&str> {
 
 fn json(hub: &Hub, args: &[&str]) -> Value {
     serde_json::from_str(&hub.ok(args)).expect("kubectl printed JSON")
-}
-
-/// Lines a background kubectl prints, as they come.
-fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 fn discovery_and_explain(hub: &Hub) {
@@ -185,35 +165,42 @@ fn samples_and_tables(hub: &Hub) {
     );
     // Fleet and Environment status are computed (issue 9 item 21): store-0042 matches the
     // fleet's selector and belongs to the environment, connected or not.
-    eventually(
-        Duration::from_secs(20),
-        "l4-stores counts store-0042",
-        || {
+    eventually!(
+        blocking,
+        within = Duration::from_secs(20),
+        {
             let row = hub.ok(&["get", "fleets", "l4-stores", "-n", NS, "--no-headers"]);
-            (words(&row)[1] == "1").then_some(())
+            words(&row)[1] == "1"
         },
+        "l4-stores counts store-0042"
     );
-    eventually(
-        Duration::from_secs(20),
-        "retail-prod counts its cluster",
-        || {
+    eventually!(
+        blocking,
+        within = Duration::from_secs(20),
+        {
             let row = hub.ok(&["get", "env", NS, "--no-headers"]);
-            (words(&row)[1..3] == ["1", "0"]).then_some(())
+            words(&row)[1..3] == ["1", "0"]
         },
+        "retail-prod counts its cluster"
     );
     // The samples' Placement is Progressive: held, and it says why.
-    let reason = eventually(Duration::from_secs(20), "the placement's condition", || {
-        let out = hub.ok(&[
-            "get",
-            "pl",
-            "gpu-operator-l4",
-            "-n",
-            NS,
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Progressing\")].reason}",
-        ]);
-        (!out.is_empty()).then_some(out)
-    });
+    let reason = eventually!(
+        blocking,
+        within = Duration::from_secs(20),
+        {
+            let out = hub.ok(&[
+                "get",
+                "pl",
+                "gpu-operator-l4",
+                "-n",
+                NS,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Progressing\")].reason}",
+            ]);
+            (!out.is_empty()).then_some(out)
+        },
+        "the placement's condition"
+    );
     assert_eq!(reason, "ProgressiveRolloutNotDelivered");
     let placements = hub.ok(&["get", "pl", "-n", NS]);
     assert_eq!(
@@ -301,7 +288,7 @@ fn label_annotate_patch_edit(hub: &Hub) {
     environment(hub, NS);
     hub.ok_stdin(
         &["apply", "-f", "-"],
-        Some(&cluster_yaml("edge-1", &[], "{kubernetesVersion: v1.30.2}")),
+        Some(&cluster("edge-1").version("v1.30.2").yaml()),
     );
     let get = |path: &str| {
         hub.ok(&[
@@ -390,8 +377,7 @@ fn label_annotate_patch_edit(hub: &Hub) {
 
 fn server_side_apply(hub: &Hub) {
     environment(hub, NS);
-    let config =
-        |version: &str| cluster_yaml("ssa-1", &[], &format!("{{kubernetesVersion: {version}}}"));
+    let config = |version: &str| cluster("ssa-1").version(version).yaml();
     hub.ok_stdin(
         &["apply", "--server-side", "--field-manager=alice", "-f", "-"],
         Some(&config("v1.31.4")),
@@ -475,7 +461,7 @@ fn watch_sees_changes_by_another_client(hub: &Hub) {
     environment(hub, NS);
     hub.ok_stdin(
         &["apply", "-f", "-"],
-        Some(&cluster_yaml("watched", &[("tier", "silver")], "{}")),
+        Some(&cluster("watched").label("tier", "silver").yaml()),
     );
     let mut watcher = hub
         .spawn_kubectl(&[
@@ -488,13 +474,11 @@ fn watch_sees_changes_by_another_client(hub: &Hub) {
             "custom-columns=NAME:.metadata.name,TIER:.metadata.labels.tier",
         ])
         .unwrap();
-    let lines = lines_of(&mut watcher);
-    let first = lines.recv_timeout(Duration::from_secs(20)).expect("header");
+    let mut lines = Lines::new(watcher.stdout.take().expect("piped stdout"));
+    let mut next_line = || lines.wait_for(Duration::from_secs(20), |_| true);
+    let first = next_line();
     assert_eq!(words(&first), ["NAME", "TIER"]);
-    assert_eq!(
-        words(&lines.recv_timeout(Duration::from_secs(20)).unwrap()),
-        ["watched", "silver"]
-    );
+    assert_eq!(words(&next_line()), ["watched", "silver"]);
     hub.ok(&[
         "label",
         "ec",
@@ -504,17 +488,16 @@ fn watch_sees_changes_by_another_client(hub: &Hub) {
         "tier=gold",
         "--overwrite",
     ]);
-    let changed = lines
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the watch reports the change");
+    let changed = next_line();
     assert_eq!(words(&changed), ["watched", "gold"]);
     let _ = watcher.kill();
+    let _ = watcher.wait();
 }
 
 fn pagination(hub: &Hub) {
     environment(hub, NS);
     let many: String = (0..10)
-        .map(|i| format!("{}---\n", cluster_yaml(&format!("page-{i:02}"), &[], "{}")))
+        .map(|i| format!("{}---\n", cluster(&format!("page-{i:02}")).yaml()))
         .collect();
     hub.ok_stdin(&["create", "-f", "-"], Some(&many));
     let out = hub
@@ -553,10 +536,7 @@ fn pagination(hub: &Hub) {
     assert_eq!(first["items"].as_array().unwrap().len(), 4);
     assert_eq!(first["metadata"]["remainingItemCount"], 6);
     let token = first["metadata"]["continue"].as_str().unwrap();
-    hub.ok_stdin(
-        &["create", "-f", "-"],
-        Some(&cluster_yaml("page-99", &[], "{}")),
-    );
+    hub.ok_stdin(&["create", "-f", "-"], Some(&cluster("page-99").yaml()));
     let mut seen: Vec<String> = first["items"]
         .as_array()
         .unwrap()
@@ -590,11 +570,12 @@ fn selectors(hub: &Hub) {
     for (name, gpu, region) in [("a", "a100", "eu"), ("b", "l4", "eu"), ("c", "l4", "us")] {
         hub.ok_stdin(
             &["apply", "-f", "-"],
-            Some(&cluster_yaml(
-                name,
-                &[("gpu", gpu), ("region", region)],
-                "{}",
-            )),
+            Some(
+                &cluster(name)
+                    .label("gpu", gpu)
+                    .label("region", region)
+                    .yaml(),
+            ),
         );
     }
     let names = |args: &[&str]| -> Vec<String> {
@@ -644,10 +625,7 @@ fn selectors(hub: &Hub) {
 
 fn wait_for_jsonpath(hub: &Hub) {
     environment(hub, NS);
-    hub.ok_stdin(
-        &["apply", "-f", "-"],
-        Some(&cluster_yaml("waiter", &[], "{}")),
-    );
+    hub.ok_stdin(&["apply", "-f", "-"], Some(&cluster("waiter").yaml()));
     let mut wait = hub
         .spawn_kubectl(&[
             "wait",
@@ -668,9 +646,12 @@ fn wait_for_jsonpath(hub: &Hub) {
         "-p",
         r#"{"spec":{"paused":true}}"#,
     ]);
-    let status = eventually(Duration::from_secs(60), "kubectl wait to finish", || {
-        wait.try_wait().unwrap()
-    });
+    let status = eventually!(
+        blocking,
+        within = Duration::from_secs(60),
+        { wait.try_wait().unwrap() },
+        "kubectl wait to finish"
+    );
     let mut out = String::new();
     std::io::Read::read_to_string(wait.stdout.as_mut().unwrap(), &mut out).unwrap();
     assert!(status.success(), "kubectl wait failed: {out}");
@@ -679,10 +660,7 @@ fn wait_for_jsonpath(hub: &Hub) {
 
 fn delete_and_finalizers(hub: &Hub) {
     environment(hub, NS);
-    hub.ok_stdin(
-        &["apply", "-f", "-"],
-        Some(&cluster_yaml("gone", &[], "{}")),
-    );
+    hub.ok_stdin(&["apply", "-f", "-"], Some(&cluster("gone").yaml()));
     assert!(hub
         .ok(&["delete", "ec", "gone", "-n", NS])
         .contains("cluster.edgefleet.io \"gone\" deleted"));
@@ -692,8 +670,11 @@ fn delete_and_finalizers(hub: &Hub) {
         "{err}"
     );
 
-    let held = "apiVersion: edgefleet.io/v1alpha1\nkind: Cluster\nmetadata:\n  name: held\n  namespace: retail-prod\n  finalizers: [edgefleet.io/e2e]\n";
-    hub.ok_stdin(&["apply", "-f", "-"], Some(held));
+    let held = testing::cluster("held")
+        .env(NS)
+        .finalizer("edgefleet.io/e2e")
+        .yaml();
+    hub.ok_stdin(&["apply", "-f", "-"], Some(&held));
     hub.ok(&["delete", "ec", "held", "-n", NS, "--wait=false"]);
     let stamp = hub.ok(&[
         "get",
@@ -742,10 +723,7 @@ fn delete_and_finalizers(hub: &Hub) {
         "removing the last finalizer completes the delete: {err}"
     );
     hub.ok(&["delete", "env", NS]);
-    let err = hub.fails(
-        &["apply", "-f", "-"],
-        Some(&cluster_yaml("late", &[], "{}")),
-    );
+    let err = hub.fails(&["apply", "-f", "-"], Some(&cluster("late").yaml()));
     assert!(err.contains("has no Environment"), "{err}");
 }
 
@@ -892,11 +870,7 @@ fn errors(hub: &Hub) {
         .kubectl_as(
             &hub.kubeconfig,
             &["create", "-f", "-", "-v=6"],
-            Some(&cluster_yaml(
-                "bad",
-                &[],
-                "{kubernetesVersion: \"1.31\", nodePools: [{name: a, replicas: -1}]}",
-            )),
+            Some(&cluster("bad").version("1.31").pool("a", -1).yaml()),
         )
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -910,12 +884,16 @@ fn errors(hub: &Hub) {
 
     let err = hub.fails(
         &["apply", "--validate=strict", "-f", "-"],
-        Some(&cluster_yaml("strict", &[], "{bogus: 1}")),
+        Some(&cluster("strict").set("/spec/bogus", json!(1)).yaml()),
     );
     assert!(err.contains("unknown field \"spec.bogus\""), "{err}");
     let err = hub.fails(
         &["apply", "-f", "-"],
-        Some(&cluster_yaml("wrong-type", &[], "{paused: \"yes\"}")),
+        Some(
+            &cluster("wrong-type")
+                .set("/spec/paused", json!("yes"))
+                .yaml(),
+        ),
     );
     assert!(
         err.contains("spec.paused") && err.contains("must be of type boolean"),
@@ -924,7 +902,7 @@ fn errors(hub: &Hub) {
 
     let err = hub.fails(
         &["apply", "-f", "-"],
-        Some(&cluster_yaml("x", &[], "{}").replace(NS, "nowhere")),
+        Some(&cluster("x").env("nowhere").yaml()),
     );
     assert!(
         err.contains("namespace \"nowhere\" has no Environment"),
@@ -944,7 +922,7 @@ fn errors(hub: &Hub) {
         .kubectl_as(
             &viewer,
             &["create", "-f", "-"],
-            Some(&cluster_yaml("by-viewer", &[], "{}")),
+            Some(&cluster("by-viewer").yaml()),
         )
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

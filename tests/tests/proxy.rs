@@ -14,21 +14,22 @@
 use std::path::Path;
 use std::time::Duration;
 
+use edgefleet_api::testing;
 use edgefleet_e2e::client::HubClient;
 use edgefleet_e2e::edge::{register_cluster, EdgeAgent};
-use edgefleet_e2e::hub::{eventually, DevConfig, Hub};
+use edgefleet_e2e::hub::{DevConfig, Hub};
 use edgefleet_e2e::kubectl::{stop, Kubectl, Lines};
 use edgefleet_e2e::pods::{self, PodServer};
+use edgefleet_testkit::eventually;
 use http::{Method, StatusCode};
 use serde_json::Value;
 
 /// How long a watch event may take to arrive through hub, tunnel and agent on a busy machine.
 const EVENT_DEADLINE: Duration = Duration::from_secs(30);
 
-fn environment(name: &str, labels: &str) -> String {
-    format!(
-        "apiVersion: edgefleet.io/v1alpha1\nkind: Environment\nmetadata:\n  name: {name}\n  labels: {{{labels}}}\n"
-    )
+/// An Environment labelled `tier=<tier>`, as YAML.
+fn environment(name: &str, tier: &str) -> String {
+    testing::environment(name).label("tier", tier).yaml()
 }
 
 /// `get -w` printing one `TYPE NAME TIER` line per event.
@@ -73,7 +74,7 @@ fn get_watch_apply_patch_delete_and_discovery_run_unchanged_through_the_proxy() 
     // created now arrives as ADDED whether the watch started before or after it.
     let created = k.ok_stdin(
         &["apply", "-f", "-"],
-        Some(environment("site-a", "tier: edge").as_bytes()),
+        Some(environment("site-a", "edge").as_bytes()),
     );
     assert!(
         created.contains("environment.edgefleet.io/site-a created"),
@@ -141,7 +142,7 @@ fn get_watch_apply_patch_delete_and_discovery_run_unchanged_through_the_proxy() 
             "-f",
             "-",
         ],
-        Some(environment("site-a", "tier: far-edge").as_bytes()),
+        Some(environment("site-a", "far-edge").as_bytes()),
     );
     events.wait_for(EVENT_DEADLINE, |l| l == "MODIFIED site-a far-edge");
     k.ok(&["delete", "environment", "site-a"]);
@@ -241,7 +242,7 @@ fn rbac_separates_environments_lets_viewers_read_and_the_edge_authorizes_the_cal
     let alice = user(&hub, "alice", "retail", "store-1");
     alice.ok_stdin(
         &["apply", "-f", "-"],
-        Some(environment("alice-site", "tier: edge").as_bytes()),
+        Some(environment("alice-site", "edge").as_bytes()),
     );
     assert_eq!(
         edge.ok(&[
@@ -274,10 +275,7 @@ fn rbac_separates_environments_lets_viewers_read_and_the_edge_authorizes_the_cal
     );
 
     // vera (edgefleet:viewers): get and watch through the proxy, but no delete or create.
-    edge.ok_stdin(
-        &["apply", "-f", "-"],
-        Some(&environment("shared", "tier: edge")),
-    );
+    edge.ok_stdin(&["apply", "-f", "-"], Some(&environment("shared", "edge")));
     let vera = user(&hub, "vera", "retail", "store-1");
     assert_eq!(
         vera.ok(&[
@@ -552,10 +550,10 @@ fn a_disconnected_cluster_answers_503_and_an_unknown_one_404() {
     // the dying tunnel (503 "proxying ... failed"); then every one answers 503 "not connected"
     // at once, never hanging until some timeout.
     agent.kill();
-    eventually(
-        Duration::from_secs(30),
-        "the hub to answer that store-1 is not connected",
-        || {
+    eventually!(
+        blocking,
+        within = Duration::from_secs(30),
+        {
             let (status, body) = get("store-1");
             assert!(
                 status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
@@ -566,6 +564,7 @@ fn a_disconnected_cluster_answers_503_and_an_unknown_one_404() {
                 .contains("cluster retail/store-1 is not connected")
                 .then_some(())
         },
+        "the hub to answer that store-1 is not connected"
     );
     // kubectl says so too.
     let k = Kubectl::new(

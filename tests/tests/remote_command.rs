@@ -16,7 +16,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Output};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edgefleet_e2e::edge::EdgeAgent;
 use edgefleet_e2e::hub::{DevConfig, Hub};
@@ -24,6 +24,7 @@ use edgefleet_e2e::kubectl::{stop, Kubectl, Lines};
 use edgefleet_e2e::pods::api::{CONTAINER, ECHO_PORT, NAMESPACE, POD};
 use edgefleet_e2e::pods::remotecommand::{V4, V5};
 use edgefleet_e2e::pods::{portforward, PodServer, Upgrade};
+use edgefleet_testkit::eventually;
 use futures::StreamExt;
 use http::Method;
 use serde_json::Value;
@@ -276,16 +277,14 @@ fn round_trip(port: u16, payload: &[u8]) -> Vec<u8> {
     back.join().unwrap()
 }
 
-/// Waits for `child` to exit by itself, or panics after `timeout`.
+/// Waits for `child` to exit by itself, or panics after `timeout` (× patience).
 fn wait_exit(mut child: Child, timeout: Duration) -> Output {
-    let deadline = Instant::now() + timeout;
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "kubectl did not exit within {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually!(
+        blocking,
+        within = timeout,
+        child.try_wait().unwrap(),
+        "kubectl to exit"
+    );
     child.wait_with_output().unwrap()
 }
 

@@ -73,6 +73,8 @@ mod rate_limit;
 pub mod registry;
 pub mod reserved;
 pub mod server;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod timeouts;
 pub mod tls;
 

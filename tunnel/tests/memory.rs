@@ -27,7 +27,7 @@ fn in_flight_bound(http2: &Http2Config) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_streams_and_a_100_mib_transfer_stay_within_bounded_memory() {
-    let pki = Pki::new();
+    let pki = TestPki::new();
     let hub = Hub::start(&pki).await;
     let agent = AgentBuilder::new(&pki, hub.addr)
         .certificate(&pki.client(EDGE))
@@ -89,12 +89,11 @@ async fn a_thousand_streams_and_a_100_mib_transfer_stay_within_bounded_memory() 
     let mut body = response.into_body();
 
     // Read nothing for a while: flow control must stop the producer.
-    let stalled_at = wait_for("the producer to stall", PATIENCE, {
-        let state = agent.state.clone();
-        let mut last = u64::MAX;
-        let mut unchanged = 0;
-        move || {
-            let now = state.produced.load(Ordering::SeqCst);
+    let mut last = u64::MAX;
+    let mut unchanged = 0;
+    let stalled_at = eventually!(
+        {
+            let now = agent.state.produced.load(Ordering::SeqCst);
             unchanged = if now == last && now > 0 {
                 unchanged + 1
             } else {
@@ -103,9 +102,9 @@ async fn a_thousand_streams_and_a_100_mib_transfer_stay_within_bounded_memory() 
             last = now;
             // Unchanged over 10 consecutive polls (≥ 100 ms) while nothing is consumed.
             (unchanged >= 10).then_some(now)
-        }
-    })
-    .await;
+        },
+        "the producer to stall"
+    );
     eprintln!("producer stalled {stalled_at} bytes ahead of a reader that read nothing");
     assert!(
         stalled_at <= in_flight_bound(&http2),
@@ -157,16 +156,14 @@ async fn a_thousand_streams_and_a_100_mib_transfer_stay_within_bounded_memory() 
             .unwrap();
         abandoned.push(response);
     }
-    wait_for("the held bodies to exist", PATIENCE, || {
-        (agent.state.live_bodies.load(Ordering::SeqCst) == 200).then_some(())
-    })
-    .await;
+    eventually!(
+        agent.state.live_bodies.load(Ordering::SeqCst) == 200,
+        "the held bodies to exist"
+    );
     drop(abandoned);
-    wait_for(
-        "every abandoned stream to be released on the agent",
-        PATIENCE,
-        || (agent.state.live_bodies.load(Ordering::SeqCst) == 0).then_some(()),
-    )
-    .await;
+    eventually!(
+        agent.state.live_bodies.load(Ordering::SeqCst) == 0,
+        "every abandoned stream to be released on the agent"
+    );
     assert_eq!(hub.get(EDGE, "/hello").await.unwrap().0, StatusCode::OK);
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use edgefleet_tunnel::handshake::{self, Hello, HubReply, PROTOCOL_VERSION};
+use edgefleet_tunnel::testing::{TestSigner, TEST_RETRY_AFTER};
 use edgefleet_tunnel::{
     body, AcceptLimits, AgentStatus, DisconnectReason, Error, IdentityStore, SessionEventKind,
     UpgradeOutcome,
@@ -20,8 +21,8 @@ use tokio::time::Instant;
 const EDGE_1: &str = "cluster:retail/edge-1";
 
 /// A hub and one enrolled agent, connected.
-async fn connected_pair() -> (std::sync::Arc<Pki>, Hub, Agent) {
-    let pki = Pki::new();
+async fn connected_pair() -> (std::sync::Arc<TestPki>, Hub, Agent) {
+    let pki = TestPki::new();
     let hub = Hub::start(&pki).await;
     let agent = AgentBuilder::new(&pki, hub.addr)
         .certificate(&pki.client(EDGE_1))
@@ -139,7 +140,7 @@ async fn the_agent_is_back_within_its_backoff_bound_after_the_hub_restarts() {
 
 #[tokio::test]
 async fn a_connection_cut_mid_response_fails_the_caller_and_the_next_request_succeeds() {
-    let pki = Pki::new();
+    let pki = TestPki::new();
     let hub = Hub::start(&pki).await;
     let proxy = TcpProxy::start(hub.addr).await;
     let agent = AgentBuilder::new(&pki, proxy.addr)
@@ -162,16 +163,16 @@ async fn a_connection_cut_mid_response_fails_the_caller_and_the_next_request_suc
     assert!(rest.is_err(), "the caller must see the cut, got {rest:?}");
 
     // Requests succeed again once the agent is back, within its backoff bound.
+    // An asserted bound: `until`, which the machine's patience does not stretch.
     let deadline = Instant::now() + agent.config.reconnect_bound();
-    loop {
+    eventually!(
+        until = deadline,
         match hub.get(EDGE_1, "/hello").await {
-            Ok((StatusCode::OK, _)) => break,
-            other => {
-                assert!(Instant::now() < deadline, "no recovery: {other:?}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
+            Ok((StatusCode::OK, _)) => Ok(()),
+            other => Err(other),
+        },
+        "recovery within the reconnect bound"
+    );
     assert_ne!(hub.registry().get(EDGE_1).unwrap().id(), first);
 }
 
@@ -252,7 +253,7 @@ async fn a_certificate_from_another_ca_fails_tls_and_the_hub_stays_healthy() {
 async fn a_reused_or_expired_token_is_refused_and_logged_without_the_token() {
     let logs = LogCapture::default();
     let _guard = logs.install();
-    let pki = Pki::new();
+    let pki = TestPki::new();
     let hub = Hub::start(&pki).await;
     hub.admission.add_token("tok-edge-1-s3cr3t", EDGE_1);
     hub.admission
@@ -341,7 +342,7 @@ async fn garbage_instead_of_tls_or_the_hello_is_refused_and_the_hub_stays_health
 
 #[tokio::test]
 async fn a_slow_hello_is_cut_off_by_the_handshake_timeout() {
-    let pki = Pki::new();
+    let pki = TestPki::new();
     let mut config = hub_config(&pki);
     config.handshake_timeout = Duration::from_secs(1);
     let hub = Hub::start_with(&pki, config.clone()).await;
@@ -431,15 +432,14 @@ async fn stalled_readers_do_not_block_the_other_streams_of_the_tunnel() {
         unread.push(response);
     }
     let window = u64::from(edgefleet_tunnel::limits::STREAM_WINDOW_BYTES);
-    wait_for("every stalled stream to fill its window", PATIENCE, || {
-        (agent
+    eventually!(
+        agent
             .state
             .produced
             .load(std::sync::atomic::Ordering::SeqCst)
-            >= stalled * window)
-            .then_some(())
-    })
-    .await;
+            >= stalled * window,
+        "every stalled stream to fill its window"
+    );
 
     // Other streams still flow, both ways.
     assert_eq!(hub.get(EDGE_1, "/hello").await.unwrap().0, StatusCode::OK);
@@ -458,7 +458,7 @@ async fn stalled_readers_do_not_block_the_other_streams_of_the_tunnel() {
 
 #[tokio::test]
 async fn a_silent_agent_is_disconnected_within_the_dead_peer_timeout_and_comes_back() {
-    let pki = Pki::new();
+    let pki = TestPki::new();
     let hub = Hub::start(&pki).await;
     let proxy = TcpProxy::start(hub.addr).await;
     let agent = AgentBuilder::new(&pki, proxy.addr)
@@ -499,7 +499,7 @@ async fn a_silent_agent_is_disconnected_within_the_dead_peer_timeout_and_comes_b
 
 #[tokio::test]
 async fn enrollment_then_mutual_tls_then_rotation_over_the_tunnel() {
-    let pki = Pki::new();
+    let pki = TestPki::new();
     let hub = Hub::start(&pki).await;
     hub.admission.add_token("tok-1", EDGE_1);
     let dir = tempfile::tempdir().unwrap();
@@ -512,10 +512,7 @@ async fn enrollment_then_mutual_tls_then_rotation_over_the_tunnel() {
 
     // Enrollment: the token session is kept, and the certificate is on disk.
     let first = hub.connected(EDGE_1, PATIENCE).await;
-    let enrolled = wait_for("the enrollment certificate", PATIENCE, || {
-        store.load().unwrap()
-    })
-    .await;
+    let enrolled = eventually!(store.load().unwrap(), "the enrollment certificate");
     assert_eq!(hub.get(EDGE_1, "/hello").await.unwrap().0, StatusCode::OK);
     assert_eq!(hub.registry().get(EDGE_1).unwrap().id(), first);
 
@@ -602,7 +599,7 @@ async fn a_new_session_for_an_identity_replaces_the_old_one() {
 
 #[tokio::test]
 async fn an_accept_rate_limit_sheds_a_burst_and_every_agent_still_gets_in() {
-    let pki = Pki::new();
+    let pki = TestPki::new();
     let mut config = hub_config(&pki);
     config.accept = AcceptLimits {
         rate_per_second: 20,
@@ -619,10 +616,10 @@ async fn an_accept_rate_limit_sheds_a_burst_and_every_agent_still_gets_in() {
                 .spawn()
         })
         .collect();
-    wait_for("every agent to get in", PATIENCE, || {
-        (hub.registry().len() == agents.len()).then_some(())
-    })
-    .await;
+    eventually!(
+        hub.registry().len() == agents.len(),
+        "every agent to get in"
+    );
     // The burst was more than the limits let through at once: some connections were closed
     // before TLS, and their agents came back on their own.
     let stats = hub.server.stats();
@@ -645,7 +642,7 @@ fn hello() -> Hello {
 
 /// A raw TLS connection to the hub, as a misbehaving agent would open.
 async fn tls_to_hub(
-    pki: &Pki,
+    pki: &TestPki,
     addr: std::net::SocketAddr,
     identity: Option<&edgefleet_tunnel::StoredIdentity>,
 ) -> tokio_rustls::client::TlsStream<TcpStream> {

@@ -24,8 +24,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use base64::Engine;
 use bytes::Bytes;
+use edgefleet_testkit::kubeconfig::Kubeconfig;
 use edgefleet_tunnel::forwarding::websocket_accept;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body::Frame;
@@ -44,7 +44,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
-use super::{wait_for, Pki, UPSTREAM_NAME};
+use super::{eventually, TestPki, UPSTREAM_NAME};
 
 /// The bearer token the agent's kubeconfig holds.
 pub const AGENT_TOKEN: &str = "agent-secret-token";
@@ -101,16 +101,18 @@ impl Drop for FakeUpstream {
 }
 
 impl FakeUpstream {
-    pub async fn start(pki: &Pki, nodes: Vec<Node>) -> Self {
+    /// Serves on a loopback port with a certificate from `pki` for [`UPSTREAM_NAME`].
+    pub async fn start(pki: &TestPki, nodes: Vec<Node>) -> Self {
+        let serving = pki.server("kube-apiserver", &[UPSTREAM_NAME]);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
             .with_single_cert(
-                edgefleet_tunnel::tls::certificates_from_pem(&pki.upstream.certificate_chain_pem)
+                edgefleet_tunnel::tls::certificates_from_pem(&serving.certificate_chain_pem)
                     .unwrap(),
-                edgefleet_tunnel::tls::private_key_from_pem(pki.upstream.key_pem()).unwrap(),
+                edgefleet_tunnel::tls::private_key_from_pem(serving.key_pem()).unwrap(),
             )
             .unwrap();
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -146,7 +148,7 @@ impl FakeUpstream {
     }
 
     /// Writes a kubeconfig for this upstream (CA data, `tls-server-name`, the agent's token).
-    pub fn kubeconfig(&self, pki: &Pki, dir: &Path) -> PathBuf {
+    pub fn kubeconfig(&self, pki: &TestPki, dir: &Path) -> PathBuf {
         write_kubeconfig(pki, dir, &format!("https://127.0.0.1:{}", self.addr.port()))
     }
 
@@ -171,11 +173,13 @@ impl FakeUpstream {
             nodes.push(node.clone());
         }
         let event = watch_event("MODIFIED", &node);
-        let watches = wait_for("a node watch", || {
-            let watches = self.state.node_watches.lock().unwrap().clone();
-            (!watches.is_empty()).then_some(watches)
-        })
-        .await;
+        let watches = eventually!(
+            {
+                let watches = self.state.node_watches.lock().unwrap().clone();
+                (!watches.is_empty()).then_some(watches)
+            },
+            "a node watch"
+        );
         for watch in watches {
             let _ = watch.send(event.clone()).await;
         }
@@ -217,31 +221,21 @@ impl FakeUpstream {
 
     /// The sending end of the next ConfigMap watch a client opens.
     pub async fn configmap_watch(&self) -> mpsc::Sender<Bytes> {
-        wait_for("a ConfigMap watch", || {
-            self.state.configmap_watches.lock().unwrap().pop()
-        })
-        .await
+        eventually!(
+            self.state.configmap_watches.lock().unwrap().pop(),
+            "a ConfigMap watch"
+        )
     }
 }
 
-/// A kubeconfig for `server`, trusting the test CA for `kubernetes.test` and authenticating
-/// with [`AGENT_TOKEN`]. JSON is YAML, so no YAML writer is needed.
-pub fn write_kubeconfig(pki: &Pki, dir: &Path, server: &str) -> PathBuf {
-    let ca = base64::engine::general_purpose::STANDARD.encode(pki.ca.certificate_pem());
-    let kubeconfig = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "edge", "cluster": {
-            "server": server,
-            "certificate-authority-data": ca,
-            "tls-server-name": UPSTREAM_NAME,
-        }}],
-        "users": [{"name": "agent", "user": {"token": AGENT_TOKEN}}],
-        "contexts": [{"name": "edge", "context": {"cluster": "edge", "user": "agent"}}],
-        "current-context": "edge",
-    });
+/// A kubeconfig for `server`, trusting the test CA for [`UPSTREAM_NAME`] and authenticating
+/// with [`AGENT_TOKEN`].
+pub fn write_kubeconfig(pki: &TestPki, dir: &Path, server: &str) -> PathBuf {
     let path = dir.join("kubeconfig");
-    std::fs::write(&path, serde_json::to_vec_pretty(&kubeconfig).unwrap()).unwrap();
+    Kubeconfig::new(server, pki.ca.certificate_pem())
+        .tls_server_name(UPSTREAM_NAME)
+        .token(AGENT_TOKEN)
+        .write(&path);
     path
 }
 

@@ -5,6 +5,7 @@
 use std::sync::OnceLock;
 
 use edgefleet_api::schema::{components, kind_schema};
+use edgefleet_api::testing::{self, Builder};
 use edgefleet_api::{ApiKind, Cluster, ClusterAddon, Environment, Fleet, Placement, API_VERSION};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -44,80 +45,19 @@ fn time_text(secs: i64) -> Value {
 // ---------------------------------------------------------------------------------------------
 // Fixtures: configurations are built, not pasted.
 
-/// An apply configuration (or a full object) of kind Cluster.
-#[derive(Clone)]
-struct ClusterConfig(Value);
-
-fn cluster(name: &str) -> ClusterConfig {
-    ClusterConfig(json!({
-        "apiVersion": API_VERSION,
-        "kind": "Cluster",
-        "metadata": {"name": name, "namespace": "retail"},
-    }))
+/// An apply configuration (or a full object) of kind Cluster, in namespace `retail`.
+fn cluster(name: &str) -> Builder<Cluster> {
+    testing::cluster(name).env("retail")
 }
 
-impl ClusterConfig {
-    fn spec(&mut self) -> &mut serde_json::Map<String, Value> {
-        if !self.0["spec"].is_object() {
-            self.0["spec"] = json!({});
-        }
-        self.0["spec"].as_object_mut().expect("spec is an object")
-    }
-
-    fn version(mut self, v: &str) -> Self {
-        self.spec().insert("kubernetesVersion".into(), v.into());
-        self
-    }
-
-    fn paused(mut self, paused: bool) -> Self {
-        self.spec().insert("paused".into(), paused.into());
-        self
-    }
-
-    fn pool(mut self, name: &str, replicas: i32) -> Self {
-        let pools = self.spec().entry("nodePools").or_insert_with(|| json!([]));
-        pools
-            .as_array_mut()
-            .expect("nodePools is a list")
-            .push(json!({"name": name, "replicas": replicas}));
-        self
-    }
-
-    /// Sets a field of the last node pool added.
-    fn pool_field(mut self, field: &str, value: Value) -> Self {
-        let pools = self
-            .spec()
-            .get_mut("nodePools")
-            .and_then(Value::as_array_mut)
-            .expect("a pool was added");
-        pools.last_mut().expect("a pool was added")[field] = value;
-        self
-    }
-
-    fn label(mut self, key: &str, value: &str) -> Self {
-        // Indexing a missing key of an object inserts it as an empty object.
-        self.0["metadata"]["labels"][key] = value.into();
-        self
-    }
-
-    fn status(mut self, status: Value) -> Self {
-        self.0["status"] = status;
-        self
-    }
-
-    fn build(self) -> Value {
-        self.0
-    }
-}
-
+/// The Placement `gpu-operator` of `addons` to the clusters of `fleets`.
 fn placement(fleets: &[&str], addons: &[&str]) -> Value {
-    let addons: Vec<Value> = addons.iter().map(|a| json!({"name": a})).collect();
-    json!({
-        "apiVersion": API_VERSION,
-        "kind": "Placement",
-        "metadata": {"name": "gpu-operator", "namespace": "retail"},
-        "spec": {"clusters": {"fleets": fleets}, "addons": addons},
-    })
+    let placement = testing::placement("gpu-operator").env("retail");
+    let placement = fleets.iter().fold(placement, |p, fleet| p.fleet(fleet));
+    addons
+        .iter()
+        .fold(placement, |p, addon| p.addon(addon))
+        .json()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -313,7 +253,7 @@ fn apply_creates_the_object_and_records_the_applier() {
         .label("region", "eu")
         .version("v1.31.4")
         .pool("gpu", 3)
-        .build();
+        .json();
     let obj = store.apply("mgr-a", &config);
 
     assert_eq!(obj["apiVersion"], API_VERSION);
@@ -346,7 +286,7 @@ fn reapplying_the_same_configuration_changes_nothing() {
         .label("region", "eu")
         .version("v1.31.4")
         .pool("gpu", 3)
-        .build();
+        .json();
     let first = store.apply("mgr-a", &config);
     let second = store.apply("mgr-a", &config);
     assert_eq!(
@@ -360,10 +300,10 @@ fn second_manager_conflicts_until_it_forces() {
     let mut store = Store::new(cluster_schema());
     store.apply(
         "mgr-a",
-        &cluster("edge-1").version("v1.31.4").paused(true).build(),
+        &cluster("edge-1").version("v1.31.4").paused(true).json(),
     );
 
-    let upgrade = cluster("edge-1").version("v1.32.0").build();
+    let upgrade = cluster("edge-1").version("v1.32.0").json();
     let err = store.conflicts("mgr-b", &upgrade);
     assert_eq!(
         err.message(),
@@ -390,7 +330,7 @@ fn second_manager_conflicts_until_it_forces() {
     // mgr-a applying its old configuration again now conflicts with mgr-b.
     let err = store.conflicts(
         "mgr-a",
-        &cluster("edge-1").version("v1.31.4").paused(true).build(),
+        &cluster("edge-1").version("v1.31.4").paused(true).json(),
     );
     assert_eq!(
         err.message(),
@@ -401,8 +341,8 @@ fn second_manager_conflicts_until_it_forces() {
 #[test]
 fn forced_apply_drops_an_owner_left_with_nothing() {
     let mut store = Store::new(cluster_schema());
-    store.apply("mgr-a", &cluster("edge-1").version("v1.31.4").build());
-    store.force_apply("mgr-b", &cluster("edge-1").version("v1.32.0").build());
+    store.apply("mgr-a", &cluster("edge-1").version("v1.31.4").json());
+    store.force_apply("mgr-b", &cluster("edge-1").version("v1.32.0").json());
     assert_eq!(store.managers(), [mgr("mgr-b", "Apply", "")]);
 }
 
@@ -411,7 +351,7 @@ fn several_conflicts_are_grouped_by_owner() {
     let mut store = Store::new(cluster_schema());
     store.apply(
         "mgr-a",
-        &cluster("edge-1").version("v1.31.4").paused(true).build(),
+        &cluster("edge-1").version("v1.31.4").paused(true).json(),
     );
     let edited = store.edited(|o| o["spec"]["nodePools"] = json!([{"name": "gpu", "replicas": 1}]));
     store.update("kubectl-edit", edited, Scope::Main);
@@ -420,7 +360,7 @@ fn several_conflicts_are_grouped_by_owner() {
         .version("v1.32.0")
         .paused(false)
         .pool("gpu", 2)
-        .build();
+        .json();
     let err = store.conflicts("mgr-b", &config);
     assert_eq!(
         err.message(),
@@ -437,14 +377,14 @@ fn applying_the_same_value_shares_ownership() {
     let mut store = Store::new(cluster_schema());
     store.apply(
         "mgr-a",
-        &cluster("edge-1").version("v1.31.4").paused(true).build(),
+        &cluster("edge-1").version("v1.31.4").paused(true).json(),
     );
-    store.apply("mgr-b", &cluster("edge-1").version("v1.31.4").build());
+    store.apply("mgr-b", &cluster("edge-1").version("v1.31.4").json());
     let version = json!({"f:spec": {"f:kubernetesVersion": {}}});
     assert_eq!(store.fields("mgr-b", "Apply"), version);
 
     // mgr-a lets go of the version: mgr-b still holds it, so it stays.
-    let obj = store.apply("mgr-a", &cluster("edge-1").paused(true).build());
+    let obj = store.apply("mgr-a", &cluster("edge-1").paused(true).json());
     assert_eq!(obj["spec"]["kubernetesVersion"], "v1.31.4");
     assert_eq!(
         store.fields("mgr-a", "Apply"),
@@ -452,7 +392,7 @@ fn applying_the_same_value_shares_ownership() {
     );
 
     // Now mgr-b lets go too: nobody owns it, it goes.
-    let obj = store.apply("mgr-b", &cluster("edge-1").build());
+    let obj = store.apply("mgr-b", &cluster("edge-1").json());
     assert_eq!(obj["spec"], json!({"paused": true}));
     assert_eq!(store.managers(), [mgr("mgr-a", "Apply", "")]);
 }
@@ -466,9 +406,9 @@ fn a_field_the_applier_stops_applying_is_removed() {
             .label("region", "eu")
             .label("gpu", "a100")
             .version("v1.31.4")
-            .build(),
+            .json(),
     );
-    let obj = store.apply("mgr-a", &cluster("edge-1").label("region", "eu").build());
+    let obj = store.apply("mgr-a", &cluster("edge-1").label("region", "eu").json());
     assert_eq!(obj["metadata"]["labels"], json!({"region": "eu"}));
     assert!(
         obj.get("spec").is_none(),
@@ -488,11 +428,11 @@ fn a_field_the_applier_stops_applying_stays_when_an_updater_owns_it() {
     let mut store = Store::new(cluster_schema());
     store.apply(
         "mgr-a",
-        &cluster("edge-1").version("v1.31.4").paused(true).build(),
+        &cluster("edge-1").version("v1.31.4").paused(true).json(),
     );
     let edited = store.edited(|o| o["spec"]["paused"] = json!(false));
     store.update("kubectl-edit", edited, Scope::Main);
-    let obj = store.apply("mgr-a", &cluster("edge-1").version("v1.31.4").build());
+    let obj = store.apply("mgr-a", &cluster("edge-1").version("v1.31.4").json());
     assert_eq!(obj["spec"]["paused"], false);
 }
 
@@ -503,7 +443,7 @@ fn fields_nobody_owns_survive_an_applier_dropping_a_sibling() {
         .version("v1.31.4")
         .paused(true)
         .pool("gpu", 2)
-        .build();
+        .json();
     store.update("creator", full, Scope::Main);
     // Forget all ownership (`[{}]`), as objects written before field management look.
     let reset = store.edited(|o| o["metadata"]["managedFields"] = json!([{}]));
@@ -512,10 +452,10 @@ fn fields_nobody_owns_survive_an_applier_dropping_a_sibling() {
 
     store.apply(
         "mgr-a",
-        &cluster("edge-1").version("v1.31.4").paused(true).build(),
+        &cluster("edge-1").version("v1.31.4").paused(true).json(),
     );
-    store.apply("mgr-b", &cluster("edge-1").paused(true).build());
-    let obj = store.apply("mgr-a", &cluster("edge-1").build());
+    store.apply("mgr-b", &cluster("edge-1").paused(true).json());
+    let obj = store.apply("mgr-a", &cluster("edge-1").json());
     assert_eq!(
         obj["spec"],
         json!({"paused": true, "nodePools": [{"name": "gpu", "replicas": 2}]})
@@ -534,7 +474,7 @@ fn create_records_every_field_as_an_update() {
             .label("region", "eu")
             .version("v1.31.4")
             .pool("gpu", 3)
-            .build(),
+            .json(),
         Scope::Main,
     );
     assert_eq!(
@@ -562,7 +502,7 @@ fn an_update_takes_the_fields_it_changes() {
     let mut store = Store::new(cluster_schema());
     store.apply(
         "mgr-a",
-        &cluster("edge-1").version("v1.31.4").pool("gpu", 3).build(),
+        &cluster("edge-1").version("v1.31.4").pool("gpu", 3).json(),
     );
     let created_at = store.entry("mgr-a", "Apply")["time"].clone();
 
@@ -590,7 +530,7 @@ fn an_update_takes_the_fields_it_changes() {
     // The applier re-asserting its value now conflicts with the updater.
     let err = store.conflicts(
         "mgr-a",
-        &cluster("edge-1").version("v1.31.4").pool("gpu", 3).build(),
+        &cluster("edge-1").version("v1.31.4").pool("gpu", 3).json(),
     );
     assert_eq!(
         err.message(),
@@ -602,7 +542,7 @@ fn an_update_takes_the_fields_it_changes() {
 #[test]
 fn an_update_that_changes_nothing_leaves_managed_fields_alone() {
     let mut store = Store::new(cluster_schema());
-    store.apply("mgr-a", &cluster("edge-1").version("v1.31.4").build());
+    store.apply("mgr-a", &cluster("edge-1").version("v1.31.4").json());
     let before = store.object().clone();
     let same = store.edited(|_| {});
     let after = store.update("kubectl-edit", same, Scope::Main);
@@ -614,7 +554,7 @@ fn an_updater_keeps_its_fields_and_time_across_unrelated_writes() {
     let mut store = Store::new(cluster_schema());
     store.update(
         "ctl",
-        cluster("edge-1").version("v1.31.4").paused(true).build(),
+        cluster("edge-1").version("v1.31.4").paused(true).json(),
         Scope::Main,
     );
     let edited = store.edited(|o| o["spec"]["paused"] = json!(false));
@@ -642,7 +582,7 @@ fn removed_fields_leave_every_set() {
         &cluster("edge-1")
             .label("region", "eu")
             .label("tier", "gold")
-            .build(),
+            .json(),
     );
     let edited = store.edited(|o| {
         o["metadata"]["labels"]
@@ -678,7 +618,7 @@ fn removed_fields_leave_every_set() {
 #[test]
 fn server_owned_metadata_is_never_managed() {
     let mut store = Store::new(cluster_schema());
-    let mut full = cluster("edge-1").label("region", "eu").build();
+    let mut full = cluster("edge-1").label("region", "eu").json();
     full["metadata"]["uid"] = json!("0b6e8f2c-0000-4000-8000-000000000001");
     full["metadata"]["resourceVersion"] = json!("7");
     full["metadata"]["generation"] = json!(1);
@@ -712,9 +652,9 @@ fn map_list_items_are_owned_one_by_one() {
         &cluster("edge-1")
             .pool("gpu", 3)
             .pool_field("machineType", json!("a100"))
-            .build(),
+            .json(),
     );
-    let obj = store.apply("mgr-b", &cluster("edge-1").pool("cpu", 2).build());
+    let obj = store.apply("mgr-b", &cluster("edge-1").pool("cpu", 2).json());
     let names: Vec<&Value> = obj["spec"]["nodePools"]
         .as_array()
         .expect("pools")
@@ -729,7 +669,7 @@ fn map_list_items_are_owned_one_by_one() {
 
     let err = store.conflicts(
         "mgr-b",
-        &cluster("edge-1").pool("cpu", 2).pool("gpu", 4).build(),
+        &cluster("edge-1").pool("cpu", 2).pool("gpu", 4).json(),
     );
     assert_eq!(
         conflict_fields(&err),
@@ -740,12 +680,12 @@ fn map_list_items_are_owned_one_by_one() {
     );
     store.force_apply(
         "mgr-b",
-        &cluster("edge-1").pool("cpu", 2).pool("gpu", 4).build(),
+        &cluster("edge-1").pool("cpu", 2).pool("gpu", 4).json(),
     );
 
     // mgr-a drops the gpu pool: mgr-b still owns the item, its name and replicas; the machine
     // type only mgr-a set goes.
-    let obj = store.apply("mgr-a", &cluster("edge-1").build());
+    let obj = store.apply("mgr-a", &cluster("edge-1").json());
     assert_eq!(
         obj["spec"]["nodePools"],
         json!([{"name": "cpu", "replicas": 2}, {"name": "gpu", "replicas": 4}])
@@ -766,12 +706,9 @@ fn shared_map_list_items_follow_the_config_order() {
             .collect()
     };
     let mut store = Store::new(cluster_schema());
-    store.apply("mgr-a", &cluster("edge-1").pool("a", 1).build());
-    store.apply("mgr-b", &cluster("edge-1").pool("x", 1).build());
-    let obj = store.apply(
-        "mgr-a",
-        &cluster("edge-1").pool("a", 1).pool("b", 1).build(),
-    );
+    store.apply("mgr-a", &cluster("edge-1").pool("a", 1).json());
+    store.apply("mgr-b", &cluster("edge-1").pool("x", 1).json());
+    let obj = store.apply("mgr-a", &cluster("edge-1").pool("a", 1).pool("b", 1).json());
     assert_eq!(
         names(&obj),
         ["a", "x", "b"],
@@ -779,10 +716,7 @@ fn shared_map_list_items_follow_the_config_order() {
     );
     // Reordering: the applier's items take its order; others' items keep their place
     // relative to the items around them, as SMD merges them.
-    let obj = store.apply(
-        "mgr-a",
-        &cluster("edge-1").pool("b", 1).pool("a", 1).build(),
-    );
+    let obj = store.apply("mgr-a", &cluster("edge-1").pool("b", 1).pool("a", 1).json());
     assert_eq!(names(&obj), ["x", "b", "a"]);
 }
 
@@ -867,7 +801,7 @@ fn status_is_its_own_scope() {
     let with_status = cluster("edge-1")
         .version("v1.31.4")
         .status(json!({"kubernetesVersion": "v1.30.0"}))
-        .build();
+        .json();
     let obj = store.apply("mgr-a", &with_status);
     assert!(
         obj.get("status").is_none(),
@@ -882,7 +816,7 @@ fn status_is_its_own_scope() {
     let report = cluster("edge-1")
         .version("v9.9.9")
         .status(json!({"kubernetesVersion": "v1.31.4", "nodes": {"ready": 2, "total": 3}}))
-        .build();
+        .json();
     let obj = store
         .try_apply("edgefleet-hub", &report, false, Scope::Status)
         .expect("status apply");
@@ -925,7 +859,7 @@ fn a_main_update_does_not_take_status() {
     let mut store = Store::new(cluster_schema());
     store.update(
         "creator",
-        cluster("edge-1").version("v1.31.4").build(),
+        cluster("edge-1").version("v1.31.4").json(),
         Scope::Main,
     );
     let edited = store.edited(|o| {
@@ -950,14 +884,14 @@ fn apply_error(config: Value) -> ApplyError {
 
 #[test]
 fn a_configuration_must_name_its_version_and_kind() {
-    let mut no_kind = cluster("edge-1").build();
+    let mut no_kind = cluster("edge-1").json();
     no_kind.as_object_mut().expect("object").remove("kind");
     assert_eq!(
         apply_error(no_kind),
         ApplyError::InvalidConfig("kind must be set in the apply configuration".into())
     );
 
-    let mut no_version = cluster("edge-1").build();
+    let mut no_version = cluster("edge-1").json();
     no_version
         .as_object_mut()
         .expect("object")
@@ -966,13 +900,13 @@ fn a_configuration_must_name_its_version_and_kind() {
         matches!(apply_error(no_version), ApplyError::InvalidConfig(m) if m.contains("apiVersion"))
     );
 
-    let mut other_version = cluster("edge-1").build();
+    let mut other_version = cluster("edge-1").json();
     other_version["apiVersion"] = json!("edgefleet.io/v1");
     assert!(
         matches!(apply_error(other_version), ApplyError::InvalidConfig(m) if m.contains("Incorrect version"))
     );
 
-    let mut other_kind = cluster("edge-1").build();
+    let mut other_kind = cluster("edge-1").json();
     other_kind["kind"] = json!("Fleet");
     assert!(
         matches!(apply_error(other_kind), ApplyError::InvalidConfig(m) if m.contains("invalid object type"))
@@ -981,7 +915,7 @@ fn a_configuration_must_name_its_version_and_kind() {
 
 #[test]
 fn a_configuration_must_fit_the_schema() {
-    let mut unknown = cluster("edge-1").version("v1.31.4").build();
+    let mut unknown = cluster("edge-1").version("v1.31.4").json();
     unknown["spec"]["replicas"] = json!(3);
     assert_eq!(
         apply_error(unknown),
@@ -991,7 +925,7 @@ fn a_configuration_must_fit_the_schema() {
     let wrong_type = cluster("edge-1")
         .pool("gpu", 1)
         .pool_field("replicas", json!("three"))
-        .build();
+        .json();
     assert_eq!(
         apply_error(wrong_type),
         ApplyError::InvalidConfig(
@@ -1000,12 +934,12 @@ fn a_configuration_must_fit_the_schema() {
         )
     );
 
-    let mut no_key = cluster("edge-1").build();
+    let mut no_key = cluster("edge-1").json();
     no_key["spec"] = json!({"nodePools": [{"replicas": 1}]});
     assert!(matches!(apply_error(no_key), ApplyError::InvalidConfig(m)
         if m.starts_with(".spec.nodePools: element 0: associative list with keys has an element that omits all key fields")));
 
-    let duplicate = cluster("edge-1").pool("gpu", 1).pool("gpu", 2).build();
+    let duplicate = cluster("edge-1").pool("gpu", 1).pool("gpu", 2).json();
     assert_eq!(
         apply_error(duplicate),
         ApplyError::InvalidConfig(
@@ -1013,7 +947,7 @@ fn a_configuration_must_fit_the_schema() {
         )
     );
 
-    let mut managed = cluster("edge-1").build();
+    let mut managed = cluster("edge-1").json();
     managed["metadata"]["managedFields"] = json!([]);
     assert_eq!(
         apply_error(managed),
@@ -1024,7 +958,7 @@ fn a_configuration_must_fit_the_schema() {
 #[test]
 fn apply_needs_a_field_manager() {
     let err =
-        Store::new(cluster_schema()).try_apply("", &cluster("edge-1").build(), false, Scope::Main);
+        Store::new(cluster_schema()).try_apply("", &cluster("edge-1").json(), false, Scope::Main);
     assert_eq!(
         err,
         Err(ApplyError::InvalidConfig(
@@ -1054,10 +988,10 @@ fn applying_null_owns_the_field_and_leaves_it_unset() {
     let mut store = Store::new(cluster_schema());
     store.update(
         "creator",
-        cluster("edge-1").version("v1.31.4").paused(true).build(),
+        cluster("edge-1").version("v1.31.4").paused(true).json(),
         Scope::Main,
     );
-    let mut config = cluster("edge-1").build();
+    let mut config = cluster("edge-1").json();
     config["spec"] = json!({"kubernetesVersion": null});
     let err = store.conflicts("mgr-a", &config);
     assert_eq!(
@@ -1081,7 +1015,7 @@ fn applying_null_owns_the_field_and_leaves_it_unset() {
 fn clients_reset_managed_fields_with_an_empty_list_or_one_empty_entry() {
     for reset in [json!([]), json!([{}])] {
         let mut store = Store::new(cluster_schema());
-        store.apply("mgr-a", &cluster("edge-1").version("v1.31.4").build());
+        store.apply("mgr-a", &cluster("edge-1").version("v1.31.4").json());
         let edited = store.edited(|o| o["metadata"]["managedFields"] = reset.clone());
         let obj = store.update("kubectl", edited, Scope::Main);
         assert!(
@@ -1096,7 +1030,7 @@ fn clients_replace_managed_fields_with_a_valid_list() {
     let mut store = Store::new(cluster_schema());
     store.apply(
         "mgr-a",
-        &cluster("edge-1").version("v1.31.4").paused(true).build(),
+        &cluster("edge-1").version("v1.31.4").paused(true).json(),
     );
     let handed_over = json!([{
         "manager": "new-owner", "operation": "Apply", "apiVersion": API_VERSION, "time": "2024-06-01T00:00:00Z",
@@ -1121,7 +1055,7 @@ fn clients_replace_managed_fields_with_a_valid_list() {
 #[test]
 fn malformed_managed_fields_are_rejected_when_sent_and_dropped_when_stored() {
     let mut store = Store::new(cluster_schema());
-    store.apply("mgr-a", &cluster("edge-1").version("v1.31.4").build());
+    store.apply("mgr-a", &cluster("edge-1").version("v1.31.4").json());
     let bad = json!([{"manager": "x", "operation": "Replace", "apiVersion": API_VERSION, "fieldsType": "FieldsV1"}]);
     let edited = store.edited(|o| o["metadata"]["managedFields"] = bad.clone());
     let err = record_update(
@@ -1159,7 +1093,7 @@ fn malformed_managed_fields_are_rejected_when_sent_and_dropped_when_stored() {
     damaged["metadata"]["managedFields"] = bad;
     store.object = Some(damaged.clone());
     assert!(matches!(
-        store.try_apply("mgr-a", &cluster("edge-1").build(), false, Scope::Main),
+        store.try_apply("mgr-a", &cluster("edge-1").json(), false, Scope::Main),
         Err(ApplyError::InvalidManagedFields(_))
     ));
     let edited = store.edited(|o| o["spec"]["paused"] = json!(true));
@@ -1191,7 +1125,7 @@ fn stored_sets_follow_lists_that_became_atomic() {
 #[test]
 fn update_entries_are_capped() {
     let mut store = Store::new(cluster_schema());
-    store.apply("applier", &cluster("edge-1").build());
+    store.apply("applier", &cluster("edge-1").json());
     for i in 0..12 {
         let edited = store.edited(|o| o["metadata"]["labels"][format!("l{i}")] = json!("x"));
         store.update(&format!("writer-{i:02}"), edited, Scope::Main);
@@ -1357,7 +1291,7 @@ prop_compose! {
                 c = c.pool_field("machineType", json!(m));
             }
         }
-        c.build()
+        c.json()
     }
 }
 

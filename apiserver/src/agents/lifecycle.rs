@@ -21,18 +21,20 @@ use super::AGENT_CERTIFICATE_VALIDITY;
 use crate::registry::cacher::CacheError;
 use crate::registry::Registry;
 use crate::storage::EventKind;
+use crate::tasks::Tasks;
 
 /// How often certificates are checked for rotation.
 pub const ROTATION_CHECK_INTERVAL: Duration = Duration::from_secs(300);
 
 pub(super) fn spawn(
+    tasks: &Tasks,
     registry: Registry,
     sessions: SessionRegistry,
     credentials: Credentials,
     admission: Arc<HubAdmission>,
 ) {
-    tokio::spawn(revoke_deleted(registry, sessions.clone(), credentials));
-    tokio::spawn(rotate(sessions, admission));
+    tasks.spawn(revoke_deleted(registry, sessions.clone(), credentials));
+    tasks.spawn(rotate(tasks.clone(), sessions, admission));
 }
 
 async fn revoke_deleted(registry: Registry, sessions: SessionRegistry, credentials: Credentials) {
@@ -112,7 +114,7 @@ fn rotation_requested(event: &crate::registry::cacher::CachedEvent) -> bool {
     now.is_some() && event.prev.as_ref().and_then(|p| annotation(p)) != now
 }
 
-async fn rotate(sessions: SessionRegistry, admission: Arc<HubAdmission>) {
+async fn rotate(tasks: Tasks, sessions: SessionRegistry, admission: Arc<HubAdmission>) {
     let mut tick = tokio::time::interval(ROTATION_CHECK_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let threshold = AGENT_CERTIFICATE_VALIDITY / 3;
@@ -130,7 +132,7 @@ async fn rotate(sessions: SessionRegistry, admission: Arc<HubAdmission>) {
                 });
             if due {
                 let admission = admission.clone();
-                tokio::spawn(async move {
+                tasks.spawn(async move {
                     match session.rotate_certificate(&*admission).await {
                         Ok(()) => {
                             tracing::info!(identity = %session.identity(), "agent certificate rotated")

@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 
 use crate::errors::ApiError;
 use crate::registry::Registry;
+use crate::tasks::Tasks;
 use admission::HubAdmission;
 use credentials::{CredentialError, Credentials};
 
@@ -57,6 +58,20 @@ pub struct AgentsConfig {
     pub keepalive: edgefleet_tunnel::Keepalive,
 }
 
+/// Why the tunnel port could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartAgentsError {
+    #[error("the tunnel port's certificate, key or agent CA")]
+    Tls(#[source] edgefleet_tunnel::Error),
+    /// The tunnel port's address is taken (another hub?) or not this machine's.
+    #[error("listening on {address} for agents (the tunnel port)")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// The running agent side of the hub.
 pub struct AgentHub {
     server: TunnelServer,
@@ -69,13 +84,19 @@ pub struct AgentHub {
 }
 
 impl AgentHub {
-    /// Binds the tunnel port and starts serving agents, writing status and managing credentials.
-    pub async fn start(config: AgentsConfig, registry: Registry) -> anyhow::Result<Arc<AgentHub>> {
+    /// Binds the tunnel port and starts serving agents, writing status and managing
+    /// credentials, in tasks of `tasks` (so they stop with the hub).
+    pub async fn start(
+        config: AgentsConfig,
+        registry: Registry,
+        tasks: &Tasks,
+    ) -> Result<Arc<AgentHub>, StartAgentsError> {
         let tls = edgefleet_tunnel::tls::server_config(
             &config.tls_cert_pem,
             &config.tls_key_pem,
             Some(config.agent_ca.certificate_pem()),
-        )?;
+        )
+        .map_err(StartAgentsError::Tls)?;
         let credentials = Credentials::new(registry.storage().clone());
         let admission = Arc::new(HubAdmission {
             registry: registry.clone(),
@@ -87,20 +108,26 @@ impl AgentHub {
         let mut tunnel = TunnelServerConfig::new(tls, config.replica.clone());
         tunnel.keepalive = config.keepalive;
         let server = TunnelServer::new(tunnel, admission.clone());
-        let listener = TcpListener::bind(config.listen).await?;
-        let address = listener.local_addr()?;
+        let listen = |source| StartAgentsError::Listen {
+            address: config.listen,
+            source,
+        };
+        let listener = TcpListener::bind(config.listen).await.map_err(listen)?;
+        let address = listener.local_addr().map_err(listen)?;
         let serving = server.clone();
-        tokio::spawn(async move { serving.serve(listener).await });
+        tasks.spawn(async move { serving.serve(listener).await });
 
         let status = status::StatusController::new(
             registry.clone(),
             server.registry().clone(),
             config.replica.clone(),
+            tasks.clone(),
         );
         let observations = status.observations();
         let cluster_status = status.handle();
-        tokio::spawn(status.run());
+        tasks.spawn(status.run());
         lifecycle::spawn(
+            tasks,
             registry.clone(),
             server.registry().clone(),
             credentials.clone(),

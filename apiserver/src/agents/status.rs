@@ -20,24 +20,25 @@
 //! delivered ([`crate::controllers::cluster_status`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use edgefleet_api::agent::{parse_agent_identity, ClusterFacts, FACTS_PATH};
 use edgefleet_api::delivery::DesiredBundle;
 use edgefleet_api::jiff::Timestamp;
-use edgefleet_tunnel::{body, SessionEvent, SessionEventKind, SessionRegistry};
+use edgefleet_tunnel::{body, Session, SessionEvent, SessionEventKind, SessionRegistry};
 use futures::StreamExt;
 use http::Request;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use tokio::sync::{broadcast, mpsc, watch, Semaphore};
+use tokio::sync::{broadcast, mpsc, watch, Notify, Semaphore};
 
 use super::observed::Observations;
 use crate::controllers::cluster_status::{addon_states, addons_ready, Presence};
 use crate::errors::ApiError;
 use crate::registry::object::time_string;
 use crate::registry::{Patch, Registry, Target, WriteOptions};
+use crate::tasks::Tasks;
 
 /// The field manager of the hub's status writes.
 pub const FIELD_MANAGER: &str = "edgefleet-hub";
@@ -57,6 +58,13 @@ pub const ADDONS_READY_CONDITION: &str = "AddonsReady";
 /// After start-up, clusters that this replica recorded as connected but whose agent has not
 /// come back within this time are marked Disconnected (agents retry within 30 s).
 pub const STARTUP_GRACE: Duration = Duration::from_secs(45);
+/// Inputs (session events, facts lines) waiting for the controller loop. The loop handles one
+/// in microseconds (no I/O: writes are the writers' tasks), so 1,024 is milliseconds of work,
+/// about 1 MiB of facts at most. When it is full, senders wait: a facts stream stops being
+/// read, so HTTP/2 flow control holds the agent back, and the session-event forwarder falls
+/// behind the broadcast, which the loop answers with a resync. Up to 10,000 facts streams feed
+/// it; none can make the hub queue without bound.
+const INPUT_QUEUE: usize = 1024;
 
 /// What a cluster's status should say.
 #[derive(Clone, Debug, PartialEq)]
@@ -94,24 +102,58 @@ impl Desired {
 }
 
 /// Hands the cluster status writer the bundles the controllers deliver. Cheap to clone.
-#[derive(Clone)]
+///
+/// Not a queue: the latest word per cluster replaces an earlier one not yet taken, so what waits
+/// is bounded by the number of clusters, and the controllers never wait for the writer.
+#[derive(Clone, Default)]
 pub struct ClusterStatusHandle {
-    tx: mpsc::UnboundedSender<Input>,
+    pending: Arc<Mutex<HashMap<Arc<str>, Handover>>>,
+    ready: Arc<Notify>,
+}
+
+/// What the controllers last said about one cluster.
+#[derive(Default)]
+struct Handover {
+    bundle: Option<(Arc<DesiredBundle>, bool)>,
+    /// `Some(None)`: delivery succeeded again.
+    delivery_error: Option<Option<String>>,
 }
 
 impl ClusterStatusHandle {
     /// The bundle delivered to `identity`'s cluster is now `bundle`.
     pub fn set_bundle(&self, identity: Arc<str>, bundle: Arc<DesiredBundle>, paused: bool) {
-        let _ = self.tx.send(Input::Bundle {
-            identity,
-            bundle,
-            paused,
-        });
+        self.hand_over(identity, |h| h.bundle = Some((bundle, paused)));
     }
 
     /// Delivering to `identity`'s agent fails with `error` (`None`: it succeeded).
     pub fn set_delivery_error(&self, identity: Arc<str>, error: Option<String>) {
-        let _ = self.tx.send(Input::DeliveryError { identity, error });
+        self.hand_over(identity, |h| h.delivery_error = Some(error));
+    }
+
+    fn hand_over(&self, identity: Arc<str>, update: impl FnOnce(&mut Handover)) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        update(pending.entry(identity).or_default());
+        drop(pending);
+        self.ready.notify_one();
+    }
+
+    /// Everything handed over since the last call, as inputs of the controller loop.
+    fn take(&self) -> Vec<Input> {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut inputs = Vec::with_capacity(pending.len());
+        for (identity, h) in pending {
+            if let Some((bundle, paused)) = h.bundle {
+                inputs.push(Input::Bundle {
+                    identity: identity.clone(),
+                    bundle,
+                    paused,
+                });
+            }
+            if let Some(error) = h.delivery_error {
+                inputs.push(Input::DeliveryError { identity, error });
+            }
+        }
+        inputs
     }
 }
 
@@ -147,8 +189,9 @@ pub struct StatusController {
     replica: String,
     writes: Arc<Semaphore>,
     observations: Observations,
-    tx: mpsc::UnboundedSender<Input>,
-    rx: mpsc::UnboundedReceiver<Input>,
+    handover: ClusterStatusHandle,
+    /// Where the controller's own tasks run (they stop with the hub).
+    tasks: Tasks,
 }
 
 fn timestamp(at: SystemTime) -> Timestamp {
@@ -156,16 +199,20 @@ fn timestamp(at: SystemTime) -> Timestamp {
 }
 
 impl StatusController {
-    pub fn new(registry: Registry, sessions: SessionRegistry, replica: String) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub fn new(
+        registry: Registry,
+        sessions: SessionRegistry,
+        replica: String,
+        tasks: Tasks,
+    ) -> Self {
         StatusController {
             registry,
             sessions,
             replica,
             writes: Arc::new(Semaphore::new(WRITE_CONCURRENCY)),
             observations: Observations::new(),
-            tx,
-            rx,
+            handover: ClusterStatusHandle::default(),
+            tasks,
         }
     }
 
@@ -176,105 +223,113 @@ impl StatusController {
 
     /// Where the controllers hand over delivered bundles.
     pub fn handle(&self) -> ClusterStatusHandle {
-        ClusterStatusHandle {
-            tx: self.tx.clone(),
-        }
+        self.handover.clone()
     }
 
     /// Runs until the session registry goes away.
-    pub async fn run(mut self) {
-        let tx = self.tx.clone();
-        let mut rx = std::mem::replace(&mut self.rx, mpsc::unbounded_channel().1);
+    pub async fn run(self) {
+        let (tx, mut rx) = input_queue();
         let mut events = self.sessions.subscribe();
         let forward = tx.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             loop {
                 let input = match events.recv().await {
                     Ok(event) => Input::Session(event),
                     Err(broadcast::error::RecvError::Lagged(_)) => Input::Lagged,
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
-                if forward.send(input).is_err() {
+                if forward.send(input).await.is_err() {
                     return;
                 }
             }
         });
         let sweep = tx.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             tokio::time::sleep(STARTUP_GRACE).await;
-            let _ = sweep.send(Input::Sweep);
+            let _ = sweep.send(Input::Sweep).await;
         });
-        // Sessions that connected before we subscribed.
-        for session in self.sessions.sessions() {
-            let _ = tx.send(Input::Session(SessionEvent {
-                identity: session.identity().into(),
-                session_id: session.id(),
-                at: session.connected_at(),
-                kind: SessionEventKind::Connected {
-                    peer_addr: session.peer_addr(),
-                    agent_version: session.agent_version().into(),
-                },
-            }));
-        }
-
         let mut tracked: HashMap<Arc<str>, Tracked> = HashMap::new();
-        while let Some(input) = rx.recv().await {
-            match input {
-                Input::Session(event) => self.on_session(event, &mut tracked, &tx),
-                Input::Facts {
-                    identity,
-                    session_id,
-                    facts,
-                } => {
-                    if let Some(t) = tracked
-                        .get(&identity)
-                        .filter(|t| t.session_id == session_id)
-                    {
-                        self.observations.update(&identity, |o| {
-                            let changed =
-                                o.session_id == session_id && o.facts.as_ref() != Some(&facts);
-                            if changed {
-                                o.facts = Some(facts.clone());
-                            }
-                            changed
-                        });
-                        t.desired.send_if_modified(|d| {
-                            d.heartbeat = Timestamp::now();
-                            let changed = d.facts.as_ref() != Some(&facts);
-                            d.facts = Some(facts);
-                            changed
-                        });
-                    }
-                }
-                Input::Bundle {
-                    identity,
-                    bundle,
-                    paused,
-                } => {
-                    let t = tracked.entry(identity.clone()).or_insert_with(|| Tracked {
-                        session_id: 0,
-                        desired: self.spawn_writer(identity.clone(), Desired::unknown()),
+        // Sessions that connected before we subscribed, handled here rather than queued: the
+        // queue is bounded and nothing reads it yet.
+        for session in self.sessions.sessions() {
+            self.on_session(connected_event(&session), &mut tracked, &tx);
+        }
+        let handover = self.handover.clone();
+        loop {
+            let inputs = tokio::select! {
+                input = rx.recv() => match input {
+                    Some(input) => vec![input],
+                    None => break,
+                },
+                () = handover.ready.notified() => handover.take(),
+            };
+            for input in inputs {
+                self.handle_input(input, &mut tracked, &tx).await;
+            }
+        }
+    }
+
+    async fn handle_input(
+        &self,
+        input: Input,
+        tracked: &mut HashMap<Arc<str>, Tracked>,
+        tx: &mpsc::Sender<Input>,
+    ) {
+        match input {
+            Input::Session(event) => self.on_session(event, tracked, tx),
+            Input::Facts {
+                identity,
+                session_id,
+                facts,
+            } => {
+                if let Some(t) = tracked
+                    .get(&identity)
+                    .filter(|t| t.session_id == session_id)
+                {
+                    self.observations.update(&identity, |o| {
+                        let changed =
+                            o.session_id == session_id && o.facts.as_ref() != Some(&facts);
+                        if changed {
+                            o.facts = Some(facts.clone());
+                        }
+                        changed
                     });
                     t.desired.send_if_modified(|d| {
-                        let changed = d.bundle.as_ref().map(|b| &b.hash) != Some(&bundle.hash)
-                            || d.paused != paused;
-                        d.bundle = Some(bundle);
-                        d.paused = paused;
+                        d.heartbeat = Timestamp::now();
+                        let changed = d.facts.as_ref() != Some(&facts);
+                        d.facts = Some(facts);
                         changed
                     });
                 }
-                Input::DeliveryError { identity, error } => {
-                    if let Some(t) = tracked.get(&identity) {
-                        t.desired.send_if_modified(|d| {
-                            let changed = d.delivery_error != error;
-                            d.delivery_error = error;
-                            changed
-                        });
-                    }
-                }
-                Input::Lagged => self.resync(&mut tracked, &tx),
-                Input::Sweep => self.sweep(&mut tracked).await,
             }
+            Input::Bundle {
+                identity,
+                bundle,
+                paused,
+            } => {
+                let t = tracked.entry(identity.clone()).or_insert_with(|| Tracked {
+                    session_id: 0,
+                    desired: self.spawn_writer(identity.clone(), Desired::unknown()),
+                });
+                t.desired.send_if_modified(|d| {
+                    let changed = d.bundle.as_ref().map(|b| &b.hash) != Some(&bundle.hash)
+                        || d.paused != paused;
+                    d.bundle = Some(bundle);
+                    d.paused = paused;
+                    changed
+                });
+            }
+            Input::DeliveryError { identity, error } => {
+                if let Some(t) = tracked.get(&identity) {
+                    t.desired.send_if_modified(|d| {
+                        let changed = d.delivery_error != error;
+                        d.delivery_error = error;
+                        changed
+                    });
+                }
+            }
+            Input::Lagged => self.resync(tracked, tx),
+            Input::Sweep => self.sweep(tracked).await,
         }
     }
 
@@ -282,7 +337,7 @@ impl StatusController {
         &self,
         event: SessionEvent,
         tracked: &mut HashMap<Arc<str>, Tracked>,
-        tx: &mpsc::UnboundedSender<Input>,
+        tx: &mpsc::Sender<Input>,
     ) {
         let at = timestamp(event.at);
         match event.kind {
@@ -350,7 +405,7 @@ impl StatusController {
     }
 
     /// After a lagged broadcast: align with the sessions that exist now.
-    fn resync(&self, tracked: &mut HashMap<Arc<str>, Tracked>, tx: &mpsc::UnboundedSender<Input>) {
+    fn resync(&self, tracked: &mut HashMap<Arc<str>, Tracked>, tx: &mpsc::Sender<Input>) {
         let live: HashMap<String, _> = self
             .sessions
             .sessions()
@@ -382,19 +437,7 @@ impl StatusController {
                     && t.desired.borrow().connection.is_some_and(|c| c.connected)
             });
             if !known {
-                self.on_session(
-                    SessionEvent {
-                        identity: session.identity().into(),
-                        session_id: session.id(),
-                        at: session.connected_at(),
-                        kind: SessionEventKind::Connected {
-                            peer_addr: session.peer_addr(),
-                            agent_version: session.agent_version().into(),
-                        },
-                    },
-                    tracked,
-                    tx,
-                );
+                self.on_session(connected_event(session), tracked, tx);
             }
         }
     }
@@ -445,9 +488,9 @@ impl StatusController {
     }
 
     /// Reads the agent's facts stream while its session lives.
-    fn follow_facts(&self, identity: Arc<str>, session_id: u64, tx: mpsc::UnboundedSender<Input>) {
+    fn follow_facts(&self, identity: Arc<str>, session_id: u64, tx: mpsc::Sender<Input>) {
         let sessions = self.sessions.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             loop {
                 let Some(session) = sessions.get(&identity).filter(|s| s.id() == session_id) else {
                     return;
@@ -470,7 +513,7 @@ impl StatusController {
                                             session_id,
                                             facts,
                                         };
-                                        if tx.send(input).is_err() {
+                                        if tx.send(input).await.is_err() {
                                             return;
                                         }
                                     }
@@ -496,7 +539,7 @@ impl StatusController {
             self.replica.clone(),
             self.writes.clone(),
         );
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let Some((namespace, name)) = parse_agent_identity(&identity) else {
                 return;
             };
@@ -520,6 +563,24 @@ impl StatusController {
         });
         tx
     }
+}
+
+/// The event a session's connection would have published (for sessions found, not heard of).
+fn connected_event(session: &Session) -> SessionEvent {
+    SessionEvent {
+        identity: session.identity().into(),
+        session_id: session.id(),
+        at: session.connected_at(),
+        kind: SessionEventKind::Connected {
+            peer_addr: session.peer_addr(),
+            agent_version: session.agent_version().into(),
+        },
+    }
+}
+
+/// The controller's input queue, bounded at [`INPUT_QUEUE`].
+fn input_queue() -> (mpsc::Sender<Input>, mpsc::Receiver<Input>) {
+    mpsc::channel(INPUT_QUEUE)
 }
 
 /// The status patch for `desired`, given the stored status (whose conditions it keeps where it
@@ -651,4 +712,23 @@ fn unchanged(stored: &Value, status: &Value) -> bool {
         .iter()
         .filter(|(k, _)| k.as_str() != "lastHeartbeatTime")
         .all(|(k, v)| &stored[k] == v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_input_queue_makes_its_senders_wait_instead_of_growing() {
+        let (tx, _rx) = input_queue();
+        for _ in 0..INPUT_QUEUE {
+            tx.try_send(Input::Lagged).expect("room in the queue");
+        }
+        assert!(matches!(
+            tx.try_send(Input::Lagged),
+            Err(mpsc::error::TrySendError::Full(_))
+        ));
+        let waited = tokio::time::timeout(Duration::from_millis(50), tx.send(Input::Sweep)).await;
+        assert!(waited.is_err(), "a sender waits while the loop is behind");
+    }
 }

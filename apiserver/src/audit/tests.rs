@@ -8,6 +8,8 @@ use edgefleet_apimachinery::request_info;
 use http::{HeaderMap, Method};
 use serde_json::{json, Value};
 
+use edgefleet_testkit::eventually;
+
 use super::canonical;
 use super::segment::{encode_record, parse_record, PayloadKind};
 use super::*;
@@ -17,23 +19,6 @@ use crate::storage::DynStorage;
 
 /// Tests take checkpoints themselves unless they test the interval.
 const NEVER: Duration = Duration::from_secs(3600);
-/// How long a test waits for something asynchronous before it fails.
-const DEADLINE: Duration = Duration::from_secs(30);
-const POLL_INTERVAL: Duration = Duration::from_millis(10);
-
-async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
-}
 
 fn key() -> SigningKey {
     SigningKey::generate().unwrap().0
@@ -914,22 +899,12 @@ async fn checkpoints_go_to_storage_and_a_cut_trail_refuses_to_start() {
 
     let auditor = open(CHECKPOINT_INTERVAL).await.unwrap();
     get(&auditor, CLUSTERS).await;
-    let stored = {
-        let storage = storage.clone();
-        let mut found = None;
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        while found.is_none() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no periodic checkpoint"
-            );
-            found = checkpoint::load_checkpoint(&*storage, "hub-0")
-                .await
-                .unwrap();
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
-        found.unwrap()
-    };
+    let stored = eventually!(
+        checkpoint::load_checkpoint(&*storage, "hub-0")
+            .await
+            .unwrap(),
+        "a periodic checkpoint"
+    );
     assert_eq!(stored.seq, 2);
     assert_eq!(stored.key_id, auditor.public_key().key_id());
     get(&auditor, CLUSTERS).await;
@@ -1311,20 +1286,22 @@ async fn the_webhook_receives_the_trail_as_batched_event_lists() {
 
     let expected: Vec<Event> = events(&dir);
     assert_eq!(expected.len(), 10);
-    let got = eventually("the webhook to receive every event", || {
-        let received = received.lock().unwrap();
-        let n: usize = received
-            .iter()
-            .map(|(_, b)| {
-                serde_json::from_slice::<event::EventList>(b)
-                    .unwrap()
-                    .items
-                    .len()
-            })
-            .sum();
-        (n >= expected.len()).then(|| received.clone())
-    })
-    .await;
+    let got = eventually!(
+        {
+            let received = received.lock().unwrap();
+            let n: usize = received
+                .iter()
+                .map(|(_, b)| {
+                    serde_json::from_slice::<event::EventList>(b)
+                        .unwrap()
+                        .items
+                        .len()
+                })
+                .sum();
+            (n >= expected.len()).then(|| received.clone())
+        },
+        "the webhook to receive every event"
+    );
     let mut items = Vec::new();
     for (parts, body) in &got {
         assert_eq!(parts.method, Method::POST);

@@ -83,17 +83,6 @@ pub enum AuthConfigError {
     AlwaysAllowPaths(#[source] InvalidPathPattern),
 }
 
-/// A Go duration as kube's flags take it (`10s`, `1m30s`, `500ms`, `0`).
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let duration: jiff::SignedDuration = s
-        .parse()
-        .map_err(|e| format!("invalid duration {s:?}: {e}"))?;
-    Duration::try_from(duration).map_err(|_| format!("duration {s:?} must not be negative"))
-}
-
 /// kube's authentication flags that apply to the hub.
 #[derive(Clone, Debug, clap::Args)]
 pub struct AuthenticationFlags {
@@ -170,7 +159,7 @@ pub struct AuthenticationFlags {
         long,
         value_name = "DURATION",
         default_value = "10s",
-        value_parser = parse_duration
+        value_parser = edgefleet_api::duration::parse
     )]
     pub authentication_token_webhook_cache_ttl: Duration,
 
@@ -484,7 +473,7 @@ pub struct AuthorizationFlags {
         long,
         value_name = "DURATION",
         default_value = "10s",
-        value_parser = parse_duration
+        value_parser = edgefleet_api::duration::parse
     )]
     pub authorization_webhook_cache_authorized_ttl: Duration,
 
@@ -493,7 +482,7 @@ pub struct AuthorizationFlags {
         long,
         value_name = "DURATION",
         default_value = "10s",
-        value_parser = parse_duration
+        value_parser = edgefleet_api::duration::parse
     )]
     pub authorization_webhook_cache_unauthorized_ttl: Duration,
 

@@ -103,3 +103,58 @@ fn storage_errors_map_to_kube_reasons() {
          modified; please apply your changes to the latest version and try again"
     );
 }
+
+#[test]
+fn a_storage_failure_converted_with_question_mark_keeps_its_kube_code_and_names_the_object() {
+    let key = "edgefleet.io/clusters/retail/edge-1".to_string();
+    let not_found: ApiError = StorageError::NotFound { key: key.clone() }.into();
+    assert_eq!(
+        (not_found.code(), not_found.reason()),
+        (StatusCode::NOT_FOUND, "NotFound")
+    );
+    assert_eq!(
+        not_found.to_string(),
+        "clusters.edgefleet.io \"edge-1\" not found"
+    );
+    let details = not_found.status().details.unwrap();
+    assert_eq!(details.name.as_deref(), Some("edge-1"));
+    assert_eq!(details.kind.as_deref(), Some("clusters"));
+
+    let exists: ApiError = StorageError::AlreadyExists {
+        key: "edgefleet.io/environments/retail".into(),
+    }
+    .into();
+    assert_eq!(
+        (exists.code(), exists.reason()),
+        (StatusCode::CONFLICT, "AlreadyExists")
+    );
+    assert_eq!(
+        exists.to_string(),
+        "environments.edgefleet.io \"retail\" already exists"
+    );
+
+    let conflict: ApiError = StorageError::Conflict {
+        key: key.clone(),
+        expected: 1,
+        current: Box::new(crate::storage::KeyValue {
+            key,
+            value: Default::default(),
+            create_revision: 1,
+            mod_revision: 2,
+        }),
+    }
+    .into();
+    assert_eq!(
+        (conflict.code(), conflict.reason()),
+        (StatusCode::CONFLICT, "Conflict")
+    );
+
+    // A key outside the registry's layout is named whole, with no resource (kube's message
+    // for an empty GroupResource starts with its empty name, hence the space).
+    let other: ApiError = StorageError::NotFound {
+        key: "k/fresh".into(),
+    }
+    .into();
+    assert_eq!(other.code(), StatusCode::NOT_FOUND);
+    assert_eq!(other.to_string(), " \"k/fresh\" not found");
+}

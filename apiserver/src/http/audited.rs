@@ -287,15 +287,18 @@ mod tests {
 
         // The client goes away: the record is completed then.
         drop(response);
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        while stages(tmp.path()) != ["RequestReceived", "ResponseComplete"] {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no ResponseComplete after the stream was dropped: {:?}",
-                stages(tmp.path())
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        edgefleet_testkit::eventually!(
+            within = DEADLINE,
+            {
+                let stages = stages(tmp.path());
+                if stages == ["RequestReceived", "ResponseComplete"] {
+                    Ok(())
+                } else {
+                    Err(stages)
+                }
+            },
+            "a ResponseComplete after the stream was dropped"
+        );
     }
 
     #[tokio::test]

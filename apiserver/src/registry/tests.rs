@@ -6,6 +6,8 @@ mod writes;
 use std::sync::Arc;
 use std::time::Duration;
 
+use edgefleet_api::testing::{cluster, Builder};
+use edgefleet_api::Cluster;
 use serde_json::{json, Value};
 
 use super::watch::{Frame, WatchOptions, WatchStart};
@@ -25,44 +27,10 @@ async fn fixture_with(config: RegistryConfig) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store: DynStorage = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
     let registry = Registry::new(store, config);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !registry.is_ready() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "watch caches never synced"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    edgefleet_testkit::eventually!(registry.is_ready(), "the watch caches to sync");
     Fixture {
         registry,
         _dir: dir,
-    }
-}
-
-/// A builder for Cluster bodies.
-struct ClusterBody(Value);
-
-fn cluster(name: &str) -> ClusterBody {
-    ClusterBody(
-        json!({"apiVersion": "edgefleet.io/v1alpha1", "kind": "Cluster", "metadata": {"name": name}, "spec": {}}),
-    )
-}
-
-impl ClusterBody {
-    fn label(mut self, k: &str, v: &str) -> Self {
-        self.0["metadata"]["labels"][k] = v.into();
-        self
-    }
-    fn version(mut self, v: &str) -> Self {
-        self.0["spec"]["kubernetesVersion"] = v.into();
-        self
-    }
-    fn status(mut self, status: Value) -> Self {
-        self.0["status"] = status;
-        self
-    }
-    fn body(self) -> Value {
-        self.0
     }
 }
 
@@ -86,10 +54,10 @@ impl Fixture {
             .unwrap();
     }
 
-    async fn create(&self, ns: &str, body: ClusterBody) -> Value {
+    async fn create(&self, ns: &str, body: Builder<Cluster>) -> Value {
         let out = self
             .clusters()
-            .create(&self.registry, ns, body.body(), &opts())
+            .create(&self.registry, ns, body.json(), &opts())
             .await
             .unwrap();
         parse(&out.object)
@@ -157,7 +125,7 @@ async fn create_sets_server_fields_and_clears_status() {
 
     let err = f
         .clusters()
-        .create(&f.registry, "retail", cluster("edge-1").body(), &opts())
+        .create(&f.registry, "retail", cluster("edge-1").json(), &opts())
         .await
         .unwrap_err();
     assert!(matches!(err, ApiError::AlreadyExists { .. }), "{err}");
@@ -353,7 +321,7 @@ async fn malformed_input_is_refused_and_changes_nothing() {
 async fn unknown_fields_follow_field_validation() {
     let f = fixture().await;
     f.env("retail").await;
-    let body = || cluster("edge-1").body();
+    let body = || cluster("edge-1").json();
     let with_unknown = || {
         let mut b = body();
         b["spec"]["bogus"] = 1.into();
@@ -399,7 +367,7 @@ async fn dry_run_writes_nothing() {
     };
     let out = f
         .clusters()
-        .create(&f.registry, "retail", cluster("edge-1").body(), &dry)
+        .create(&f.registry, "retail", cluster("edge-1").json(), &dry)
         .await
         .unwrap();
     assert_eq!(out.object.name, "edge-1");
@@ -605,7 +573,7 @@ async fn namespaced_objects_need_an_environment_and_environments_with_objects_st
     let f = fixture().await;
     let err = f
         .clusters()
-        .create(&f.registry, "retail", cluster("edge-1").body(), &opts())
+        .create(&f.registry, "retail", cluster("edge-1").json(), &opts())
         .await
         .unwrap_err();
     assert_eq!(err.code(), http::StatusCode::NOT_FOUND);
@@ -655,7 +623,7 @@ async fn racing_creates_never_outlive_their_environment() {
                         .create(
                             &registry,
                             "race",
-                            cluster(&format!("c{round}-{i}")).body(),
+                            cluster(&format!("c{round}-{i}")).json(),
                             &opts(),
                         )
                         .await;

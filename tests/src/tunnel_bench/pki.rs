@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use base64::Engine as _;
+use edgefleet_testkit::kubeconfig::Kubeconfig;
 use edgefleet_tunnel::identity::Usage;
 use edgefleet_tunnel::{CertificateAuthority, IdentityStore, LeafSpec};
 use rustls::RootCertStore;
@@ -109,23 +109,12 @@ impl BenchPki {
     }
 
     /// Writes the agent's kubeconfig for the upstream at `server` (`https://127.0.0.1:port`).
-    /// JSON is YAML, so no YAML writer is needed.
     pub fn write_upstream_kubeconfig(&self, server: &str) -> anyhow::Result<PathBuf> {
-        let ca = base64::engine::general_purpose::STANDARD.encode(self.read("ca.crt")?);
-        let kubeconfig = serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "edge", "cluster": {
-                "server": server,
-                "certificate-authority-data": ca,
-                "tls-server-name": UPSTREAM_NAME,
-            }}],
-            "users": [{"name": "agent", "user": {"token": UPSTREAM_TOKEN}}],
-            "contexts": [{"name": "edge", "context": {"cluster": "edge", "user": "agent"}}],
-            "current-context": "edge",
-        });
         let path = self.dir.join("upstream.kubeconfig");
-        std::fs::write(&path, serde_json::to_vec_pretty(&kubeconfig)?)?;
+        Kubeconfig::new(server, &self.read("ca.crt")?)
+            .tls_server_name(UPSTREAM_NAME)
+            .token(UPSTREAM_TOKEN)
+            .write(&path);
         Ok(path)
     }
 }

@@ -1,10 +1,9 @@
-//! Shared fixtures for the tunnel's integration tests: a test PKI, a hub and agents on real
-//! loopback TCP with real TLS, an agent-side service with observable state, an `Admission`
-//! that tracks single-use tokens, a TCP proxy that can sever or freeze connections, and
-//! polling helpers (no fixed sleeps).
+//! Shared fixtures for the tunnel's integration tests: a hub and agents on real loopback TCP
+//! with real TLS (the PKI and the hub's `Admission` are `edgefleet_tunnel::testing`'s), an
+//! agent-side service with observable state, a TCP proxy that can sever or freeze connections,
+//! and event waits with deadlines (polling is `edgefleet_testkit::eventually!`; no fixed sleeps).
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,13 +14,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use edgefleet_tunnel::handshake::Hello;
-use edgefleet_tunnel::identity::Usage;
 use edgefleet_tunnel::{
-    async_trait, body, Admission, Admitted, AgentStatus, Backoff, BootstrapToken,
-    CertificateAuthority, CertificateSigner, IdentityStore, Keepalive, PeerCertificates, Refusal,
-    SessionEvent, SessionRegistry, StoredIdentity, TunnelBody, TunnelClient, TunnelClientConfig,
-    TunnelServer, TunnelServerConfig,
+    body, AgentStatus, Backoff, BootstrapToken, IdentityStore, Keepalive, SessionEvent,
+    SessionRegistry, StoredIdentity, TunnelBody, TunnelClient, TunnelClientConfig, TunnelServer,
+    TunnelServerConfig,
 };
 use http::{Method, Request, Response, StatusCode};
 use http_body::Frame;
@@ -34,180 +30,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// How long to wait for something that should happen "soon" when the test does not assert a
-/// bound. Generous: a loaded CI machine is slow, and a test that passes is not slowed by it.
-pub const PATIENCE: Duration = Duration::from_secs(30);
-
-/// The name on the hub's certificate.
-pub const HUB_NAME: &str = "hub.test";
-
-const DAY: Duration = Duration::from_secs(24 * 3600);
-
-// ---------------------------------------------------------------------------------------------
-// PKI
-
-/// A CA for the hub and its agents, plus an unrelated CA for forged certificates.
-pub struct Pki {
-    pub ca: CertificateAuthority,
-    pub hub: StoredIdentity,
-    rogue_ca: CertificateAuthority,
-}
-
-impl Pki {
-    pub fn new() -> Arc<Self> {
-        let ca = CertificateAuthority::generate("edgefleet test CA", DAY).unwrap();
-        let hub = ca.issue("hub", &[HUB_NAME], Usage::Server, DAY).unwrap();
-        let rogue_ca = CertificateAuthority::generate("rogue CA", DAY).unwrap();
-        Arc::new(Self { ca, hub, rogue_ca })
-    }
-
-    pub fn server_tls(&self) -> rustls::ServerConfig {
-        edgefleet_tunnel::tls::server_config(
-            &self.hub.certificate_chain_pem,
-            self.hub.key_pem(),
-            Some(self.ca.certificate_pem()),
-        )
-        .unwrap()
-    }
-
-    pub fn hub_roots(&self) -> rustls::RootCertStore {
-        edgefleet_tunnel::tls::root_store_from_pem(self.ca.certificate_pem()).unwrap()
-    }
-
-    /// A client certificate for `identity` signed by the test CA.
-    pub fn client(&self, identity: &str) -> StoredIdentity {
-        self.ca.issue(identity, &[], Usage::Client, DAY).unwrap()
-    }
-
-    /// A client certificate for `identity` signed by a CA the hub does not trust.
-    pub fn forged_client(&self, identity: &str) -> StoredIdentity {
-        self.rogue_ca
-            .issue(identity, &[], Usage::Client, DAY)
-            .unwrap()
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Admission
-
-/// Test policy: a client certificate's CN is the identity unless revoked; otherwise a known,
-/// unused, unexpired bootstrap token plus a CSR enrolls the agent.
-pub struct TestAdmission {
-    pki: Arc<Pki>,
-    tokens: Mutex<HashMap<String, Token>>,
-    revoked: Mutex<HashSet<String>>,
-    /// (identity, leaf serial) of every certificate-authenticated admission, in order.
-    pub admitted_certificates: Mutex<Vec<(String, String)>>,
-}
-
-struct Token {
-    identity: String,
-    used: bool,
-    expired: bool,
-}
-
-/// Retry hint on refusals: short, so tests stay quick, but long enough to be honoured visibly.
-pub const TEST_RETRY_AFTER: Duration = Duration::from_millis(200);
-
-impl TestAdmission {
-    pub fn new(pki: Arc<Pki>) -> Arc<Self> {
-        Arc::new(Self {
-            pki,
-            tokens: Mutex::default(),
-            revoked: Mutex::default(),
-            admitted_certificates: Mutex::default(),
-        })
-    }
-
-    pub fn add_token(&self, token: &str, identity: &str) {
-        self.tokens.lock().unwrap().insert(
-            token.into(),
-            Token {
-                identity: identity.into(),
-                used: false,
-                expired: false,
-            },
-        );
-    }
-
-    pub fn add_expired_token(&self, token: &str, identity: &str) {
-        self.add_token(token, identity);
-        self.tokens.lock().unwrap().get_mut(token).unwrap().expired = true;
-    }
-
-    pub fn revoke(&self, identity: &str) {
-        self.revoked.lock().unwrap().insert(identity.into());
-    }
-
-    pub fn last_serial_of(&self, identity: &str) -> Option<String> {
-        self.admitted_certificates
-            .lock()
-            .unwrap()
-            .iter()
-            .rev()
-            .find(|(id, _)| id == identity)
-            .map(|(_, serial)| serial.clone())
-    }
-}
-
-#[async_trait]
-impl Admission for TestAdmission {
-    async fn admit(&self, hello: &Hello, peer: &PeerCertificates) -> Result<Admitted, Refusal> {
-        if let Some(identity) = peer.common_name() {
-            if self.revoked.lock().unwrap().contains(&identity) {
-                return Err(Refusal::new("certificate revoked").retry_after(TEST_RETRY_AFTER));
-            }
-            let serial = peer.serial_hex().unwrap_or_default();
-            self.admitted_certificates
-                .lock()
-                .unwrap()
-                .push((identity.clone(), serial));
-            return Ok(Admitted {
-                identity,
-                issue_certificate: None,
-            });
-        }
-        let Some(token) = &hello.bootstrap_token else {
-            return Err(Refusal::new("no client certificate or bootstrap token"));
-        };
-        let mut tokens = self.tokens.lock().unwrap();
-        let Some(entry) = tokens.get_mut(token) else {
-            return Err(Refusal::new("unknown bootstrap token"));
-        };
-        if entry.expired {
-            return Err(Refusal::new("bootstrap token expired"));
-        }
-        if entry.used {
-            return Err(Refusal::new("bootstrap token already used").retry_after(TEST_RETRY_AFTER));
-        }
-        let Some(csr) = &hello.csr_pem else {
-            return Err(Refusal::new("enrollment needs a CSR"));
-        };
-        let chain = self
-            .pki
-            .ca
-            .sign_csr(csr, &entry.identity, DAY)
-            .map_err(|e| Refusal::new(format!("invalid CSR: {e}")))?;
-        entry.used = true;
-        Ok(Admitted {
-            identity: entry.identity.clone(),
-            issue_certificate: Some(chain),
-        })
-    }
-}
-
-/// Signs rotation CSRs with the test CA.
-pub struct TestSigner(pub Arc<Pki>);
-
-#[async_trait]
-impl CertificateSigner for TestSigner {
-    async fn sign(
-        &self,
-        identity: &str,
-        csr_pem: &str,
-    ) -> Result<String, edgefleet_tunnel::BoxError> {
-        Ok(self.0.ca.sign_csr(csr_pem, identity, DAY)?)
-    }
-}
+/// bound (stretched by the machine's patience where it is used).
+pub use edgefleet_testkit::{eventually, PATIENCE};
+pub use edgefleet_tunnel::testing::{TestAdmission, TestPki, HUB_NAME};
 
 // ---------------------------------------------------------------------------------------------
 // Hub
@@ -221,7 +46,7 @@ pub fn test_keepalive() -> Keepalive {
     }
 }
 
-pub fn hub_config(pki: &Pki) -> TunnelServerConfig {
+pub fn hub_config(pki: &TestPki) -> TunnelServerConfig {
     let mut config = TunnelServerConfig::new(pki.server_tls(), "hub-test-0");
     config.keepalive = test_keepalive();
     config.handshake_timeout = Duration::from_secs(5);
@@ -237,11 +62,11 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub async fn start(pki: &Arc<Pki>) -> Self {
+    pub async fn start(pki: &Arc<TestPki>) -> Self {
         Self::start_with(pki, hub_config(pki)).await
     }
 
-    pub async fn start_with(pki: &Arc<Pki>, config: TunnelServerConfig) -> Self {
+    pub async fn start_with(pki: &Arc<TestPki>, config: TunnelServerConfig) -> Self {
         let admission = TestAdmission::new(pki.clone());
         let server = TunnelServer::new(config, admission.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -282,10 +107,11 @@ impl Hub {
 
     /// Waits until `identity` has a session, and returns its id.
     pub async fn connected(&self, identity: &str, within: Duration) -> u64 {
-        wait_for(&format!("{identity} to connect"), within, || {
-            self.registry().get(identity).map(|s| s.id())
-        })
-        .await
+        eventually!(
+            within = within,
+            self.registry().get(identity).map(|s| s.id()),
+            "{identity} to connect"
+        )
     }
 
     pub async fn get(
@@ -333,7 +159,7 @@ pub struct AgentBuilder {
 }
 
 impl AgentBuilder {
-    pub fn new(pki: &Pki, hub_addr: SocketAddr) -> Self {
+    pub fn new(pki: &TestPki, hub_addr: SocketAddr) -> Self {
         let mut config = TunnelClientConfig::new(
             hub_addr.to_string(),
             ServerName::try_from(HUB_NAME).unwrap().to_owned(),
@@ -402,14 +228,17 @@ impl Agent {
         pred: impl Fn(&AgentStatus) -> bool,
     ) -> AgentStatus {
         let mut status = self.status.clone();
-        let found = tokio::time::timeout(PATIENCE, status.wait_for(|s| pred(s)))
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "agent status never became {what}; last: {:?}",
-                    *self.status.borrow()
-                )
-            });
+        let found = tokio::time::timeout(
+            edgefleet_testkit::patient(PATIENCE),
+            status.wait_for(|s| pred(s)),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "agent status never became {what}; last: {:?}",
+                *self.status.borrow()
+            )
+        });
         // Clone out of the borrow before `status` goes out of scope.
         #[allow(clippy::let_and_return)]
         let found = found.unwrap().clone();
@@ -700,21 +529,6 @@ async fn pipe(
 // ---------------------------------------------------------------------------------------------
 // Polling and events
 
-/// Polls `probe` every 10 ms until it returns `Some`, or panics after `within`.
-pub async fn wait_for<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(found) = probe() {
-            return found;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Receives events until one satisfies `pred`, or panics after `within`.
 pub async fn next_event(
     events: &mut broadcast::Receiver<SessionEvent>,
@@ -722,7 +536,7 @@ pub async fn next_event(
     what: &str,
     pred: impl Fn(&SessionEvent) -> bool,
 ) -> SessionEvent {
-    let deadline = Instant::now() + within;
+    let deadline = Instant::now() + edgefleet_testkit::patient(within);
     loop {
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Ok(event)) if pred(&event) => return event,

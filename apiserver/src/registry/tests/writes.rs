@@ -167,7 +167,7 @@ async fn concurrent_applies_and_deletes_of_one_object_never_conflict() {
         .map(|i| {
             let (registry, clusters) = (f.registry.clone(), f.clusters().clone());
             tokio::spawn(async move {
-                let config = cluster("hot").label(&format!("a{i}"), "v").body();
+                let config = cluster("hot").label(&format!("a{i}"), "v").json();
                 let opts = WriteOptions {
                     field_manager: format!("manager-{i}"),
                     ..Default::default()
@@ -366,7 +366,7 @@ async fn apply_without_a_field_manager_is_422() {
             "retail",
             "edge-1",
             Target::Main,
-            cluster("edge-1").body(),
+            cluster("edge-1").json(),
             &WriteOptions::default(),
         )
         .await

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use redb::{Database, ReadableDatabase, ReadableTable};
-use tokio::time::Instant;
 
 use super::schema::{LOG, META, META_COMPACTED, META_SWEPT, VERSIONS};
 use super::{EmbeddedStore, DB_FILE};
@@ -154,14 +155,11 @@ async fn a_sweep_cut_short_resumes_when_the_store_is_reopened() {
     let store = EmbeddedStore::open(dir.path()).unwrap();
     // Writers are served while the sweep goes on, and what they write is kept.
     let fresh = store.create("k/fresh", value("new")).await.unwrap();
-    let deadline = Instant::now() + DEADLINE;
-    while swept(&store.shared.db) < compact_to {
-        assert!(
-            Instant::now() < deadline,
-            "sweep not finished within {DEADLINE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    edgefleet_testkit::eventually!(
+        within = DEADLINE,
+        swept(&store.shared.db) >= compact_to,
+        "the sweep to finish"
+    );
     // One version per key, plus the one before the version written at `compact_to` (the
     // `prev` of that event).
     let (versions, log) = history(&store.shared.db);
