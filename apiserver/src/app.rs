@@ -1,4 +1,4 @@
-//! Assembling and running the hub: storage, registry, HTTP pipeline.
+//! Assembling and running the hub: storage, registry, the HTTP stack.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,8 +13,8 @@ use crate::agents::{AgentHub, AgentsConfig};
 use crate::audit::{AuditConfig, Auditor, Durability, PolicyEvaluator, SigningKey, WebhookConfig};
 use crate::auth::flags::{AuthenticationFlags, AuthorizationFlags};
 use crate::auth::rbac::{Policy, RbacAuthorizer};
-use crate::http::pipeline::Pipeline;
 use crate::http::router::Router;
+use crate::http::stack::{self, Hub, StackParts};
 use crate::http::{server, tls};
 use crate::registry::{Registry, RegistryConfig};
 use crate::storage::compactor::Compactor;
@@ -107,7 +107,8 @@ impl AuditSettings {
 pub struct BoundServer {
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    pipeline: Arc<Pipeline>,
+    service: Hub,
+    auditor: Option<Auditor>,
     registry: Registry,
     agents: Option<Arc<AgentHub>>,
 }
@@ -131,9 +132,8 @@ impl BoundServer {
 
     /// Serves until `shutdown` resolves; then closes the audit trail with a final checkpoint.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let auditor = self.pipeline.auditor.clone();
-        server::serve(self.listener, self.tls, self.pipeline, shutdown).await;
-        if let Some(auditor) = auditor {
+        server::serve(self.listener, self.tls, self.service, shutdown).await;
+        if let Some(auditor) = self.auditor {
             if let Err(err) = auditor.shutdown().await {
                 tracing::error!(%err, "closing the audit trail failed");
             }
@@ -173,7 +173,12 @@ pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
         Some(agents) => Some(AgentHub::start(agents.clone(), registry.clone()).await?),
         None => None,
     };
-    let router = Router::new(registry.clone(), agents.clone());
+    let router = Arc::new(Router::new(
+        registry.clone(),
+        agents.clone(),
+        None,
+        auditor.clone(),
+    ));
 
     let cert_chain = tls::load_certs(&config.tls_cert_file)?;
     let key = tls::load_key(&config.tls_private_key_file)?;
@@ -194,12 +199,11 @@ pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
     ) {
         tokio::spawn(reload_rbac(rbac, path));
     }
-    let authorizer = authorization.authorizer;
-    let pipeline = Arc::new(Pipeline {
+    let service = stack::build(StackParts {
         authenticator,
-        authorizer,
+        authorizer: authorization.authorizer,
+        auditor: auditor.clone(),
         router,
-        auditor,
     });
     let listener = TcpListener::bind(config.listen)
         .await
@@ -207,7 +211,8 @@ pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
     Ok(BoundServer {
         listener,
         tls,
-        pipeline,
+        service,
+        auditor,
         registry,
         agents,
     })

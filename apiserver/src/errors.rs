@@ -135,9 +135,11 @@ pub enum ApiError {
     #[error("Internal error occurred: {0}")]
     Internal(String),
 
-    /// The request could not be recorded in the audit trail and is refused (fail closed).
-    /// Answered as kube-apiserver answers it: a plain-text 500, which every client shows as is
-    /// (client-go's discovery cannot decode a `Status` and would only say "unknown").
+    /// The request could not be recorded in the audit trail and is refused (fail closed), with
+    /// kube-apiserver's words. Like every error, a `metav1.Status` (kube answers plain text;
+    /// client-go shows a Status's message, except where it reads a body raw — discovery —
+    /// where it says "unknown" for any JSON error). The cause (which file, which errno) stays
+    /// in the hub's log: it names server paths.
     #[error("Internal Server Error: failed to store audit event")]
     AuditUnavailable,
 }

@@ -32,12 +32,13 @@ pub struct RequestInfo {
     pub rest: String,
 }
 
-/// Query flag that turns a GET of a collection into a watch.
+/// Query flag that turns a GET of a collection into a watch: kube's parameter codec reads a
+/// boolean as true when present with any value but `0` or `false` (any case), and only its
+/// first value counts.
 fn is_watch_query(query: Option<&str>) -> bool {
-    query.is_some_and(|q| {
-        q.split('&')
-            .any(|kv| matches!(kv, "watch=true" | "watch=1" | "watch=True" | "watch"))
-    })
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "watch")
+        .is_some_and(|(_, v)| v != "0" && !v.eq_ignore_ascii_case("false"))
 }
 
 /// Parses `method` and `path` (without the query) into a [`RequestInfo`].
