@@ -46,7 +46,7 @@
 //! (`write(2)` done): a SIGKILL of the hub cannot lose it. A separate thread fdatasyncs right
 //! behind the writer; [`Durability::AfterSync`] makes acknowledgements wait for it (power-loss
 //! durability) at the cost of one fsync latency per request stage — measured by the ignored
-//! test `audit::tests::append_latency`.
+//! test `audit::tests::append_latency` (figures in `BENCHMARKS.md`).
 
 pub mod auditor;
 pub mod canonical;
