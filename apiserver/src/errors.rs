@@ -136,10 +136,11 @@ pub enum ApiError {
     Internal(String),
 
     /// The request could not be recorded in the audit trail and is refused (fail closed), with
-    /// kube-apiserver's words. Like every error, a `metav1.Status` (kube answers plain text;
-    /// client-go shows a Status's message, except where it reads a body raw — discovery —
-    /// where it says "unknown" for any JSON error). The cause (which file, which errno) stays
-    /// in the hub's log: it names server paths.
+    /// kube-apiserver's words. A `metav1.Status` like every error of a resource request (kube
+    /// answers plain text); non-resource requests — discovery, OpenAPI, which client-go reads
+    /// raw and would show as "unknown" — get the message as plain text
+    /// (`http::layers::audit::refusal`). The cause (which file, which errno) stays in the
+    /// hub's log: it names server paths.
     #[error("Internal Server Error: failed to store audit event")]
     AuditUnavailable,
 }

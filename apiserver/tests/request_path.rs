@@ -79,6 +79,18 @@ async fn a_request_whose_audit_record_cannot_be_written_is_refused_and_applies_n
     // Reads too: nothing leaves the hub unrecorded.
     let read = hub.as_user(ROOT, Method::GET, &environments(), None).await;
     assert_eq!(read.status, StatusCode::INTERNAL_SERVER_ERROR, "{read:?}");
+    assert_eq!(read.json()["kind"], "Status");
+    // Discovery and OpenAPI say it in plain text: client-go reads those bodies raw.
+    let discovery = hub.as_user(ROOT, Method::GET, "/apis", None).await;
+    assert_eq!(discovery.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        discovery.headers["content-type"],
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(
+        &discovery.body[..],
+        b"Internal Server Error: failed to store audit event"
+    );
     let ready = hub
         .send(
             hub.request(Method::GET, "/readyz?verbose", None)

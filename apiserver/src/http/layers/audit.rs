@@ -194,7 +194,7 @@ where
                 let attrs = attributes(&info, &req, user);
                 let audited = match auditor.begin(attrs).await {
                     Ok(audited) => audited,
-                    Err(err) => return Ok(error_response(&ApiError::from(err))),
+                    Err(err) => return Ok(refusal(&info, err)),
                 };
                 tracing::Span::current().record("audit_id", audited.audit_id());
                 let context = AuditContext::new(audited);
@@ -409,6 +409,21 @@ pub fn is_session(rest: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Recording the response
 
+/// The answer to a request that cannot be recorded (fail closed), in kube's words: a
+/// `metav1.Status` for a resource request, plain text for a non-resource one (discovery,
+/// OpenAPI), whose bodies client-go reads raw — it shows plain text as it is, but says
+/// "unknown" for any JSON error body, and kubectl's first step is discovery.
+pub fn refusal(info: &RequestInfo, err: crate::audit::AuditError) -> Response<Body> {
+    let err = ApiError::from(err);
+    if info.is_resource_request {
+        return error_response(&err);
+    }
+    let mut response =
+        body::bytes_response(err.code(), "text/plain; charset=utf-8", err.to_string());
+    response.extensions_mut().insert(ErrorStatus(err.status()));
+    response
+}
+
 /// Names the request's audit record in its response, as kube does for every response.
 fn with_audit_id(mut response: Response<Body>, id: &str) -> Response<Body> {
     if let Ok(v) = http::HeaderValue::from_str(id) {
@@ -462,11 +477,11 @@ async fn complete(
         let recorded = audited.complete(status, recorded_body(&bytes)).await;
         return match recorded {
             Ok(()) => Response::from_parts(parts, body::full(bytes)),
-            Err(err) => with_audit_id(error_response(&ApiError::from(err)), context.audit_id()),
+            Err(err) => with_audit_id(refusal(info, err), context.audit_id()),
         };
     }
     if let Err(err) = audited.response_started(status.clone()).await {
-        return with_audit_id(error_response(&ApiError::from(err)), context.audit_id());
+        return with_audit_id(refusal(info, err), context.audit_id());
     }
     let body = AuditedBody {
         inner: body,
@@ -486,7 +501,7 @@ async fn switched(
     let id = audited.audit_id().to_string();
     if let Err(err) = audited.response_started(ResponseStatus::code(101)).await {
         // The 101 and the switched connection it carries are dropped: the edge stream closes.
-        return with_audit_id(error_response(&ApiError::from(err)), &id);
+        return with_audit_id(refusal(info, err), &id);
     }
     let upgrade = response
         .extensions()
@@ -495,7 +510,7 @@ async fn switched(
     let Some(mut upgrade) = upgrade else {
         // Nothing to splice (no handler here switches on its own): the request is over.
         if let Err(err) = audited.complete(ResponseStatus::code(101), None).await {
-            return with_audit_id(error_response(&ApiError::from(err)), &id);
+            return with_audit_id(refusal(info, err), &id);
         }
         return response;
     };
@@ -514,7 +529,7 @@ async fn switched(
         };
         match auditor.record_session(&audited, header).await {
             Ok(recorder) => upgrade.record(recorder),
-            Err(err) => return with_audit_id(error_response(&ApiError::from(err)), &id),
+            Err(err) => return with_audit_id(refusal(info, err), &id),
         }
     }
     upgrade.on_finish(Box::new(move |recording| {

@@ -85,3 +85,95 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::{Method, Request};
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::audit::{AuditConfig, Auditor, SigningKey};
+    use crate::http::layers::testing::{echo, with_info};
+    use crate::http::layers::{AuditLayer, Authenticated};
+
+    const CLUSTERS: &str = "/apis/edgefleet.io/v1alpha1/namespaces/retail/clusters";
+
+    async fn auditor(dir: &std::path::Path) -> Auditor {
+        let mut config = AuditConfig::new(dir, "hub-0", SigningKey::generate().unwrap().0);
+        config.checkpoint_interval = Duration::ZERO;
+        Auditor::open(config).await.unwrap()
+    }
+
+    fn post(body: Vec<u8>, upgrade: bool) -> Request<Body> {
+        let user = crate::auth::UserInfo::new("alice");
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(CLUSTERS)
+            .extension(Authenticated(user.clone()))
+            .extension(user);
+        if upgrade {
+            req = req
+                .header("connection", "Upgrade")
+                .header("upgrade", "SPDY/3.1");
+        }
+        with_info(req.body(body::full(body)).unwrap())
+    }
+
+    fn request_objects(dir: &std::path::Path) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        for (_, path) in crate::audit::segment::list_segments(dir).unwrap() {
+            for line in std::fs::read_to_string(path).unwrap().lines() {
+                let record: serde_json::Value = serde_json::from_str(line).unwrap();
+                out.push(record["event"]["requestObject"].clone());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn nothing_is_captured_without_a_record_that_wants_it() {
+        assert!(!captures(None, &HeaderMap::new()));
+    }
+
+    #[tokio::test]
+    async fn a_write_s_body_is_recorded_and_handed_on_whole_but_an_upgrade_s_is_not_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let seen = echo();
+        let service = AuditLayer::new(Some(auditor(tmp.path()).await))
+            .layer(BodyCaptureLayer.layer(seen.clone()));
+        let object = br#"{"kind":"Cluster","metadata":{"name":"edge-1"}}"#.to_vec();
+
+        let created = service
+            .clone()
+            .oneshot(post(object.clone(), false))
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 200);
+        let upgraded = service.oneshot(post(object, true)).await.unwrap();
+        assert_eq!(upgraded.status(), 200);
+
+        let objects = request_objects(tmp.path());
+        assert_eq!(objects[1]["metadata"]["name"], "edge-1", "{objects:?}");
+        assert!(
+            objects[3].is_null(),
+            "an upgrade's bytes are the protocol, not a body"
+        );
+        assert_eq!(seen.count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_refused_and_goes_no_further() {
+        let tmp = tempfile::tempdir().unwrap();
+        let seen = echo();
+        let service = AuditLayer::new(Some(auditor(tmp.path()).await))
+            .layer(BodyCaptureLayer.layer(seen.clone()));
+        let big = vec![b' '; body::MAX_REQUEST_BODY_BYTES + 1];
+
+        let response = service.oneshot(post(big, false)).await.unwrap();
+
+        assert_eq!(response.status(), 413);
+        assert_eq!(seen.count(), 0);
+    }
+}

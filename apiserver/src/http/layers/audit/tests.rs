@@ -266,3 +266,98 @@ fn exec_and_attach_are_sessions_and_port_forward_is_not() {
     ));
     assert!(!is_session("api/v1/namespaces/default/pods/web/log"));
 }
+
+/// Records the fields of `request` spans.
+#[derive(Clone, Default)]
+struct SpanFields(std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>);
+
+impl tracing::field::Visit for SpanFields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((field.name().to_string(), format!("{value:?}")));
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((field.name().to_string(), value.to_string()));
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanFields {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if attrs.metadata().name() == "request" {
+            attrs.record(&mut self.clone());
+        }
+    }
+
+    fn on_record(
+        &self,
+        _: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        values.record(&mut self.clone());
+    }
+}
+
+#[tokio::test]
+async fn every_request_runs_in_a_span_naming_its_record_and_never_its_credentials() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let fields = SpanFields::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(fields.clone()));
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = AuditLayer::new(Some(auditor(tmp.path()).await));
+    let service = layer.layer(Answer(|| Response::new(body::empty())));
+    let mut req = proxied_get();
+    req.headers_mut()
+        .insert("authorization", "Bearer s3cret-token".parse().unwrap());
+    req.headers_mut()
+        .insert("impersonate-user", "s3cret-user".parse().unwrap());
+
+    let response = service.oneshot(req).await.unwrap();
+
+    let audit_id = response.headers()[AUDIT_ID_HEADER]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let fields = fields.0.lock().unwrap().clone();
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {name} in {fields:?}"))
+    };
+    assert_eq!(field("audit_id"), audit_id);
+    assert_eq!(field("verb"), "get");
+    assert_eq!(
+        (
+            field("resource"),
+            field("subresource"),
+            field("namespace"),
+            field("name")
+        ),
+        (
+            "clusters".into(),
+            "proxy".into(),
+            "retail".into(),
+            "edge-1".into()
+        )
+    );
+    assert_eq!(field("user"), "alice");
+    assert!(
+        fields.iter().all(|(_, v)| !v.contains("s3cret")),
+        "{fields:?}"
+    );
+}
