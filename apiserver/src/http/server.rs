@@ -21,9 +21,10 @@ use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tower::{Service, ServiceExt as _};
+use tower::ServiceExt as _;
 
 use super::body::Body;
+use super::layers::Next;
 use super::upgrade::PendingUpgrade;
 
 /// A TLS handshake that has not finished by then is dropped.
@@ -43,31 +44,9 @@ pub struct ConnectionInfo {
 }
 
 /// What the server serves: the stack, for hyper's request bodies.
-pub trait HubService:
-    Service<
-        Request<Incoming>,
-        Response = Response<Body>,
-        Error = Infallible,
-        Future: Send + 'static,
-    > + Clone
-    + Send
-    + Sync
-    + 'static
-{
-}
+pub trait HubService: Next<Incoming> + Sync {}
 
-impl<S> HubService for S where
-    S: Service<
-            Request<Incoming>,
-            Response = Response<Body>,
-            Error = Infallible,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + Sync
-        + 'static
-{
-}
+impl<S: Next<Incoming> + Sync> HubService for S {}
 
 /// The HTTP/1.1 and HTTP/2 settings of every connection.
 pub fn connection_builder() -> auto::Builder<TokioExecutor> {

@@ -42,7 +42,7 @@ use http_body_util::BodyExt;
 use tower::{Layer, Service};
 use tracing::Instrument as _;
 
-use super::{request_info_of, Authenticated, ServiceFuture};
+use super::{ready_inner, request_info_of, Authenticated, Next, ServiceFuture};
 use crate::audit::event::ObjectReference;
 use crate::audit::event::{MAX_USER_AGENT_BYTES, USER_AGENT_TRUNCATED_SUFFIX};
 use crate::audit::{
@@ -160,8 +160,7 @@ impl AuditContext {
 
 impl<S, B> Service<Request<B>> for Audit<S>
 where
-    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    S: Next<B>,
     B: Send + 'static,
 {
     type Response = Response<Body>;
@@ -173,8 +172,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let inner = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, inner);
+        let mut inner = ready_inner(&mut self.inner);
         let Some(auditor) = self.auditor.clone() else {
             return Box::pin(inner.call(req));
         };

@@ -20,7 +20,7 @@ use http::header::AUTHORIZATION;
 use http::{Request, Response};
 use tower::{Layer, Service, ServiceExt as _};
 
-use super::{Authenticated, ServiceFuture};
+use super::{ready_inner, Authenticated, Next, ServiceFuture};
 use crate::auth::authn::{self, Authenticator};
 use crate::auth::UserInfo;
 use crate::errors::ApiError;
@@ -79,10 +79,8 @@ pub fn outcome(result: authn::Result<Option<UserInfo>>) -> Result<UserInfo, ApiE
 
 impl<S, F, B> Service<Request<B>> for Authenticate<S, F>
 where
-    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    F: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
-    F::Future: Send + 'static,
+    S: Next<B>,
+    F: Next<B>,
     B: Send + 'static,
 {
     type Response = Response<Body>;
@@ -94,9 +92,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        // The clone serves the next request; this one uses the service that was ready.
-        let inner = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, inner);
+        let inner = ready_inner(&mut self.inner);
         let unauthorized = self.unauthorized.clone();
         let authenticator = self.authenticator.clone();
         Box::pin(async move {

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower::{Layer, Service};
 
-use super::{request_info_of, user_in, AuditContext, ServiceFuture};
+use super::{ready_inner, request_info_of, user_in, AuditContext, Next, ServiceFuture};
 use crate::auth::{Attributes, Authorizer, Decision, Forbidden, UserInfo};
 use crate::errors::{ApiError, GroupResource};
 use crate::http::body::{error_response, Body};
@@ -83,8 +83,7 @@ fn group_name(group: &str) -> &'static str {
 
 impl<S, B> Service<Request<B>> for Authorize<S>
 where
-    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    S: Next<B>,
     B: Send + 'static,
 {
     type Response = Response<Body>;
@@ -96,8 +95,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let inner = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, inner);
+        let mut inner = ready_inner(&mut self.inner);
         let authorizer = self.authorizer.clone();
         let attributes = match (user_in(req.extensions()), request_info_of(&req)) {
             (Ok(user), Ok(info)) => attributes(user, info),

@@ -15,7 +15,7 @@ use http::{HeaderMap, Request, Response};
 use http_body_util::BodyExt as _;
 use tower::{Layer, Service};
 
-use super::{AuditContext, ServiceFuture};
+use super::{ready_inner, AuditContext, Next, ServiceFuture};
 use crate::http::body::{self, error_response, Body, BoxError};
 
 /// Reads the request body for the audit record when the record wants it.
@@ -44,11 +44,7 @@ pub fn captures(audit: Option<&AuditContext>, headers: &HeaderMap) -> bool {
 
 impl<S, B> Service<Request<B>> for CaptureBody<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: Next<Body>,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
@@ -61,8 +57,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let inner = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, inner);
+        let mut inner = ready_inner(&mut self.inner);
         Box::pin(async move {
             let (parts, request_body) = req.into_parts();
             let audit = parts.extensions.get::<AuditContext>();

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use http::{Request, Response, StatusCode};
 use tower::{Layer, Service};
 
-use super::{user_in, AuditContext, ServiceFuture};
+use super::{ready_inner, user_in, AuditContext, Next, ServiceFuture};
 use crate::auth::impersonation::{impersonate, ImpersonationError};
 use crate::auth::Authorizer;
 use crate::errors::ApiError;
@@ -67,8 +67,7 @@ pub fn refusal(err: &ImpersonationError) -> ApiError {
 
 impl<S, B> Service<Request<B>> for Impersonate<S>
 where
-    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    S: Next<B>,
     B: Send + 'static,
 {
     type Response = Response<Body>;
@@ -80,8 +79,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let inner = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, inner);
+        let mut inner = ready_inner(&mut self.inner);
         let authorizer = self.authorizer.clone();
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();

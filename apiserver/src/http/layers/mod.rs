@@ -23,6 +23,7 @@ use std::convert::Infallible;
 
 use futures::future::BoxFuture;
 use http::{Request, Response};
+use tower::Service;
 
 use super::body::{error_response, Body};
 use crate::auth::UserInfo;
@@ -49,6 +50,30 @@ pub struct Authenticated(pub UserInfo);
 
 /// What every service of the stack returns.
 pub type ServiceFuture = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+/// The service a layer wraps: the rest of the stack, for requests with body `B`.
+pub trait Next<B>:
+    Service<Request<B>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> Next<B> for S where
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
+/// The inner service for one call (tower's rule): the one that was polled ready serves this
+/// request, a clone takes its place for the next.
+pub(crate) fn ready_inner<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
+}
 
 /// The request info a layer above has put in the extensions; a stack missing it is assembled
 /// wrongly, which must not let a request through.
