@@ -4,7 +4,8 @@
 //! with newline-delimited JSON [`ClusterFacts`]: one line at once, another whenever a fact
 //! changes, and the same line again at least every [`FACTS_HEARTBEAT_SECONDS`] so the hub knows
 //! the agent is alive. The hub writes `Cluster.status` only when the facts (or the connection)
-//! change; heartbeats stay in the hub's memory.
+//! change; heartbeats stay in the hub's memory. Each line also carries the state of the desired
+//! bundle the agent enforces (see [`crate::delivery`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +32,12 @@ pub struct ClusterFacts {
     pub gpus: Vec<GpuInventory>,
     /// Version of the agent.
     pub agent_version: String,
+    /// Hash of the [`crate::delivery::DesiredBundle`] the agent enforces; none before its first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<String>,
+    /// The latest report of each release of that bundle.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addons: Vec<crate::delivery::AddonReport>,
 }
 
 /// The identity a cluster's agent holds: `cluster:<environment>/<name>`.
@@ -76,6 +83,7 @@ mod tests {
                 allocatable: 3,
             }],
             agent_version: "0.1.0".into(),
+            ..Default::default()
         };
         let json = serde_json::to_value(&facts).unwrap();
         assert_eq!(json["kubernetesVersion"], "v1.31.4");

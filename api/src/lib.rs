@@ -23,6 +23,7 @@
 mod addon;
 pub mod agent;
 mod cluster;
+pub mod delivery;
 mod environment;
 mod fleet;
 mod kind;

@@ -109,6 +109,7 @@ pub fn cluster_facts<'a>(
         nodes: counts,
         gpus: gpus.into_values().collect(),
         agent_version: AGENT_VERSION.to_owned(),
+        ..Default::default()
     }
 }
 
