@@ -42,7 +42,7 @@
 //!   written batch; the batch's appends fail (their requests are refused) and the next batch
 //!   reuses their sequence numbers, chaining onto the last record in the file. A segment that
 //!   cannot be created fails the batch the same way, and is tried again.
-//! - While Failing, [`Health`] says so: `/readyz` answers not-ready, and requests whose
+//! - While Failing, the trail's health says so ([`Auditor::health`](super::Auditor::health)): `/readyz` answers not-ready, and requests whose
 //!   records are not written first (those whose policy omits `RequestReceived`) are refused.
 //! - **Owed records.** An append marked `must_land` — the outcome of a request that may have
 //!   changed something (a write, an exec) after its `RequestReceived` was written — is not
@@ -54,7 +54,7 @@
 //!   writes in flight when it filled can owe anything).
 //! - A failed cut-back, `fsync` or directory sync poisons the writer: the state of the file is
 //!   unknown (after a failed fsync the kernel may have dropped the dirty pages), so every later
-//!   append fails until the process restarts and [`recovery`](super::recovery) reads what the
+//!   append fails until the process restarts and [`recovery`] reads what the
 //!   file really holds. Owed records are then lost; shutdown logs their audit IDs.
 //!
 //! [`DiskFaults`] fails the writes of this thread as a full disk would, for tests and drills:

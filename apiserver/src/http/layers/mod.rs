@@ -9,7 +9,7 @@
 //! | [`RequestInfo`] | [`request_info`] | everyone below |
 //! | [`Authenticated`] (who proved it) | [`authn`] | [`audit`] (the event's `user`) |
 //! | [`UserInfo`] (who the request acts as) | [`authn`], replaced by [`impersonation`] | [`authz`], the proxy |
-//! | [`AuditContext`](audit::AuditContext) | [`audit`] | [`impersonation`], [`authz`], [`body_capture`], the proxy |
+//! | [`AuditContext`] | [`audit`] | [`impersonation`], [`authz`], [`body_capture`], the proxy |
 //!
 //! and in the response's: [`ErrorStatus`](super::body::ErrorStatus) (the `metav1.Status` of
 //! an error, which the audit layer records), [`Relayed`](super::body::Relayed),
@@ -17,7 +17,7 @@
 //!
 //! Every service here is generic over the request body `B` and never fails (`Infallible`): an
 //! error is a response. Only [`body_capture`] touches the body; it hands the router the one
-//! body type, [`Body`](super::body::Body).
+//! body type, [`Body`].
 
 use std::convert::Infallible;
 
