@@ -37,10 +37,10 @@
 //! **Fail closed.** A request whose `RequestReceived` event (or, when the policy omits that
 //! stage, a healthy writer) cannot be confirmed is refused: [`Auditor::begin`] returns an
 //! [`AuditError`], which converts to kube's answer, 500 "failed to store audit event" (a
-//! `metav1.Status` for resource requests). A write acts only once its `RequestReceived` is written; once it has,
-//! its outcome reaches the trail even when the trail fails meanwhile (the writer keeps it and
-//! writes it when it can, annotated as recorded late). [`Auditor::health`] fails while records
-//! cannot be written, and `/readyz` with it.
+//! `metav1.Status` for resource requests). A write acts only once its `RequestReceived` is
+//! written; once it has, its outcome reaches the trail even when the trail fails meanwhile (the
+//! writer keeps it and writes it when it can, annotated as recorded late). [`Auditor::health`]
+//! fails while records cannot be written, and `/readyz` with it.
 //!
 //! **Durability.** `begin` and `complete` return once the record is in the segment file
 //! (`write(2)` done): a SIGKILL of the hub cannot lose it. A separate thread fdatasyncs right

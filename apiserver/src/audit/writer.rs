@@ -42,8 +42,9 @@
 //!   written batch; the batch's appends fail (their requests are refused) and the next batch
 //!   reuses their sequence numbers, chaining onto the last record in the file. A segment that
 //!   cannot be created fails the batch the same way, and is tried again.
-//! - While Failing, the trail's health says so ([`Auditor::health`](super::Auditor::health)): `/readyz` answers not-ready, and requests whose
-//!   records are not written first (those whose policy omits `RequestReceived`) are refused.
+//! - While Failing, the trail's health says so ([`Auditor::health`](super::Auditor::health)):
+//!   `/readyz` answers not-ready, and requests whose records are not written first (those
+//!   whose policy omits `RequestReceived`) are refused.
 //! - **Owed records.** An append marked `must_land` — the outcome of a request that may have
 //!   changed something (a write, an exec) after its `RequestReceived` was written — is not
 //!   forgotten when its batch fails: its requester is told (and answers 500), but the record
