@@ -1,7 +1,13 @@
-//! Errors of building an agent (configuration, credentials, files). Failures while serving a
-//! request never end up here: they become a `metav1.Status` for the caller ([`crate::status`]).
+//! The agent's errors: [`Error`], why an agent could not be built (configuration, credentials,
+//! files), and [`UpstreamError`], why a request to the edge kube-apiserver failed. The latter
+//! never ends a process: it becomes a `metav1.Status` for the caller ([`crate::status`]). Both
+//! live here so that `status` (which maps them) and `upstream` (which returns them) depend on
+//! this module and not on each other.
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use edgefleet_tunnel::BoxError;
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -102,4 +108,44 @@ pub enum Error {
     /// A simulated cluster shape is invalid.
     #[error("invalid simulated cluster shape: {0}")]
     Shape(String),
+}
+
+/// Why a request to the upstream failed (each becomes a Status in [`crate::status`]).
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Connecting, TLS, credentials or the exchange itself failed.
+    #[error("request to the edge cluster's kube-apiserver at {url} failed")]
+    Unreachable {
+        /// The upstream.
+        url: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// Connecting or waiting for the response headers took too long.
+    #[error("timed out after {after:?} waiting for the edge cluster's kube-apiserver at {url}")]
+    Timeout {
+        /// The upstream.
+        url: String,
+        /// The budget that ran out.
+        after: Duration,
+    },
+    /// An upgrade was answered with a success status other than 101.
+    #[error("the edge cluster's kube-apiserver answered the upgrade with {status} instead of 101 Switching Protocols")]
+    NoUpgrade {
+        /// What it answered.
+        status: http::StatusCode,
+    },
+    /// A WebSocket 101 whose `Sec-WebSocket-Accept` does not match our key.
+    #[error("the edge cluster's kube-apiserver answered the WebSocket upgrade with a wrong Sec-WebSocket-Accept")]
+    WebSocketAccept,
+    /// The hub asked for an upgrade this agent does not speak.
+    #[error("unsupported upgrade protocol {0:?}: expected websocket or SPDY/3.1")]
+    UnsupportedProtocol(String),
+    /// The hub's request carries no `Impersonate-User` (see [`crate::upstream::headers::require_impersonation`]).
+    #[error("refusing to forward a request without Impersonate-User: it would run with the agent's own privileges")]
+    NotImpersonated,
+    /// The request could not be rebuilt for the upstream.
+    #[error("the request cannot be sent to the edge cluster's kube-apiserver")]
+    Request(#[source] http::Error),
 }

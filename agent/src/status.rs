@@ -12,99 +12,74 @@
 //! | request from the hub without `Impersonate-User`           | 403  | `Forbidden`          |
 //! | unknown path (simulated cluster, `/.well-known/edgefleet`)| 404  | `NotFound`           |
 //!
-//! Messages carry the error and its causes, never a credential (the errors never hold one).
+//! Messages carry the error and its causes, never a credential (the errors never hold one). The
+//! Status itself is written by the builder shared with the hub
+//! ([`edgefleet_apimachinery::status`]).
 
 use bytes::Bytes;
-use edgefleet_tunnel::{body, TunnelBody};
+use edgefleet_apimachinery::status::{self as metav1, reason, StatusBuilder};
+use edgefleet_tunnel::{body, error_chain, TunnelBody};
 use http::{header, HeaderValue, Response, StatusCode};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Status, StatusDetails};
 
-use crate::upstream::UpstreamError;
+use crate::error::UpstreamError;
 
 /// `Content-Type` of JSON responses.
 pub const JSON: &str = "application/json";
 
 /// A `Failure` Status response.
 pub fn failure(code: StatusCode, reason: &str, message: impl Into<String>) -> Response<TunnelBody> {
-    respond(code, status(code, reason, message.into(), None))
+    respond(code, metav1::failure(code, reason, message))
 }
 
 /// `404 NotFound` for a path nothing serves, worded as kube-apiserver words it.
 pub fn path_not_found() -> Response<TunnelBody> {
     failure(
         StatusCode::NOT_FOUND,
-        "NotFound",
-        "the server could not find the requested resource",
+        reason::NOT_FOUND,
+        metav1::PATH_NOT_FOUND,
     )
 }
 
-/// `404 NotFound` for a named object that does not exist: `nodes "x" not found`.
+/// `404 NotFound` for a named object of the core group that does not exist: `nodes "x" not found`.
 pub fn object_not_found(resource: &str, name: &str) -> Response<TunnelBody> {
-    let details = StatusDetails {
-        name: Some(name.to_owned()),
-        kind: Some(resource.to_owned()),
-        ..StatusDetails::default()
-    };
-    respond(
-        StatusCode::NOT_FOUND,
-        status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("{resource} {name:?} not found"),
-            Some(details),
-        ),
-    )
+    respond(StatusCode::NOT_FOUND, metav1::not_found("", resource, name))
 }
 
 /// `405 MethodNotAllowed`.
 pub fn method_not_allowed() -> Response<TunnelBody> {
     failure(
         StatusCode::METHOD_NOT_ALLOWED,
-        "MethodNotAllowed",
-        "the server does not allow this method on the requested resource",
+        reason::METHOD_NOT_ALLOWED,
+        metav1::METHOD_NOT_ALLOWED,
     )
 }
 
 /// `400 BadRequest`.
 pub fn bad_request(message: impl Into<String>) -> Response<TunnelBody> {
-    failure(StatusCode::BAD_REQUEST, "BadRequest", message)
+    failure(StatusCode::BAD_REQUEST, reason::BAD_REQUEST, message)
 }
 
 /// The response for a failed upstream request or upgrade (see the module table).
 pub fn upstream_error(error: &UpstreamError) -> Response<TunnelBody> {
     let (code, reason) = match error {
-        UpstreamError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "Timeout"),
+        UpstreamError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, reason::TIMEOUT),
         UpstreamError::Unreachable { .. }
         | UpstreamError::NoUpgrade { .. }
-        | UpstreamError::WebSocketAccept => (StatusCode::BAD_GATEWAY, "ServiceUnavailable"),
+        | UpstreamError::WebSocketAccept => (StatusCode::BAD_GATEWAY, reason::SERVICE_UNAVAILABLE),
         UpstreamError::UnsupportedProtocol(_) | UpstreamError::Request(_) => {
-            (StatusCode::BAD_REQUEST, "BadRequest")
+            (StatusCode::BAD_REQUEST, reason::BAD_REQUEST)
         }
-        UpstreamError::NotImpersonated => (StatusCode::FORBIDDEN, "Forbidden"),
+        UpstreamError::NotImpersonated => (StatusCode::FORBIDDEN, reason::FORBIDDEN),
     };
     failure(code, reason, error_chain(error))
 }
 
-fn status(
-    code: StatusCode,
-    reason: &str,
-    message: String,
-    details: Option<StatusDetails>,
-) -> Status {
-    Status {
-        code: Some(i32::from(code.as_u16())),
-        details,
-        message: Some(message),
-        reason: Some(reason.to_owned()),
-        status: Some("Failure".to_owned()),
-        ..Status::default()
-    }
-}
-
-fn respond(code: StatusCode, status: Status) -> Response<TunnelBody> {
-    // A Status always serializes; the fallback only keeps this function total.
-    let json = serde_json::to_vec(&status).unwrap_or_else(|_| b"{}".to_vec());
-    json_response(code, HeaderValue::from_static(JSON), Bytes::from(json))
+fn respond(code: StatusCode, status: StatusBuilder) -> Response<TunnelBody> {
+    json_response(
+        code,
+        HeaderValue::from_static(JSON),
+        Bytes::from(status.to_json()),
+    )
 }
 
 /// A response with a JSON body of the given content type.
@@ -119,22 +94,6 @@ pub fn json_response(
         .headers_mut()
         .insert(header::CONTENT_TYPE, content_type);
     response
-}
-
-/// `error` and its sources, joined, for one message.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // hyper and rustls often repeat their cause in their own message.
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

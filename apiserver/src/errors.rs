@@ -2,15 +2,17 @@
 //! `metav1.Status` a client sees.
 //!
 //! Handlers and the registry return [`ApiError`]; the HTTP layer calls [`ApiError::status`] and
-//! writes it with [`ApiError::code`]. Messages follow kube-apiserver's wording so that kubectl
+//! writes it with [`ApiError::code`]. The Status itself is written by the builder shared with the
+//! agent ([`edgefleet_apimachinery::status`]); which failure gets which code, reason and details
+//! is decided here. Messages follow kube-apiserver's wording so that kubectl
 //! prints what users already know (`Error from server (NotFound): clusters.edgefleet.io "x" not
 //! found`), and `details` carry the name, group, kind and field causes that clients act upon.
 
 use std::fmt;
 
 use edgefleet_api::validation::ErrorList;
+use edgefleet_apimachinery::status::{self, Status, StatusBuilder};
 use http::StatusCode;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Status, StatusCause, StatusDetails};
 
 use crate::storage::StorageError;
 
@@ -193,92 +195,61 @@ impl ApiError {
         }
     }
 
-    /// The `metav1.Status` body for this failure.
+    /// The `metav1.Status` body for this failure, written with the shared builder.
     pub fn status(&self) -> Status {
-        Status {
-            status: Some("Failure".into()),
-            message: Some(self.to_string()),
-            reason: Some(self.reason().into()),
-            details: self.details(),
-            code: Some(i32::from(self.code().as_u16())),
-            ..Default::default()
-        }
-    }
-
-    fn details(&self) -> Option<StatusDetails> {
-        let named = |resource: &GroupResource, name: &str| StatusDetails {
-            name: (!name.is_empty()).then(|| name.to_string()),
-            group: Some(resource.group.to_string()),
-            kind: Some(resource.resource.clone()),
-            ..Default::default()
+        let status = status::failure(self.code(), self.reason(), self.to_string());
+        let named = |b: StatusBuilder, resource: &GroupResource, name: &str| {
+            b.object(resource.group, &resource.resource, name)
         };
         match self {
             ApiError::NotFound { resource, name }
             | ApiError::NotFoundMessage { resource, name, .. }
             | ApiError::AlreadyExists { resource, name }
-            | ApiError::Conflict { resource, name, .. } => Some(named(resource, name)),
-            ApiError::Forbidden {
+            | ApiError::Conflict { resource, name, .. }
+            | ApiError::Forbidden {
                 resource: Some(resource),
                 name,
                 ..
-            } => Some(named(resource, name)),
+            } => named(status, resource, name),
             ApiError::ApplyConflict {
                 resource,
                 name,
                 fields,
                 ..
-            } => Some(StatusDetails {
-                causes: Some(
-                    fields
-                        .iter()
-                        .map(|(field, message)| StatusCause {
-                            reason: Some("FieldManagerConflict".into()),
-                            message: Some(message.clone()),
-                            field: Some(field.clone()),
-                        })
-                        .collect(),
-                ),
-                ..named(resource, name)
-            }),
+            } => fields
+                .iter()
+                .fold(named(status, resource, name), |b, (field, message)| {
+                    b.cause(status::cause(
+                        Some("FieldManagerConflict"),
+                        message.clone(),
+                        Some(field),
+                    ))
+                }),
             ApiError::Invalid {
                 kind,
                 group,
                 name,
                 errors,
-            } => Some(StatusDetails {
-                name: Some(name.clone()),
-                group: Some((*group).to_string()),
-                kind: Some((*kind).to_string()),
-                causes: Some(
-                    errors
-                        .iter()
-                        .map(|e| StatusCause {
-                            reason: Some(e.kind.reason().into()),
-                            message: Some(e.body()),
-                            field: Some(e.field.clone()),
-                        })
-                        .collect(),
-                ),
-                ..Default::default()
-            }),
-            ApiError::TooLargeResourceVersion { .. } => Some(StatusDetails {
-                causes: Some(vec![StatusCause {
-                    reason: Some("ResourceVersionTooLarge".into()),
-                    message: Some("Too large resource version".into()),
-                    field: None,
-                }]),
-                retry_after_seconds: Some(1),
-                ..Default::default()
-            }),
-            ApiError::Internal(message) => Some(StatusDetails {
-                causes: Some(vec![StatusCause {
-                    message: Some(message.clone()),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            _ => None,
+            } => errors
+                .iter()
+                .fold(status.object(group, kind, name), |b, e| {
+                    b.cause(status::cause(
+                        Some(e.kind.reason()),
+                        e.body(),
+                        Some(&e.field),
+                    ))
+                }),
+            ApiError::TooLargeResourceVersion { .. } => status
+                .cause(status::cause(
+                    Some("ResourceVersionTooLarge"),
+                    "Too large resource version",
+                    None,
+                ))
+                .retry_after(1),
+            ApiError::Internal(message) => status.cause(status::cause(None, message.clone(), None)),
+            _ => status,
         }
+        .build()
     }
 
     /// A storage failure while working on `resource`/`name`.

@@ -10,7 +10,6 @@
 
 pub mod agents;
 pub mod app;
-pub mod apply;
 pub mod audit;
 pub mod auth;
 pub mod dev;
@@ -20,7 +19,5 @@ pub mod kubeconfig;
 pub mod negotiation;
 pub mod pki;
 pub mod registry;
-pub mod request_info;
-pub mod selectors;
 pub mod storage;
 pub mod structural;

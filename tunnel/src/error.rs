@@ -101,13 +101,18 @@ pub enum Error {
     Signer(#[source] BoxError),
 }
 
-/// `error` and its sources, joined, for one log line.
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+/// `error` and its sources, joined with `: `, for one log line or one message. A cause whose
+/// text ends the text so far is left out: hyper, rustls and io errors often repeat their cause
+/// in their own message.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text

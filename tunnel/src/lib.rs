@@ -32,6 +32,8 @@
 //! * Hub: [`TunnelServer`] accepts, [`SessionRegistry`] tracks sessions and publishes
 //!   [`SessionEvent`]s, [`Dialer`] sends requests and opens upgraded byte streams.
 //! * Agent: [`TunnelClient`] runs the connect loop and serves your service.
+//! * Both ends forward HTTP messages: [`forwarding`] has the hop-by-hop header list and the
+//!   WebSocket accept key they share; [`error_chain`] writes an error and its causes on one line.
 //! * Liveness: HTTP/2 PING keepalive on both ends plus a watchdog that tears down a connection
 //!   whose peer went silent ([`Keepalive`]); every timeout is in [`timeouts`], every size limit
 //!   in [`limits`].
@@ -62,6 +64,7 @@ pub mod body;
 pub mod client;
 pub mod dialer;
 pub mod error;
+pub mod forwarding;
 pub mod handshake;
 pub mod http2;
 pub mod identity;
@@ -77,7 +80,7 @@ pub use backoff::Backoff;
 pub use body::TunnelBody;
 pub use client::{AgentStatus, TunnelClient, TunnelClientConfig};
 pub use dialer::{Dialer, UpgradeOutcome, UpgradedStream};
-pub use error::{BoxError, Error, Result};
+pub use error::{error_chain, BoxError, Error, Result};
 pub use http2::{Http2Config, Keepalive};
 pub use identity::{
     Admission, Admitted, BootstrapToken, CertificateAuthority, CertificateSigner, IdentityStore,

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use edgefleet_api::agent::ClusterFacts;
+use edgefleet_tunnel::error_chain;
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{ListParams, WatchEvent, WatchParams};
@@ -32,7 +33,7 @@ use tokio::sync::watch;
 
 use super::stream::FactsFeed;
 use super::{cluster_facts, facts_line, NodeFacts};
-use crate::status::error_chain;
+
 use crate::timeouts::{
     NODE_LIST_PAGE_SIZE, NODE_WATCH_RETRY_BASE, NODE_WATCH_RETRY_CAP, NODE_WATCH_TIMEOUT_SECONDS,
 };

@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use edgefleet_api::validation::{is_dns1123_label, is_dns1123_subdomain};
 use edgefleet_tunnel::IdentityStore;
 use tempfile::TempDir;
 
@@ -96,12 +97,12 @@ impl FromStr for SecretRef {
         let (namespace, name) = s
             .split_once('/')
             .ok_or_else(|| invalid("expected <namespace>/<name>"))?;
-        if !is_dns1123_label(namespace) {
+        if !is_dns1123_label(namespace).is_empty() {
             return Err(invalid(
                 "the namespace must be a DNS-1123 label (lowercase letters, digits and '-', at most 63)",
             ));
         }
-        if !is_dns1123_subdomain(name) {
+        if !is_dns1123_subdomain(name).is_empty() {
             return Err(invalid(
                 "the name must be a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', at most 253)",
             ));
@@ -117,29 +118,6 @@ impl fmt::Display for SecretRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
     }
-}
-
-/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
-fn is_dns1123_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// Dot-separated labels as above (each of any length), at most 253 characters in all.
-fn is_dns1123_subdomain(s: &str) -> bool {
-    s.len() <= 253
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
 }
 
 /// The identity storage of a built agent.

@@ -22,11 +22,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use edgefleet_tunnel::AgentStatus;
+use edgefleet_tunnel::{error_chain, AgentStatus};
 use tokio::sync::watch;
 
 use super::secret::{Saved, Secrets};
-use crate::status::error_chain;
+
 use crate::timeouts::{IDENTITY_SECRET_RETRY_BASE, IDENTITY_SECRET_RETRY_CAP};
 
 /// Keeps the Secret equal to the working copy of `identity.pem`.

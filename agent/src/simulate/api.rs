@@ -10,7 +10,8 @@
 //! | `GET /api/v1/namespaces[/name]`        | NamespaceList / Namespace    | Table                      |
 //! | `GET …?watch=true` on a collection     | a watch that stays silent    |                            |
 //!
-//! Lists take `labelSelector` and `fieldSelector` (`metadata.name`). Another method on these
+//! Lists take `labelSelector` and `fieldSelector` (`metadata.name`), parsed by the hub's parsers,
+//! so a simulated cluster refuses (400) what the hub refuses. Another method on these
 //! paths is 405, any other path 404, both as Status. Everything is computed from the
 //! [`SimulatedCluster`] per request; nothing is cached per cluster.
 
@@ -22,6 +23,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use edgefleet_apimachinery::query::{InvalidInteger, QueryParams};
+use edgefleet_apimachinery::selectors::{FieldSelectorExpr, LabelSelectorExpr};
+use edgefleet_apimachinery::status::reason;
+use edgefleet_apimachinery::table::{IncludeObject, TableError};
 use edgefleet_tunnel::{body, TunnelBody};
 use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -37,8 +42,7 @@ use super::accept::{
 };
 use super::cluster::{SimulatedCluster, RESOURCE_VERSION};
 use super::discovery;
-use super::selector::{FieldSelector, LabelSelector};
-use super::table::{namespace_table, node_table, IncludeObject};
+use super::table::{namespace_table, node_table};
 use crate::status::{self, json_response, JSON};
 use crate::timeouts::SIMULATED_WATCH_TIMEOUT;
 
@@ -133,33 +137,35 @@ pub fn respond(cluster: &SimulatedCluster, req: &Parts, now: Timestamp) -> Respo
     }
 }
 
-/// The query parameters the simulated API looks at.
-#[derive(Debug, Default)]
+/// The query parameters the simulated API looks at, read as kube-apiserver reads them (the
+/// shared [`edgefleet_apimachinery::query`] rules): selectors, `includeObject`, `watch`,
+/// `timeoutSeconds`.
+#[derive(Debug)]
 struct Query {
-    label_selector: Option<String>,
-    field_selector: Option<String>,
+    label_selector: String,
+    field_selector: String,
     include_object: Option<String>,
     watch: bool,
-    timeout_seconds: Option<u64>,
+    timeout_seconds: Result<Option<i64>, InvalidInteger>,
 }
+
+/// The only field a simulated node or namespace can be selected by.
+const SELECTABLE_FIELDS: &[&str] = &["metadata.name"];
 
 impl Query {
     fn parse(query: Option<&str>) -> Self {
-        let mut parsed = Self::default();
-        for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-            match &*key {
-                "labelSelector" => parsed.label_selector = Some(value.into_owned()),
-                "fieldSelector" => parsed.field_selector = Some(value.into_owned()),
-                "includeObject" => parsed.include_object = Some(value.into_owned()),
-                "watch" => parsed.watch = matches!(&*value, "true" | "1"),
-                "timeoutSeconds" => parsed.timeout_seconds = value.parse().ok(),
-                _ => {}
-            }
+        let params = QueryParams::parse(query);
+        let text = |name| params.first(name).unwrap_or_default().to_owned();
+        Self {
+            label_selector: text("labelSelector"),
+            field_selector: text("fieldSelector"),
+            include_object: params.first("includeObject").map(str::to_owned),
+            watch: params.flag("watch"),
+            timeout_seconds: params.int("timeoutSeconds"),
         }
-        parsed
     }
 
-    fn include(&self) -> IncludeObject {
+    fn include(&self) -> Result<IncludeObject, TableError> {
         IncludeObject::from_query(self.include_object.as_deref())
     }
 }
@@ -168,32 +174,38 @@ fn list<T>(
     req: &Parts,
     query: &Query,
     items: Vec<T>,
-    table: impl Fn(&[T], IncludeObject) -> serde_json::Value,
+    table: impl Fn(&[T], IncludeObject) -> Result<Bytes, TableError>,
 ) -> Response<TunnelBody>
 where
     T: ListableResource
         + Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>
         + Serialize,
 {
-    let labels = match LabelSelector::parse(query.label_selector.as_deref().unwrap_or("")) {
+    // The hub's parsers: what the hub refuses, a simulated cluster refuses too.
+    let labels = match LabelSelectorExpr::parse(&query.label_selector) {
         Ok(selector) => selector,
-        Err(message) => return status::bad_request(message),
+        Err(error) => return status::bad_request(error.to_string()),
     };
-    let fields = match FieldSelector::parse(query.field_selector.as_deref().unwrap_or("")) {
+    let fields = match FieldSelectorExpr::parse(&query.field_selector, SELECTABLE_FIELDS) {
         Ok(selector) => selector,
-        Err(message) => return status::bad_request(message),
+        Err(error) => return status::bad_request(error.to_string()),
     };
     let empty = Default::default();
     let items: Vec<T> = items
         .into_iter()
         .filter(|item| {
             let meta = item.metadata();
+            let name = meta.name.clone();
             labels.matches(meta.labels.as_ref().unwrap_or(&empty))
-                && fields.matches(meta.name.as_deref().unwrap_or(""))
+                && fields.matches(&|field| {
+                    (field == "metadata.name").then(|| name.clone().unwrap_or_default())
+                })
         })
         .collect();
     match negotiate(&req.headers, &[Representation::Json, Representation::Table]) {
-        Representation::Table => table_response(&table(&items, query.include())),
+        Representation::Table => {
+            table_response(query.include().and_then(|include| table(&items, include)))
+        }
         _ => json(&List {
             items,
             metadata: ListMeta {
@@ -208,12 +220,14 @@ fn get<T: Serialize>(
     req: &Parts,
     query: &Query,
     item: T,
-    table: impl Fn(&[T], IncludeObject) -> serde_json::Value,
+    table: impl Fn(&[T], IncludeObject) -> Result<Bytes, TableError>,
 ) -> Response<TunnelBody> {
     match negotiate(&req.headers, &[Representation::Json, Representation::Table]) {
-        Representation::Table => {
-            table_response(&table(std::slice::from_ref(&item), query.include()))
-        }
+        Representation::Table => table_response(
+            query
+                .include()
+                .and_then(|include| table(std::slice::from_ref(&item), include)),
+        ),
         _ => json(&item),
     }
 }
@@ -226,8 +240,21 @@ fn aggregated<T: Serialize>(value: &T) -> Response<TunnelBody> {
     typed_json(value, AGGREGATED_DISCOVERY_CONTENT_TYPE)
 }
 
-fn table_response(value: &serde_json::Value) -> Response<TunnelBody> {
-    typed_json(value, TABLE_CONTENT_TYPE)
+fn table_response(table: Result<Bytes, TableError>) -> Response<TunnelBody> {
+    match table {
+        Ok(bytes) => json_response(
+            StatusCode::OK,
+            HeaderValue::from_static(TABLE_CONTENT_TYPE),
+            bytes,
+        ),
+        // The client asked for an `includeObject` kube does not know.
+        Err(error @ TableError::IncludeObject(_)) => status::bad_request(error.to_string()),
+        Err(error) => status::failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            reason::INTERNAL_ERROR,
+            format!("encoding the Table failed: {error}"),
+        ),
+    }
 }
 
 fn typed_json<T: Serialize>(value: &T, content_type: &'static str) -> Response<TunnelBody> {
@@ -239,7 +266,7 @@ fn typed_json<T: Serialize>(value: &T, content_type: &'static str) -> Response<T
         ),
         Err(error) => status::failure(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
+            reason::INTERNAL_ERROR,
             format!("encoding the response failed: {error}"),
         ),
     }
@@ -248,9 +275,12 @@ fn typed_json<T: Serialize>(value: &T, content_type: &'static str) -> Response<T
 /// A watch on a cluster where nothing changes: 200, then silence until `timeoutSeconds` (or
 /// [`SIMULATED_WATCH_TIMEOUT`]) ends it, as kube-apiserver ends a quiet watch.
 fn watch(query: &Query) -> Response<TunnelBody> {
-    let timeout = query.timeout_seconds.map_or(SIMULATED_WATCH_TIMEOUT, |s| {
-        Duration::from_secs(s).min(SIMULATED_WATCH_TIMEOUT)
-    });
+    let timeout = match &query.timeout_seconds {
+        Ok(seconds) => seconds.map_or(SIMULATED_WATCH_TIMEOUT, |s| {
+            Duration::from_secs(u64::try_from(s).unwrap_or(0)).min(SIMULATED_WATCH_TIMEOUT)
+        }),
+        Err(error) => return status::bad_request(error.to_string()),
+    };
     let body = QuietWatch {
         until: Box::pin(tokio::time::sleep(timeout)),
     };

@@ -27,7 +27,6 @@ pub mod accept;
 pub mod api;
 pub mod cluster;
 pub mod discovery;
-pub mod selector;
 pub mod table;
 
 use std::path::{Path, PathBuf};

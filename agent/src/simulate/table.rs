@@ -6,38 +6,18 @@
 //! store-1-node-0    Ready    control-plane,master   5d    v1.31.4+k3s1    10.7.0.4      <none>        Ubuntu…    6.8.0-51-generic containerd://…
 //! ```
 //! (the columns after VERSION only with `-o wide`: priority 1). Namespaces: `NAME STATUS AGE`.
+//! The columns and cells are defined here; the Table is assembled by the writer the hub uses
+//! ([`edgefleet_apimachinery::table`]).
 
+use bytes::Bytes;
 use edgefleet_api::table::{age, PrinterColumn};
+use edgefleet_apimachinery::table::{IncludeObject, ListMeta, TableError, TableWriter};
 use k8s_openapi::api::core::v1::{Namespace, Node};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::cluster::RESOURCE_VERSION;
-
-/// What each row carries besides its cells (`?includeObject=`), kube-apiserver's default being
-/// the object's metadata.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IncludeObject {
-    /// No object.
-    None,
-    /// `PartialObjectMetadata` (default).
-    Metadata,
-    /// The whole object.
-    Object,
-}
-
-impl IncludeObject {
-    /// From the query parameter value.
-    pub fn from_query(value: Option<&str>) -> Self {
-        match value {
-            Some("None") => Self::None,
-            Some("Object") => Self::Object,
-            _ => Self::Metadata,
-        }
-    }
-}
 
 const NODE_COLUMNS: [PrinterColumn; 10] = [
     PrinterColumn::NAME,
@@ -59,32 +39,31 @@ const NAMESPACE_COLUMNS: [PrinterColumn; 3] = [
 ];
 
 /// The Table of `nodes`.
-pub fn node_table(nodes: &[Node], now: Timestamp, include: IncludeObject) -> Value {
-    let rows = nodes
-        .iter()
-        .map(|node| row(node_cells(node, now), &node.metadata, node, include))
-        .collect();
-    table(&NODE_COLUMNS, rows)
+pub fn node_table(
+    nodes: &[Node],
+    now: Timestamp,
+    include: IncludeObject,
+) -> Result<Bytes, TableError> {
+    table(&NODE_COLUMNS, nodes, include, |node| node_cells(node, now))
 }
 
 /// The Table of `namespaces`.
-pub fn namespace_table(namespaces: &[Namespace], now: Timestamp, include: IncludeObject) -> Value {
-    let rows = namespaces
-        .iter()
-        .map(|ns| {
-            let cells = vec![
-                json!(ns.metadata.name),
-                json!(ns
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.phase.as_deref())
-                    .unwrap_or("")),
-                age(ns.metadata.creation_timestamp.as_ref(), now),
-            ];
-            row(cells, &ns.metadata, ns, include)
-        })
-        .collect();
-    table(&NAMESPACE_COLUMNS, rows)
+pub fn namespace_table(
+    namespaces: &[Namespace],
+    now: Timestamp,
+    include: IncludeObject,
+) -> Result<Bytes, TableError> {
+    table(&NAMESPACE_COLUMNS, namespaces, include, |ns| {
+        vec![
+            json!(ns.metadata.name),
+            json!(ns
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .unwrap_or("")),
+            age(ns.metadata.creation_timestamp.as_ref(), now),
+        ]
+    })
 }
 
 fn node_cells(node: &Node, now: Timestamp) -> Vec<Value> {
@@ -138,46 +117,18 @@ fn node_cells(node: &Node, now: Timestamp) -> Vec<Value> {
     ]
 }
 
-fn row<T: Serialize>(
-    cells: Vec<Value>,
-    metadata: &ObjectMeta,
-    object: &T,
+/// A Table of `objects` with `columns`, each row's cells from `cells`, written by the shared
+/// Table writer.
+fn table<T: Serialize>(
+    columns: &[PrinterColumn],
+    objects: &[T],
     include: IncludeObject,
-) -> Value {
-    let object = match include {
-        IncludeObject::None => Value::Null,
-        IncludeObject::Metadata => json!({
-            "kind": "PartialObjectMetadata",
-            "apiVersion": "meta.k8s.io/v1",
-            "metadata": metadata,
-        }),
-        IncludeObject::Object => serde_json::to_value(object).unwrap_or(Value::Null),
-    };
-    let mut row = json!({ "cells": cells });
-    if !object.is_null() {
-        row["object"] = object;
+    cells: impl Fn(&T) -> Vec<Value>,
+) -> Result<Bytes, TableError> {
+    let mut out = TableWriter::new(&ListMeta::at(RESOURCE_VERSION), Some(columns), include, 0);
+    for object in objects {
+        let json = serde_json::to_vec(object).map_err(TableError::NotJson)?;
+        out.row(&cells(object), &json)?;
     }
-    row
-}
-
-fn table(columns: &[PrinterColumn], rows: Vec<Value>) -> Value {
-    let columns: Vec<Value> = columns
-        .iter()
-        .map(|c| {
-            json!({
-                "name": c.name,
-                "type": c.type_,
-                "format": c.format,
-                "description": c.description,
-                "priority": c.priority,
-            })
-        })
-        .collect();
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": { "resourceVersion": RESOURCE_VERSION },
-        "columnDefinitions": columns,
-        "rows": rows,
-    })
+    Ok(out.finish())
 }

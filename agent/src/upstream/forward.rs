@@ -4,7 +4,7 @@
 //! bounded ([`UPSTREAM_RESPONSE_HEADERS_TIMEOUT`]).
 
 use bytes::Bytes;
-use edgefleet_tunnel::{body, BoxError, TunnelBody};
+use edgefleet_tunnel::{body, error_chain, BoxError, TunnelBody};
 use http::{Request, Response, Version};
 
 use super::{headers, Upstream, UpstreamError};
@@ -21,7 +21,7 @@ where
     match try_forward(upstream, req).await {
         Ok(response) => response,
         Err(error) => {
-            tracing::warn!("forwarding failed: {}", status::error_chain(&error));
+            tracing::warn!("forwarding failed: {}", error_chain(&error));
             status::upstream_error(&error)
         }
     }

@@ -6,31 +6,19 @@
 //! * `Authorization` and `Proxy-Authorization`: the caller's credentials are never forwarded
 //!   (the hub strips them already; the agent does not rely on that). The agent's own
 //!   credentials are added after this step, by the upstream transport.
-//! * hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and every header it names,
-//!   `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`): they
-//!   describe the hop from the hub, not the hop to the upstream.
+//! * hop-by-hop headers (the tunnel crate's one list, [`edgefleet_tunnel::forwarding`]:
+//!   `Connection` and every header it names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`,
+//!   `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`): they describe
+//!   the hop from the hub, not the hop to the upstream.
 //! * `Host`: the upstream connection has its own.
 //!
 //! Responses lose their hop-by-hop headers (HTTP/2 forbids them on the tunnel).
 
-use http::header::{self, HeaderMap, HeaderName};
+use edgefleet_apimachinery::impersonation::IMPERSONATE_USER;
+use edgefleet_tunnel::forwarding::remove_hop_by_hop;
+use http::header::{self, HeaderMap};
 
-use super::UpstreamError;
-
-/// Hop-by-hop headers, always removed (plus whatever `Connection` names).
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-/// The header every forwarded request must carry: who the hub authenticated.
-pub const IMPERSONATE_USER: HeaderName = HeaderName::from_static("impersonate-user");
+use crate::error::UpstreamError;
 
 /// Prepares the hub's request headers for the upstream (see the module docs).
 pub fn sanitize_request(headers: &mut HeaderMap) {
@@ -55,22 +43,9 @@ pub fn require_impersonation(headers: &HeaderMap) -> Result<(), UpstreamError> {
     }
 }
 
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers named by `Connection` are hop-by-hop too; collect them before removing it.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use http::header::HeaderName;
     use http::HeaderValue;
 
     use super::*;

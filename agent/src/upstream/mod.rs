@@ -31,6 +31,7 @@ use bytes::Bytes;
 use edgefleet_tunnel::{BoxError, TunnelBody};
 use http::{Method, Request, Response, Uri};
 
+pub use crate::error::UpstreamError;
 use crate::error::{Error, Result};
 pub use transport::{Transport, Transports};
 
@@ -66,46 +67,6 @@ impl UpstreamSource {
             Self::InCluster => kube::Config::incluster().map_err(Error::InCluster),
         }
     }
-}
-
-/// Why a request to the upstream failed (each becomes a Status in [`crate::status`]).
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    /// Connecting, TLS, credentials or the exchange itself failed.
-    #[error("request to the edge cluster's kube-apiserver at {url} failed")]
-    Unreachable {
-        /// The upstream.
-        url: String,
-        /// The cause.
-        #[source]
-        source: BoxError,
-    },
-    /// Connecting or waiting for the response headers took too long.
-    #[error("timed out after {after:?} waiting for the edge cluster's kube-apiserver at {url}")]
-    Timeout {
-        /// The upstream.
-        url: String,
-        /// The budget that ran out.
-        after: Duration,
-    },
-    /// An upgrade was answered with a success status other than 101.
-    #[error("the edge cluster's kube-apiserver answered the upgrade with {status} instead of 101 Switching Protocols")]
-    NoUpgrade {
-        /// What it answered.
-        status: http::StatusCode,
-    },
-    /// A WebSocket 101 whose `Sec-WebSocket-Accept` does not match our key.
-    #[error("the edge cluster's kube-apiserver answered the WebSocket upgrade with a wrong Sec-WebSocket-Accept")]
-    WebSocketAccept,
-    /// The hub asked for an upgrade this agent does not speak.
-    #[error("unsupported upgrade protocol {0:?}: expected websocket or SPDY/3.1")]
-    UnsupportedProtocol(String),
-    /// The hub's request carries no `Impersonate-User` (see [`headers::require_impersonation`]).
-    #[error("refusing to forward a request without Impersonate-User: it would run with the agent's own privileges")]
-    NotImpersonated,
-    /// The request could not be rebuilt for the upstream.
-    #[error("the request cannot be sent to the edge cluster's kube-apiserver")]
-    Request(#[source] http::Error),
 }
 
 impl UpstreamError {

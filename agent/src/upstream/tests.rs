@@ -8,9 +8,7 @@ use http::request::Parts;
 use http::{header, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 
-use super::upgrade::{
-    connect_response_headers, upstream_request, websocket_accept, UpgradeProtocol,
-};
+use super::upgrade::{connect_response_headers, upstream_request, UpgradeProtocol};
 use super::*;
 
 const BASE: &str = "https://10.0.0.1:6443";
@@ -235,15 +233,6 @@ fn connect_request(protocol: &'static str, path: &str) -> Request<TunnelBody> {
         HeaderValue::from_static("v5.channel.k8s.io, v4.channel.k8s.io"),
     );
     request
-}
-
-#[test]
-fn the_websocket_accept_is_computed_as_rfc_6455_says() {
-    // The example of RFC 6455 §1.3.
-    assert_eq!(
-        websocket_accept("dGhlIHNhbXBsZSBub25jZQ=="),
-        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-    );
 }
 
 #[test]

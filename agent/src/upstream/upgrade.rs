@@ -27,7 +27,7 @@
 
 use base64::Engine;
 use bytes::Bytes;
-use edgefleet_tunnel::{BoxError, TunnelBody};
+use edgefleet_tunnel::{error_chain, forwarding, BoxError, TunnelBody};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
@@ -40,7 +40,6 @@ use crate::timeouts::UPSTREAM_RESPONSE_HEADERS_TIMEOUT;
 /// `Upgrade` value for SPDY, as kubectl spells it.
 pub const SPDY_3_1: &str = "SPDY/3.1";
 
-const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
 const SEC_WEBSOCKET_VERSION: HeaderName = HeaderName::from_static("sec-websocket-version");
 const SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
@@ -110,7 +109,7 @@ where
         }
         Ok(Upgrade::Refused(response)) => response,
         Err(error) => {
-            tracing::warn!("upgrade failed: {}", status::error_chain(&error));
+            tracing::warn!("upgrade failed: {}", error_chain(&error));
             status::upstream_error(&error)
         }
     }
@@ -156,7 +155,9 @@ async fn try_upgrade<B>(upstream: &Upstream, req: Request<B>) -> Result<Upgrade,
     if status == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(key) = &key {
             let accepted = response.headers().get(SEC_WEBSOCKET_ACCEPT);
-            if accepted.map(HeaderValue::as_bytes) != Some(websocket_accept(key).as_bytes()) {
+            if accepted.map(HeaderValue::as_bytes)
+                != Some(forwarding::websocket_accept(key).as_bytes())
+            {
                 return Err(UpstreamError::WebSocketAccept);
             }
         }
@@ -230,14 +231,6 @@ fn websocket_key() -> String {
     let mut nonce = [0_u8; 16];
     rand::rng().fill_bytes(&mut nonce);
     base64::engine::general_purpose::STANDARD.encode(nonce)
-}
-
-/// The `Sec-WebSocket-Accept` a server must answer to `key` (RFC 6455 §4.2.2).
-pub fn websocket_accept(key: &str) -> String {
-    let mut context = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
-    context.update(key.as_bytes());
-    context.update(WEBSOCKET_GUID.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(context.finish())
 }
 
 async fn splice(hub: hyper::upgrade::Upgraded, upstream: hyper::upgrade::Upgraded) {

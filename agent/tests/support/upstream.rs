@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use bytes::Bytes;
-use edgefleet_agent::upstream::upgrade::websocket_accept;
+use edgefleet_tunnel::forwarding::websocket_accept;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body::Frame;
 use http_body_util::combinators::BoxBody;

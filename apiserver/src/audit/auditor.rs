@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use edgefleet_api::validation::is_dns1123_subdomain;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -507,13 +508,9 @@ async fn check_stored_checkpoint(
     }
 }
 
+/// A replica name is a DNS-1123 subdomain (a host name): it names files and checkpoints.
 fn is_valid_replica(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && !name.starts_with(['-', '.'])
+    is_dns1123_subdomain(name).is_empty()
 }
 
 /// An incoming `Audit-ID` is used when it is a plausible ID (it names a recording file).

@@ -17,8 +17,8 @@
 //! - [`policy`]: kube's `Policy` format and semantics, and our [default
 //!   policy](policy::DEFAULT_POLICY_YAML): metadata of everything except health probes, request
 //!   bodies of writes (hub and proxied), never bodies of Secret-like data.
-//! - [`edge`]: kube's `RequestInfo` rules for the edge path of proxied requests, so that events
-//!   name the edge object (`pods/web-1/exec` in `default`).
+//! - [`edge`]: the `objectRef` of proxied requests, from the edge path parsed by the shared
+//!   `RequestInfo` rules, so that events name the edge object (`pods/web-1/exec` in `default`).
 //! - [`segment`]: the file format (records, canonical JSON, hash chain); [`canonical`]: the
 //!   precise definition of canonical JSON; [`trail`]: the one reader of the files, shared by
 //!   recovery, the stored-checkpoint check and `audit verify`.

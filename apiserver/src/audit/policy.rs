@@ -33,6 +33,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use edgefleet_api::validation::is_dns1123_subdomain;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -344,7 +345,7 @@ fn validate(policy: &Policy) -> Result<(), PolicyError> {
             }
         }
         for (j, gr) in rule.resources.iter().enumerate() {
-            if !gr.group.is_empty() && !is_dns1123_subdomain(&gr.group) {
+            if !gr.group.is_empty() && !is_dns1123_subdomain(&gr.group).is_empty() {
                 errors.push(format!(
                     "{at}.resources[{j}].group: Invalid value: {:?}: must be a lowercase RFC 1123 subdomain",
                     gr.group
@@ -362,19 +363,6 @@ fn validate(policy: &Policy) -> Result<(), PolicyError> {
     } else {
         Err(PolicyError::Invalid(errors))
     }
-}
-
-fn is_dns1123_subdomain(s: &str) -> bool {
-    s.len() <= 253
-        && s.split('.').all(|label| {
-            let b = label.as_bytes();
-            !b.is_empty()
-                && b.len() <= 63
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-                && b[0] != b'-'
-                && b[b.len() - 1] != b'-'
-        })
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use edgefleet_apimachinery::request_info;
 use http::{HeaderMap, Method};
 use serde_json::{json, Value};
 
@@ -12,7 +13,6 @@ use super::segment::{encode_record, parse_record, PayloadKind};
 use super::*;
 use crate::auth::UserInfo;
 use crate::http::layers::audit as layer;
-use crate::request_info;
 use crate::storage::embedded::EmbeddedStore;
 use crate::storage::DynStorage;
 
@@ -131,12 +131,11 @@ fn events_serialize_exactly_like_kube() {
     ));
     e.source_ips = vec!["10.0.0.7".into(), "127.0.0.1".into()];
     e.user_agent = "kubectl/v1.34.0 (linux/amd64) kubernetes/abcdef0".into();
-    e.object_ref = edge::parse(
+    e.object_ref = edge::object_ref(&request_info::parse(
         &Method::PATCH,
         "/api/v1/namespaces/default/pods/web-1",
         None,
-    )
-    .object_ref();
+    ));
     let status: k8s_openapi::apimachinery::pkg::apis::meta::v1::Status =
         serde_json::from_value(json!({
             "status": "Failure", "message": "pods \"web-1\" not found", "reason": "NotFound",

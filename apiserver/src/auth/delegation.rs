@@ -320,18 +320,6 @@ fn is_broken_connection(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// An error and its causes on one line, for logs and messages.
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
-
 /// `metav1.Status` fields of an error answer.
 #[derive(serde::Deserialize, Default)]
 #[serde(default)]

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::ArgAction;
+use edgefleet_tunnel::error_chain;
 use rustls_pki_types::CertificateDer;
 
 use super::authn::client_ca::ClientCertificateAuthorities;
@@ -40,7 +41,7 @@ use super::authn::{
 };
 use super::authorizer::InvalidPathPattern;
 use super::delegation::{
-    self, error_chain, ClientConfigError, InClusterEnvironment, RetryBackoff,
+    self, ClientConfigError, InClusterEnvironment, RetryBackoff,
     AUTHENTICATION_CONFIGMAP_REFRESH_INTERVAL, DEFAULT_AUTHORIZED_TTL, DEFAULT_TOKEN_CACHE_TTL,
     DEFAULT_UNAUTHORIZED_TTL,
 };

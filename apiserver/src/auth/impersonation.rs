@@ -17,22 +17,19 @@
 //! for `system:anonymous`) unless one of those was requested. Groups, uid or extras without a user
 //! are refused with 400 (kube answers 500, which misnames a client error).
 
+use edgefleet_apimachinery::impersonation::{
+    decode_extra_key, IMPERSONATE_EXTRA_PREFIX, IMPERSONATE_GROUP, IMPERSONATE_UID,
+    IMPERSONATE_USER,
+};
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
-use super::authn::requestheader::unescape_extra_key;
 use super::user::{
     service_account_groups, service_account_username, split_service_account_username,
 };
 use super::{
     Attributes, Authorizer, Forbidden, UserInfo, ALL_AUTHENTICATED, ALL_UNAUTHENTICATED, ANONYMOUS,
 };
-
-pub const IMPERSONATE_USER: HeaderName = HeaderName::from_static("impersonate-user");
-pub const IMPERSONATE_GROUP: HeaderName = HeaderName::from_static("impersonate-group");
-pub const IMPERSONATE_UID: HeaderName = HeaderName::from_static("impersonate-uid");
-/// Lowercase, as `HeaderMap` keys are.
-pub const IMPERSONATE_EXTRA_PREFIX: &str = "impersonate-extra-";
 
 const VERB: &str = "impersonate";
 const AUTHENTICATION_GROUP: &str = "authentication.k8s.io";
@@ -154,7 +151,7 @@ pub async fn impersonate(
         if let Some(key) = name.as_str().strip_prefix(IMPERSONATE_EXTRA_PREFIX) {
             extras_specified = true;
             requests.push(Request::Extra {
-                key: unescape_extra_key(key),
+                key: decode_extra_key(key),
                 value: text(name, value)?,
             });
         }

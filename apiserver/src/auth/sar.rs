@@ -24,6 +24,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use edgefleet_tunnel::error_chain;
 use k8s_openapi::api::authorization::v1::{
     NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
     SubjectAccessReviewStatus,
@@ -32,8 +33,8 @@ use kube::Resource;
 
 use super::cache::{LookupCache, DEFAULT_MAX_ENTRIES};
 use super::delegation::{
-    self, error_chain, RequestError, RetryBackoff, DEFAULT_AUTHORIZED_TTL,
-    DEFAULT_UNAUTHORIZED_TTL, SUBJECT_ACCESS_REVIEW_TIMEOUT,
+    self, RequestError, RetryBackoff, DEFAULT_AUTHORIZED_TTL, DEFAULT_UNAUTHORIZED_TTL,
+    SUBJECT_ACCESS_REVIEW_TIMEOUT,
 };
 use super::{Attributes, Authorizer, Decision};
 

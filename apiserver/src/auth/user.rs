@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use edgefleet_api::validation::{is_dns1123_label, is_dns1123_subdomain};
+
 /// The user every unauthenticated request runs as when anonymous access is on.
 pub const ANONYMOUS: &str = "system:anonymous";
 /// Added to every authenticated user (never to [`ANONYMOUS`]).
@@ -105,7 +107,10 @@ pub(crate) fn is_service_account(username: &str, namespace: &str, name: &str) ->
 pub(crate) fn split_service_account_username(username: &str) -> Option<(&str, &str)> {
     let rest = username.strip_prefix(SERVICE_ACCOUNT_USERNAME_PREFIX)?;
     let (namespace, name) = rest.split_once(':')?;
-    if name.contains(':') || !is_dns1123_label(namespace) || !is_dns1123_subdomain(name) {
+    if name.contains(':')
+        || !is_dns1123_label(namespace).is_empty()
+        || !is_dns1123_subdomain(name).is_empty()
+    {
         return None;
     }
     Some((namespace, name))
@@ -117,20 +122,6 @@ pub(crate) fn service_account_groups(namespace: &str) -> Vec<String> {
         ALL_SERVICE_ACCOUNTS_GROUP.to_string(),
         format!("{ALL_SERVICE_ACCOUNTS_GROUP}:{namespace}"),
     ]
-}
-
-fn is_dns1123_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
-
-fn is_dns1123_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
 }
 
 #[cfg(test)]

@@ -6,17 +6,22 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+use edgefleet_api::jiff::Timestamp;
+use edgefleet_api::table::{age, PrinterColumn};
+use edgefleet_api::Time;
+use edgefleet_apimachinery::request_info::RequestInfo;
+use edgefleet_apimachinery::table::{IncludeObject, ListMeta, TableWriter};
 use http::header::ACCEPT;
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::body::{value_response, Body};
+use super::body::{json_bytes_response, value_response, Body};
 use super::params::Query;
 use crate::errors::{ApiError, GroupResource};
 use crate::negotiation::{negotiate, Offers, Transform};
 use crate::registry::cacher::CachedObject;
 use crate::registry::{ListOptions, Registry};
-use crate::request_info::RequestInfo;
 
 /// Discovery entry of the `namespaces` resource we serve.
 pub fn namespaces_resource() -> Value {
@@ -56,32 +61,45 @@ fn namespace_of(env: &CachedObject) -> Result<Value, ApiError> {
     }))
 }
 
-fn table(namespaces: &[Value], resource_version: &str) -> Value {
-    let now = edgefleet_api::jiff::Timestamp::now();
-    let rows: Vec<Value> = namespaces
-        .iter()
-        .map(|ns| {
-            let created = ns["metadata"]["creationTimestamp"]
-                .as_str()
-                .and_then(|t| t.parse::<edgefleet_api::jiff::Timestamp>().ok());
-            let age = created.map(|t| edgefleet_api::table::human_duration(now.as_second() - t.as_second()));
-            json!({
-                "cells": [ns["metadata"]["name"], ns["status"]["phase"], age.unwrap_or_else(|| "<unknown>".into())],
-                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": ns["metadata"]},
-            })
-        })
-        .collect();
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": {"resourceVersion": resource_version},
-        "columnDefinitions": [
-            {"name": "Name", "type": "string", "format": "name", "description": "Name of the namespace (and of its Environment).", "priority": 0},
-            {"name": "Status", "type": "string", "format": "", "description": "Active, or Terminating while the Environment is deleted.", "priority": 0},
-            {"name": "Age", "type": "string", "format": "", "description": "Age of the Environment.", "priority": 0},
-        ],
-        "rows": rows,
-    })
+/// Columns of a Namespace, as kube-apiserver prints them (`NAME STATUS AGE`).
+const NAMESPACE_COLUMNS: [PrinterColumn; 3] = [
+    PrinterColumn {
+        description: "Name of the namespace (and of its Environment).",
+        ..PrinterColumn::NAME
+    },
+    PrinterColumn::string(
+        "Status",
+        "Active, or Terminating while the Environment is deleted.",
+    ),
+    PrinterColumn {
+        description: "Age of the Environment.",
+        ..PrinterColumn::AGE
+    },
+];
+
+fn table(
+    namespaces: &[Value],
+    resource_version: &str,
+    include: IncludeObject,
+) -> Result<Bytes, ApiError> {
+    let now = Timestamp::now();
+    let meta = ListMeta::at(resource_version);
+    let mut out = TableWriter::new(&meta, Some(&NAMESPACE_COLUMNS), include, 0);
+    for ns in namespaces {
+        let created = ns["metadata"]["creationTimestamp"]
+            .as_str()
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .map(Time);
+        let cells = [
+            ns["metadata"]["name"].clone(),
+            ns["status"]["phase"].clone(),
+            age(created.as_ref(), now),
+        ];
+        let object = serde_json::to_vec(ns).map_err(|e| ApiError::Internal(e.to_string()))?;
+        out.row(&cells, &object)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
+    Ok(out.finish())
 }
 
 /// Serves `GET /api/v1/namespaces[/<name>]`.
@@ -99,6 +117,7 @@ pub async fn handle(
         .clone();
     let accept = req.headers.get(ACCEPT).and_then(|v| v.to_str().ok());
     let rep = negotiate(accept, Offers::OBJECTS)?;
+    let query = Query::parse(req.uri.query());
     match info.verb.as_str() {
         "get" => {
             let env = environments
@@ -114,14 +133,15 @@ pub async fn handle(
             let ns = namespace_of(&env)?;
             let rv = env.mod_revision.to_string();
             match rep.transform {
-                Transform::Table => {
-                    value_response(StatusCode::OK, &table(&[ns], &rv), rep.encoding)
-                }
+                Transform::Table => json_bytes_response(
+                    StatusCode::OK,
+                    table(&[ns], &rv, query.include_object()?)?,
+                    rep.encoding,
+                ),
                 _ => value_response(StatusCode::OK, &ns, rep.encoding),
             }
         }
         "list" => {
-            let query = Query::parse(req.uri.query());
             let opts = ListOptions {
                 filter: query.filter()?,
                 ..Default::default()
@@ -134,9 +154,11 @@ pub async fn handle(
                 .collect::<Result<Vec<_>, _>>()?;
             let rv = list.revision.to_string();
             match rep.transform {
-                Transform::Table => {
-                    value_response(StatusCode::OK, &table(&items, &rv), rep.encoding)
-                }
+                Transform::Table => json_bytes_response(
+                    StatusCode::OK,
+                    table(&items, &rv, query.include_object()?)?,
+                    rep.encoding,
+                ),
                 _ => value_response(
                     StatusCode::OK,
                     &json!({"apiVersion": "v1", "kind": "NamespaceList", "metadata": {"resourceVersion": rv}, "items": items}),

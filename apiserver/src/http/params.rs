@@ -3,13 +3,16 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use edgefleet_apimachinery::query;
+use edgefleet_apimachinery::selectors::{FieldSelectorExpr, LabelSelectorExpr};
+use edgefleet_apimachinery::table::IncludeObject;
+
 use crate::errors::ApiError;
 use crate::registry::object::SELECTABLE_FIELDS;
-use crate::registry::table::IncludeObject;
 use crate::registry::{FieldValidation, Filter, ResourceVersionMatch};
-use crate::selectors::{FieldSelectorExpr, LabelSelectorExpr};
 
-/// The decoded query string (the last value of a repeated key wins, except `dryRun`).
+/// The decoded query string. The first value of a repeated key is the one read (kube's parameter
+/// codec, [`query`]), except `dryRun`, whose values are all read.
 #[derive(Debug, Default)]
 pub struct Query {
     values: HashMap<String, String>,
@@ -23,7 +26,9 @@ impl Query {
             if k == "dryRun" {
                 q.dry_run.push(v.to_string());
             }
-            q.values.insert(k.into_owned(), v.into_owned());
+            q.values
+                .entry(k.into_owned())
+                .or_insert_with(|| v.into_owned());
         }
         q
     }
@@ -32,15 +37,12 @@ impl Query {
         self.values.get(key).map(String::as_str)
     }
 
-    /// A boolean flag (`true`/`1`, absent = false).
-    pub fn flag(&self, key: &str) -> Result<bool, ApiError> {
-        match self.get(key) {
-            None | Some("" | "false" | "0" | "False") => Ok(false),
-            Some("true" | "1" | "True") => Ok(true),
-            Some(other) => Err(ApiError::BadRequest(format!(
-                "invalid value for {key}: {other:?}"
-            ))),
-        }
+    /// A boolean parameter, as kube's parameter codec reads it ([`query::bool_value`]): absent,
+    /// `0` and `false` (any case) are false, anything else is true. kube rejects no boolean
+    /// value (`Convert_Slice_string_To_bool` has no error case), so neither do we: a boolean
+    /// is never a 400.
+    pub fn flag(&self, key: &str) -> bool {
+        query::bool_value(self.get(key))
     }
 
     pub fn filter(&self) -> Result<Filter, ApiError> {
@@ -98,14 +100,8 @@ impl Query {
     }
 
     pub fn include_object(&self) -> Result<IncludeObject, ApiError> {
-        match self.get("includeObject") {
-            None | Some("") | Some("Metadata") => Ok(IncludeObject::Metadata),
-            Some("None") => Ok(IncludeObject::None),
-            Some("Object") => Ok(IncludeObject::Object),
-            Some(other) => Err(ApiError::BadRequest(format!(
-                "includeObject: Unsupported value: {other:?}: supported values: \"Metadata\", \"None\", \"Object\""
-            ))),
-        }
+        IncludeObject::from_query(self.get("includeObject"))
+            .map_err(|e| ApiError::BadRequest(e.to_string()))
     }
 
     /// `timeoutSeconds` of a watch.
@@ -167,16 +163,36 @@ mod tests {
             "dryRun=Some",
             "labelSelector=a+in+b",
             "fieldSelector=spec.x%3D1",
-            "watch=maybe",
+            "includeObject=object",
         ] {
             let query = Query::parse(Some(q));
             let failed = query.limit().is_err()
                 || query.field_validation().is_err()
                 || query.dry_run().is_err()
                 || query.filter().is_err()
-                || query.flag("watch").is_err();
+                || query.include_object().is_err();
             assert!(failed, "{q} should be refused");
         }
+    }
+
+    #[test]
+    fn booleans_follow_kube_s_parameter_codec_and_are_never_refused() {
+        for (q, want) in [
+            ("watch=maybe", true),
+            ("watch=yes", true),
+            ("watch=1", true),
+            ("watch=", true),
+            ("watch", true),
+            ("watch=false", false),
+            ("watch=FALSE", false),
+            ("watch=0", false),
+            ("", false),
+            // The first value of a repeated key is the one read, for every parameter.
+            ("watch=true&watch=false", true),
+        ] {
+            assert_eq!(Query::parse(Some(q)).flag("watch"), want, "{q}");
+        }
+        assert_eq!(Query::parse(Some("limit=2&limit=3")).limit().unwrap(), 2);
     }
 
     #[test]

@@ -15,11 +15,12 @@
 //! is reached through [`Tunnels`], injected: the tunnel port's sessions in the hub.
 
 use edgefleet_api::agent::agent_identity;
-use edgefleet_tunnel::{SessionRegistry, UpgradeOutcome};
+use edgefleet_apimachinery::impersonation::{self, Impersonate};
+use edgefleet_apimachinery::request_info::RequestInfo;
+use edgefleet_tunnel::{forwarding, SessionRegistry, UpgradeOutcome};
 use futures::future::BoxFuture;
 use http::header::{
-    HeaderName, HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST, PROXY_AUTHENTICATE,
-    PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    HeaderName, HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST, UPGRADE,
 };
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -33,119 +34,41 @@ use super::upgrade::{Io, PendingUpgrade, Upgrade};
 use crate::auth::UserInfo;
 use crate::errors::ApiError;
 use crate::registry::Registry;
-use crate::request_info::RequestInfo;
 
-const IMPERSONATE_USER: &str = "impersonate-user";
-const IMPERSONATE_GROUP: &str = "impersonate-group";
-const IMPERSONATE_UID: &str = "impersonate-uid";
-const IMPERSONATE_EXTRA_PREFIX: &str = "impersonate-extra-";
-/// kube's WebSocket handshake GUID (RFC 6455).
-const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-
-/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    [
-        CONNECTION,
-        TE,
-        TRAILER,
-        TRANSFER_ENCODING,
-        UPGRADE,
-        PROXY_AUTHENTICATE,
-        PROXY_AUTHORIZATION,
-        HOST,
-    ]
-    .contains(name)
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
-}
-
-/// Whether the caller's header may go to the edge cluster.
-fn forwardable(name: &HeaderName, connection_listed: &[String]) -> bool {
-    let n = name.as_str();
-    !(is_hop_by_hop(name)
+/// Whether the caller's header may go to the edge cluster: not hop-by-hop, not `Host` (the
+/// tunnel's stream has its own authority), and no credential or identity of the caller's
+/// (`Authorization`, `Impersonate-*`, the front proxy's `X-Remote-*`).
+fn forwardable(name: &HeaderName, connection_listed: &[HeaderName]) -> bool {
+    !(forwarding::is_hop_by_hop(name, connection_listed)
+        || *name == HOST
         || *name == AUTHORIZATION
-        || n.starts_with("impersonate-")
-        || n.starts_with("x-remote-")
-        || connection_listed.iter().any(|c| c == n))
-}
-
-/// Header names the `Connection` header lists (also hop-by-hop).
-fn connection_listed(headers: &HeaderMap) -> Vec<String> {
-    headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect()
-}
-
-/// kube escapes extra keys in `Impersonate-Extra-<key>` like a URL path segment.
-fn escape_extra_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+        || impersonation::is_impersonation_header(name)
+        || name.as_str().starts_with("x-remote-"))
 }
 
 /// The headers to send to the edge cluster for `user`'s request.
 pub fn edge_headers(caller: &HeaderMap, user: &UserInfo) -> Result<HeaderMap, ApiError> {
-    let listed = connection_listed(caller);
+    let listed = forwarding::connection_listed(caller);
     let mut out = HeaderMap::new();
     for (name, value) in caller {
         if forwardable(name, &listed) {
             out.append(name.clone(), value.clone());
         }
     }
-    let value = |s: &str| {
-        HeaderValue::from_str(s).map_err(|_| {
-            ApiError::BadRequest("the caller's identity cannot be sent as a header".into())
-        })
-    };
-    out.insert(
-        HeaderName::from_static(IMPERSONATE_USER),
-        value(&user.name)?,
-    );
-    for group in &user.groups {
-        out.append(HeaderName::from_static(IMPERSONATE_GROUP), value(group)?);
+    Impersonate {
+        user: &user.name,
+        uid: &user.uid,
+        groups: &user.groups,
+        extra: &user.extra,
     }
-    if !user.uid.is_empty() {
-        out.insert(HeaderName::from_static(IMPERSONATE_UID), value(&user.uid)?);
-    }
-    for (key, values) in &user.extra {
-        let name = HeaderName::from_bytes(
-            format!("{IMPERSONATE_EXTRA_PREFIX}{}", escape_extra_key(key)).as_bytes(),
-        )
-        .map_err(|_| {
-            ApiError::BadRequest(format!("user extra key {key:?} cannot be sent as a header"))
-        })?;
-        for v in values {
-            out.append(name.clone(), value(v)?);
-        }
-    }
+    .write(&mut out)
+    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     Ok(out)
 }
 
 /// The upgrade protocol of an HTTP/1.1 upgrade request (`websocket`, `spdy/3.1`).
 fn upgrade_protocol<B>(req: &Request<B>) -> Option<String> {
-    upgrade_protocol_of(req.headers())
-}
-
-fn upgrade_protocol_of(headers: &HeaderMap) -> Option<String> {
-    let upgrading = connection_listed(headers).iter().any(|t| t == "upgrade");
-    let protocol = headers
-        .get(UPGRADE)?
-        .to_str()
-        .ok()?
-        .trim()
-        .to_ascii_lowercase();
-    (upgrading && !protocol.is_empty()).then_some(protocol)
+    forwarding::upgrade_protocol(req.headers())
 }
 
 /// Authorizes a protocol upgrade through the proxy as `create`, whatever its method.
@@ -159,19 +82,9 @@ fn upgrade_protocol_of(headers: &HeaderMap) -> Option<String> {
 /// POSTs, so `create` already. Called by the request-info layer, before anything judges the
 /// request.
 pub fn authorize_upgrades_as_create(info: &mut RequestInfo, headers: &HeaderMap) {
-    if is_proxy(info) && upgrade_protocol_of(headers).is_some() {
+    if is_proxy(info) && forwarding::upgrade_protocol(headers).is_some() {
         info.verb = "create".to_string();
     }
-}
-
-/// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key` (RFC 6455 §4.2.2).
-fn websocket_accept(key: &str) -> String {
-    use base64::Engine as _;
-    let digest = ring::digest::digest(
-        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
-        format!("{key}{WEBSOCKET_GUID}").as_bytes(),
-    );
-    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
 }
 
 /// How the proxy reaches an edge cluster's agent: the tunnel port's sessions in the hub, a
@@ -362,7 +275,7 @@ fn switching_protocols(
         .get("sec-websocket-key")
         .and_then(|k| k.to_str().ok())
     {
-        resp = resp.header("sec-websocket-accept", websocket_accept(key));
+        resp = resp.header("sec-websocket-accept", forwarding::websocket_accept(key));
     }
     for name in [
         "sec-websocket-protocol",
@@ -398,13 +311,7 @@ fn connect_head(path_and_query: &str, mut headers: HeaderMap) -> Result<Request<
 /// The agent's response, streamed to the caller without hop-by-hop headers.
 fn relay(response: Response<Body>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
-    let listed = connection_listed(&parts.headers);
-    let names: Vec<HeaderName> = parts.headers.keys().cloned().collect();
-    for name in names {
-        if is_hop_by_hop(&name) || listed.iter().any(|c| c == name.as_str()) {
-            parts.headers.remove(&name);
-        }
-    }
+    forwarding::remove_hop_by_hop(&mut parts.headers);
     parts.extensions.insert(Relayed);
     Response::from_parts(parts, body)
 }
@@ -492,15 +399,6 @@ mod tests {
     }
 
     #[test]
-    fn websocket_accept_matches_rfc_6455() {
-        // The example of RFC 6455 §1.3.
-        assert_eq!(
-            websocket_accept("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
-    }
-
-    #[test]
     fn the_connect_for_an_upgrade_carries_no_content_length() {
         // kubectl's SPDY exec: POST, Content-Length: 0, Upgrade: SPDY/3.1.
         let mut caller = HeaderMap::new();
@@ -536,8 +434,11 @@ mod tests {
             .body(())
             .unwrap();
         let info_of = |req: &Request<()>| {
-            let mut info =
-                crate::request_info::parse(req.method(), req.uri().path(), req.uri().query());
+            let mut info = edgefleet_apimachinery::request_info::parse(
+                req.method(),
+                req.uri().path(),
+                req.uri().query(),
+            );
             authorize_upgrades_as_create(&mut info, req.headers());
             info
         };

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use edgefleet_apimachinery::request_info::RequestInfo;
+use edgefleet_apimachinery::table::{IncludeObject, ListMeta};
 use futures::StreamExt;
 use http::header::{ACCEPT, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -19,12 +21,10 @@ use crate::agents::AgentHub;
 use crate::errors::ApiError;
 use crate::negotiation::{self, BodyType, Encoding, Offers, Representation, Transform};
 use crate::registry::cacher::CachedObject;
-use crate::registry::table::{IncludeObject, ListMeta};
 use crate::registry::watch::{Frame, WatchOptions, WatchStart};
 use crate::registry::{
     DeleteOptions, ListOptions, Patch, Registry, Resource, Target, WriteOptions, WriteOutcome,
 };
-use crate::request_info::RequestInfo;
 
 /// kube-apiserver's `--min-request-timeout`: watches without `timeoutSeconds` end after a random
 /// time between one and two of these, so that clients re-spread over replicas.
@@ -114,7 +114,7 @@ impl Ctx<'_> {
             dry_run: self.query.dry_run()?,
             field_manager: self.query.field_manager(self.header(USER_AGENT))?,
             field_validation: self.query.field_validation()?,
-            force: self.query.flag("force")?,
+            force: self.query.flag("force"),
         })
     }
 
@@ -246,9 +246,10 @@ impl Ctx<'_> {
     async fn watch(&self) -> Result<Response<Body>, ApiError> {
         let rep = self.representation()?;
         let mut filter = self.query.filter()?;
-        if !self.info.name.is_empty() {
-            // `/watch/.../<name>` (deprecated form): a watch of one object.
-            filter.fields = crate::selectors::FieldSelectorExpr::parse(
+        if !self.info.name.is_empty() && filter.fields.is_empty() {
+            // `/watch/.../<name>` (deprecated form): a watch of one object. (A name taken from
+            // `fieldSelector=metadata.name=` is already in the selector, with its other terms.)
+            filter.fields = edgefleet_apimachinery::selectors::FieldSelectorExpr::parse(
                 &format!("metadata.name={}", self.info.name),
                 crate::registry::object::SELECTABLE_FIELDS,
             )
@@ -258,11 +259,12 @@ impl Ctx<'_> {
             .query
             .get("resourceVersion")
             .filter(|rv| !rv.is_empty());
-        let send_initial = match self.query.get("sendInitialEvents") {
-            None | Some("") => None,
-            Some(_) => Some(self.query.flag("sendInitialEvents")?),
-        };
-        let bookmarks = self.query.flag("allowWatchBookmarks")?;
+        // A `*bool`: present (even empty, which is true) or not.
+        let send_initial = self
+            .query
+            .get("sendInitialEvents")
+            .map(|_| self.query.flag("sendInitialEvents"));
+        let bookmarks = self.query.flag("allowWatchBookmarks");
         if send_initial.is_some() {
             if !bookmarks {
                 return Err(ApiError::BadRequest(

@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use edgefleet_apimachinery::request_info::RequestInfo;
 use http::header::ACCEPT;
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
@@ -24,7 +25,6 @@ use crate::audit::Auditor;
 use crate::errors::ApiError;
 use crate::negotiation::{negotiate, Encoding, Offers, Transform};
 use crate::registry::Registry;
-use crate::request_info::RequestInfo;
 
 /// A subresource served by a handler of its own rather than by the generic resource handlers
 /// (kube's `rest.Connecter`s: `clusters/proxy`, `clusters/bootstrap`). The request is

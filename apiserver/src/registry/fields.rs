@@ -1,15 +1,15 @@
 //! managedFields: who owns which fields (every write), and server-side apply, through the
-//! [`crate::apply`] engine with the kind's compiled schema.
+//! [`edgefleet_apimachinery::apply`] engine with the kind's compiled schema.
 
 use edgefleet_api::jiff::Timestamp;
 use edgefleet_api::API_VERSION;
+use edgefleet_apimachinery::apply::{self, ApplyError, ApplyRequest, Scope};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::Value;
 
 use super::object;
 use super::write::{Target, WriteOptions};
 use super::Resource;
-use crate::apply::{self, ApplyError, ApplyRequest, Scope};
 use crate::errors::ApiError;
 
 fn scope(target: Target) -> Scope {

@@ -31,11 +31,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use edgefleet_apimachinery::apply::ObjectSchema;
+use edgefleet_apimachinery::selectors::{FieldSelectorExpr, LabelSelectorExpr};
 use serde_json::{Map, Value};
 
-use crate::apply::ObjectSchema;
 use crate::errors::{ApiError, GroupResource};
-use crate::selectors::{FieldSelectorExpr, LabelSelectorExpr};
 use crate::storage::{DynStorage, KeyValue};
 use cacher::{CachedObject, Cacher, Decoder};
 use kind::{KindStrategy, Typed};

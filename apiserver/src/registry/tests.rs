@@ -430,7 +430,8 @@ async fn lists_page_at_one_revision() {
         namespace: "retail".into(),
         limit: 2,
         filter: Filter {
-            labels: crate::selectors::LabelSelectorExpr::parse("even=yes").unwrap(),
+            labels: edgefleet_apimachinery::selectors::LabelSelectorExpr::parse("even=yes")
+                .unwrap(),
             ..Default::default()
         },
         ..Default::default()
@@ -463,7 +464,7 @@ fn watch_opts(start: WatchStart, labels: &str) -> WatchOptions {
     WatchOptions {
         namespace: "retail".into(),
         filter: Filter {
-            labels: crate::selectors::LabelSelectorExpr::parse(labels).unwrap(),
+            labels: edgefleet_apimachinery::selectors::LabelSelectorExpr::parse(labels).unwrap(),
             ..Default::default()
         },
         start,

@@ -278,6 +278,34 @@ async fn lists_honour_label_and_field_selectors() {
 }
 
 #[tokio::test]
+async fn selectors_and_table_options_the_hub_refuses_are_refused() {
+    // The simulator's own parser used to accept these; the hub's (now the one parser) does not.
+    for uri in [
+        "/api/v1/nodes?labelSelector=tier%3Da%20b",
+        "/api/v1/nodes?labelSelector=Tier%20Key%3Dx",
+        "/api/v1/nodes?labelSelector=tier%3D-edge",
+        "/api/v1/nodes?labelSelector=tier%20in%20(a)b",
+        "/api/v1/namespaces?fieldSelector=metadata.name%3Da%3Db",
+        "/api/v1/namespaces?fieldSelector=metadata.name%3Da%5Cb",
+    ] {
+        let response = get(uri, None);
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{uri}");
+        let status = body_json(response).await;
+        assert_eq!(status["reason"], "BadRequest", "{uri}");
+    }
+    let bad = get("/api/v1/nodes?includeObject=Everything", Some(TABLE));
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let message = body_json(bad).await["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.starts_with("includeObject: Unsupported value"),
+        "{message}"
+    );
+    // A watch flag is never refused: `?watch=yes` is a watch, as on the hub.
+    let watch = get("/api/v1/nodes?watch=yes&timeoutSeconds=0", None);
+    assert_eq!(watch.status(), StatusCode::OK);
+}
+
+#[tokio::test]
 async fn single_objects_as_json_and_table_and_missing_ones_as_404() {
     let node = body_json(get("/api/v1/nodes/store-1-node-1", None)).await;
     assert_eq!(node["kind"], "Node");

@@ -34,6 +34,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use edgefleet_tunnel::error_chain;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Resource;
 use rustls_pki_types::CertificateDer;
@@ -46,7 +47,7 @@ use super::x509::{parse_pem_certificates, CaBundleError};
 use super::{
     CertificateVerifier, RequestHeaderAuthenticator, RequestHeaderConfig, X509Authenticator,
 };
-use crate::auth::delegation::{self, error_chain, RequestError, RetryBackoff, CONFIGMAP_TIMEOUT};
+use crate::auth::delegation::{self, RequestError, RetryBackoff, CONFIGMAP_TIMEOUT};
 use crate::auth::swap::{Swap, WeakSwap};
 
 pub const AUTHENTICATION_CONFIGMAP_NAMESPACE: &str = "kube-system";

@@ -23,8 +23,6 @@
 //! chain at once (see [`requestheader`]), so a forged `X-Remote-User` can never fall through to
 //! the connection's own certificate or to anonymous.
 
-use std::error::Error as _;
-
 use async_trait::async_trait;
 use http::header::HeaderName;
 use http::request::Parts;
@@ -138,14 +136,7 @@ pub enum AuthnError {
 impl AuthnError {
     /// The error and its causes, for the message of the 401 `Status`.
     pub fn message(&self) -> String {
-        let mut message = self.to_string();
-        let mut source = self.source();
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        message
+        edgefleet_tunnel::error_chain(self)
     }
 
     /// Front-proxy identity headers that the connection cannot vouch for: a spoofing attempt or a

@@ -25,6 +25,7 @@
 use std::fmt;
 
 use async_trait::async_trait;
+use edgefleet_apimachinery::impersonation::decode_extra_key;
 use http::header::HeaderName;
 use http::request::Parts;
 use http::HeaderMap;
@@ -254,7 +255,7 @@ impl RequestHeaderAuthenticator {
                 if let Some(key) = header.as_str().strip_prefix(prefix.as_str()) {
                     let value = header_str(header, value)?;
                     user.extra
-                        .entry(unescape_extra_key(key))
+                        .entry(decode_extra_key(key))
                         .or_default()
                         .push(value.to_string());
                 }
@@ -287,24 +288,6 @@ fn first_value<'a>(headers: &'a HeaderMap, names: &[HeaderName]) -> Result<&'a s
         }
     }
     Ok("")
-}
-
-/// Decodes `%XX` escapes in an extra key as Go's `url.PathUnescape`; a key with a malformed
-/// escape (or one that decodes to invalid UTF-8) is kept as sent, as kube does.
-pub(crate) fn unescape_extra_key(encoded: &str) -> String {
-    let bytes = encoded.as_bytes();
-    let well_formed = bytes.iter().enumerate().all(|(i, b)| {
-        *b != b'%'
-            || (bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
-    });
-    if !well_formed {
-        return encoded.to_string();
-    }
-    match percent_encoding::percent_decode_str(encoded).decode_utf8() {
-        Ok(decoded) => decoded.into_owned(),
-        Err(_) => encoded.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use edgefleet_tunnel::error_chain;
 use http::request::Parts;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use kube::Resource;
@@ -38,7 +39,7 @@ use super::token::bearer_token;
 use super::{Authenticator, AuthnError, Result};
 use crate::auth::cache::{LookupCache, DEFAULT_MAX_ENTRIES};
 use crate::auth::delegation::{
-    self, error_chain, RequestError, RetryBackoff, DEFAULT_TOKEN_CACHE_TTL, TOKEN_REVIEW_TIMEOUT,
+    self, RequestError, RetryBackoff, DEFAULT_TOKEN_CACHE_TTL, TOKEN_REVIEW_TIMEOUT,
 };
 use crate::auth::UserInfo;
 

@@ -1003,18 +1003,6 @@ fn invalid_objects_are_refused_with_field_errors() {
 
 // ---- policy files ----------------------------------------------------------------------------
 
-/// The error and its causes, as `anyhow`'s `{:#}` prints them.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 const POLICY: &str = r#"
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
@@ -1121,7 +1109,7 @@ rules:
 }
 
 fn load_error(yaml: &str) -> String {
-    chain(&parse_policy_yaml(yaml, "policy.yaml").unwrap_err())
+    edgefleet_tunnel::error_chain(&parse_policy_yaml(yaml, "policy.yaml").unwrap_err())
 }
 
 #[test]

@@ -43,7 +43,6 @@ use tower::{Layer, Service};
 use tracing::Instrument as _;
 
 use super::{ready_inner, request_info_of, Authenticated, Next, ServiceFuture};
-use crate::audit::event::ObjectReference;
 use crate::audit::event::{MAX_USER_AGENT_BYTES, USER_AGENT_TRUNCATED_SUFFIX};
 use crate::audit::{
     edge, AuditedRequest, Auditor, ProxyTarget, RequestAttributes, ResponseStatus, SessionHeader,
@@ -55,7 +54,7 @@ use crate::http::body::{self, error_response, Body, ErrorStatus, Relayed};
 use crate::http::proxy;
 use crate::http::server::ConnectionInfo;
 use crate::http::upgrade::PendingUpgrade;
-use crate::request_info::RequestInfo;
+use edgefleet_apimachinery::request_info::{self, RequestInfo};
 
 /// Largest relayed response (by its `Content-Length`) read whole before it is sent, so that its
 /// `ResponseComplete` is durable first. The tunnel's per-stream window: a size the hub holds
@@ -249,18 +248,9 @@ pub fn hub_attributes(
     user: UserInfo,
     request_uri: String,
 ) -> RequestAttributes {
-    let target = if info.is_resource_request {
-        Target::Resource(ObjectReference {
-            resource: info.resource.clone(),
-            namespace: info.namespace.clone(),
-            name: info.name.clone(),
-            api_group: info.api_group.clone(),
-            api_version: info.api_version.clone(),
-            subresource: info.subresource.clone(),
-            ..ObjectReference::default()
-        })
-    } else {
-        Target::NonResource(info.path.clone())
+    let target = match edge::object_ref(info) {
+        Some(object) => Target::Resource(object),
+        None => Target::NonResource(info.path.clone()),
     };
     RequestAttributes {
         audit_id: None,
@@ -272,11 +262,7 @@ pub fn hub_attributes(
         user_agent: String::new(),
         target,
         proxy: None,
-        long_running: edge::is_long_running(
-            info.is_resource_request,
-            &info.verb,
-            &info.subresource,
-        ),
+        long_running: info.is_long_running(),
         // Subresources other than status may act on a GET (bootstrap mints a token).
         read_only: if info.is_resource_request {
             matches!(info.verb.as_str(), "get" | "list" | "watch")
@@ -300,8 +286,8 @@ pub fn proxied_attributes(
     request_uri: String,
 ) -> RequestAttributes {
     let edge_path = format!("/{}", hub.rest);
-    let edge = edge::parse(method, &edge_path, query);
-    let target = match edge.object_ref() {
+    let edge = request_info::parse(method, &edge_path, query);
+    let target = match edge::object_ref(&edge) {
         Some(object) => Target::Resource(object),
         None => Target::NonResource(edge_path),
     };

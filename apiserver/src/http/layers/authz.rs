@@ -16,7 +16,7 @@ use super::{ready_inner, request_info_of, user_in, AuditContext, Next, ServiceFu
 use crate::auth::{Attributes, Authorizer, Decision, Forbidden, UserInfo};
 use crate::errors::{ApiError, GroupResource};
 use crate::http::body::{error_response, Body};
-use crate::request_info::RequestInfo;
+use edgefleet_apimachinery::request_info::RequestInfo;
 
 /// Refuses what the authorizer does not allow.
 #[derive(Clone)]
@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn resource_and_non_resource_requests_become_kube_attributes() {
-        let info = crate::request_info::parse(
+        let info = edgefleet_apimachinery::request_info::parse(
             &Method::GET,
             "/apis/edgefleet.io/v1alpha1/namespaces/retail/clusters/edge-1/status",
             None,
@@ -150,7 +150,7 @@ mod tests {
             ),
             ("get", "retail", "clusters", "status", "edge-1")
         );
-        let info = crate::request_info::parse(&Method::GET, "/healthz", None);
+        let info = edgefleet_apimachinery::request_info::parse(&Method::GET, "/healthz", None);
         let a = attributes(&UserInfo::new("alice"), &info);
         assert!(!a.resource_request);
         assert_eq!(a.path, "/healthz");
@@ -158,7 +158,7 @@ mod tests {
 
     #[test]
     fn a_denial_is_kube_s_forbidden_for_the_resource() {
-        let info = crate::request_info::parse(
+        let info = edgefleet_apimachinery::request_info::parse(
             &Method::DELETE,
             "/apis/edgefleet.io/v1alpha1/environments/retail",
             None,

@@ -28,7 +28,7 @@ use tower::Service;
 use super::body::{error_response, Body};
 use crate::auth::UserInfo;
 use crate::errors::ApiError;
-use crate::request_info::RequestInfo;
+use edgefleet_apimachinery::request_info::RequestInfo;
 
 pub mod audit;
 pub mod authn;

@@ -13,7 +13,7 @@ use tower::{Layer, Service};
 
 use super::ServiceFuture;
 use crate::http::body::Body;
-use crate::request_info::{self, RequestInfo};
+use edgefleet_apimachinery::request_info::{self, RequestInfo};
 
 /// Puts the request's [`RequestInfo`] into its extensions.
 #[derive(Clone, Copy, Debug, Default)]

@@ -254,14 +254,14 @@ fn non_utf8_values_are_refused() {
 
 #[test]
 fn extra_keys_are_decoded_like_kube() {
-    assert_eq!(unescape_extra_key("scopes"), "scopes");
-    assert_eq!(unescape_extra_key("acme.com%2fteam"), "acme.com/team");
-    assert_eq!(unescape_extra_key("a%25b"), "a%b");
-    assert_eq!(unescape_extra_key("caf%c3%a9"), "café");
+    assert_eq!(decode_extra_key("scopes"), "scopes");
+    assert_eq!(decode_extra_key("acme.com%2fteam"), "acme.com/team");
+    assert_eq!(decode_extra_key("a%25b"), "a%b");
+    assert_eq!(decode_extra_key("caf%c3%a9"), "café");
     // Malformed escapes and invalid UTF-8 keep the key as sent.
-    assert_eq!(unescape_extra_key("bad%zz"), "bad%zz");
-    assert_eq!(unescape_extra_key("trailing%2"), "trailing%2");
-    assert_eq!(unescape_extra_key("bytes%ff"), "bytes%ff");
+    assert_eq!(decode_extra_key("bad%zz"), "bad%zz");
+    assert_eq!(decode_extra_key("trailing%2"), "trailing%2");
+    assert_eq!(decode_extra_key("bytes%ff"), "bytes%ff");
 }
 
 #[test]

@@ -21,6 +21,12 @@
 //! | `x-kubernetes-embedded-resource` | `apiVersion`, `kind` and `metadata` (ObjectMeta) declared |
 //!
 //! `allOf: [{$ref}]` (how `metadata` refers to ObjectMeta) is a plain reference.
+//!
+//! A kind without a schema (any kind a simulated cluster stores) uses
+//! [`ObjectSchema::deduced`], SMD's `DeducedParseableType`: every map is granular and its keys
+//! are fields (so `metadata.labels.app` and `data.key` are owned one by one), every list is
+//! atomic (owned and replaced whole), every other value a scalar; nothing is refused as an
+//! unknown field. Apply, update tracking and conflicts work on it as on a typed schema.
 
 use std::collections::HashMap;
 
@@ -191,6 +197,16 @@ impl ObjectSchema {
             root: root_id,
             gvk,
         })
+    }
+
+    /// The schema of an object of a kind nobody described (see the module docs): every node
+    /// deduced from its value.
+    pub fn deduced() -> Self {
+        ObjectSchema {
+            atoms: vec![untyped_atomic(), deduced()],
+            root: DEDUCED,
+            gvk: None,
+        }
     }
 
     /// The kind the schema is for, when the schema says.

@@ -1482,3 +1482,156 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The deduced schema: kinds nobody described (what a simulated cluster stores).
+
+fn deduced_schema() -> &'static ObjectSchema {
+    static S: OnceLock<ObjectSchema> = OnceLock::new();
+    S.get_or_init(ObjectSchema::deduced)
+}
+
+/// A Deployment-like object of a kind the engine has no schema for.
+fn workload(name: &str, replicas: i64, args: &[&str]) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "shop", "labels": {"app": name}},
+        "spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": "web", "args": args}]}}},
+    })
+}
+
+fn deduced_apply(
+    live: Option<&Value>,
+    manager: &str,
+    config: &Value,
+    force: bool,
+    t: i64,
+) -> Result<Value> {
+    apply(ApplyRequest {
+        schema: deduced_schema(),
+        live,
+        config,
+        manager,
+        force,
+        scope: Scope::Main,
+        api_version: "apps/v1",
+        now: at(t),
+    })
+}
+
+#[test]
+fn an_object_of_an_unknown_kind_is_applied_with_managed_fields() {
+    let created = deduced_apply(None, "kubectl", &workload("web", 2, &["-v"]), false, 1).unwrap();
+    assert_eq!(created["spec"]["replicas"], 2);
+    assert_eq!(created["kind"], "Deployment");
+    let entries = managed_fields(&created);
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["manager"], "kubectl");
+    assert_eq!(entries[0]["operation"], "Apply");
+    assert_eq!(entries[0]["apiVersion"], "apps/v1");
+    // Maps are granular down to every key, each map also a member ("."), as SMD deduces
+    // them; the list is one field.
+    assert_eq!(
+        entries[0]["fieldsV1"],
+        json!({
+            "f:metadata": {"f:labels": {".": {}, "f:app": {}}},
+            "f:spec": {".": {}, "f:replicas": {}, "f:template": {".": {}, "f:spec": {".": {}, "f:containers": {}}}},
+        })
+    );
+    // Applying it again changes nothing, times included.
+    let again = deduced_apply(
+        Some(&created),
+        "kubectl",
+        &workload("web", 2, &["-v"]),
+        false,
+        2,
+    )
+    .unwrap();
+    assert_eq!(again, created);
+}
+
+#[test]
+fn managers_of_an_unknown_kind_conflict_on_the_fields_they_share() {
+    let live = deduced_apply(None, "ci", &workload("web", 2, &["-v"]), false, 1).unwrap();
+    // Another manager setting the same replicas shares the field; a different value conflicts.
+    let scaler = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "shop"}, "spec": {"replicas": 5}});
+    let err = deduced_apply(Some(&live), "hpa", &scaler, false, 2).unwrap_err();
+    assert_eq!(
+        conflict_fields(&err),
+        [("ci".into(), ".spec.replicas".into())]
+    );
+    assert_eq!(
+        err.message(),
+        "Apply failed with 1 conflict: conflict with \"ci\": .spec.replicas"
+    );
+    // The list is atomic: changing one argument conflicts on the whole list.
+    let err =
+        deduced_apply(Some(&live), "ops", &workload("web", 2, &["-vv"]), false, 2).unwrap_err();
+    assert_eq!(
+        conflict_fields(&err),
+        [("ci".into(), ".spec.template.spec.containers".into())]
+    );
+    // Forced, the scaler takes replicas and ci keeps the rest.
+    let forced = deduced_apply(Some(&live), "hpa", &scaler, true, 3).unwrap();
+    assert_eq!(forced["spec"]["replicas"], 5);
+    let ci = managed_fields(&forced)
+        .into_iter()
+        .find(|e| e["manager"] == "ci")
+        .unwrap();
+    assert!(
+        ci["fieldsV1"]["f:spec"].get("f:replicas").is_none(),
+        "{ci:#}"
+    );
+    assert!(
+        ci["fieldsV1"]["f:spec"].get("f:template").is_some(),
+        "{ci:#}"
+    );
+}
+
+#[test]
+fn an_applier_of_an_unknown_kind_prunes_what_it_stops_applying() {
+    let live = deduced_apply(None, "ci", &workload("web", 2, &["-v"]), false, 1).unwrap();
+    let mut less = workload("web", 2, &["-v"]);
+    less["metadata"].as_object_mut().unwrap().remove("labels");
+    let pruned = deduced_apply(Some(&live), "ci", &less, false, 2).unwrap();
+    assert!(pruned["metadata"].get("labels").is_none(), "{pruned:#}");
+    // An updater's fields of an unknown kind are tracked too, and survive the applier's prune.
+    let mut edited = pruned.clone();
+    edited["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("managedFields");
+    edited["data"] = json!({"note": "by hand"});
+    let updated = record_update(
+        deduced_schema(),
+        Some(&pruned),
+        edited,
+        "kubectl-edit",
+        Scope::Main,
+        "apps/v1",
+        at(3),
+    )
+    .unwrap();
+    let edit = managed_fields(&updated)
+        .into_iter()
+        .find(|e| e["manager"] == "kubectl-edit")
+        .unwrap();
+    assert_eq!(edit["fieldsV1"], json!({"f:data": {".": {}, "f:note": {}}}));
+    let reapplied = deduced_apply(Some(&updated), "ci", &less, false, 4).unwrap();
+    assert_eq!(reapplied["data"]["note"], "by hand");
+}
+
+#[test]
+fn the_deduced_schema_accepts_any_field_and_still_checks_the_kind_s_identity() {
+    let odd = json!({"apiVersion": "apps/v1", "kind": "Anything", "metadata": {"name": "x"},
+        "whatever": {"nested": [1, {"a": null}]}, "n": 1.5});
+    assert!(deduced_apply(None, "m", &odd, false, 1).is_ok());
+    let other_version =
+        json!({"apiVersion": "apps/v2", "kind": "Deployment", "metadata": {"name": "x"}});
+    assert!(matches!(
+        deduced_apply(None, "m", &other_version, false, 1),
+        Err(ApplyError::InvalidConfig(_))
+    ));
+    assert!(deduced_schema().group_version_kind().is_none());
+}
