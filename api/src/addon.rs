@@ -1,7 +1,9 @@
 //! `ClusterAddon`: a versioned piece of software for edge clusters.
 //!
 //! Exactly one source: inline `manifests`, or a `helm` chart reference with values. Changing
-//! `spec.version` (or the source) is what Placements roll out.
+//! `spec.version` (or the source) is what Placements roll out. A source is at most
+//! [`MAX_ADDON_SOURCE_BYTES`] of compact JSON, refused when written (422 naming the field): an
+//! add-on that validates is one the hub can deliver.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
@@ -9,6 +11,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::delivery::{DriftMode, MAX_ADDON_SOURCE_BYTES};
+use crate::fleet::VersionCount;
 use crate::kind::{kind_accessors, ApiKind, ResourceInfo, Scope};
 use crate::table::{self, PrinterColumn};
 use crate::validation::{is_dns1123_label, ErrorList, FieldError, Path};
@@ -58,6 +62,11 @@ pub struct ClusterAddonSpec {
     /// A Helm chart to render and apply. Exclusive with `manifests`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub helm: Option<HelmChart>,
+    /// What the agent does when an object of this add-on changes on an edge cluster: `Correct`
+    /// (the default) re-applies it within seconds; `Report` leaves it and reports the changed
+    /// field paths in the cluster's status. Add-ons an Environment requires are always corrected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftMode>,
 }
 
 /// HelmChart references a chart in a repository.
@@ -76,7 +85,9 @@ pub struct HelmChart {
     /// Release name; defaults to the add-on name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_name: Option<String>,
-    /// Values passed to the chart.
+    /// Values passed to the chart (an object). A Placement's `spec.addons[].values` are merged
+    /// over them as a JSON merge patch (RFC 7386: objects merge key by key, anything else
+    /// replaces, `null` removes); nothing is templated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::free_form_object")]
     pub values: Option<Value>,
@@ -86,12 +97,19 @@ pub struct HelmChart {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterAddonStatus {
-    /// Clusters whose desired bundle contains this add-on.
+    /// Clusters whose desired bundle contains this add-on (targeted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clusters: Option<i32>,
-    /// Of those, clusters reporting it Ready at this version.
+    /// Of those, clusters reporting it Ready at the version they should run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<i32>,
+    /// Of those, clusters reporting it Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<i32>,
+    /// Targeted clusters per version they report running (`unknown` before a first report).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["version"]))]
+    pub versions: Vec<VersionCount>,
     /// The spec generation this status was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -105,9 +123,12 @@ const ADDON_COLUMNS: &[PrinterColumn] = &[
     PrinterColumn::NAME,
     PrinterColumn::string("Version", "Version of the add-on."),
     PrinterColumn::string("Source", "helm or manifests."),
+    PrinterColumn::integer("Clusters", "Clusters that should run the add-on."),
+    PrinterColumn::string("Ready", "Clusters running it Ready, of those that should."),
     PrinterColumn::AGE,
     PrinterColumn::string("Chart", "Helm chart and version.").wide(),
-    PrinterColumn::integer("Clusters", "Clusters that should run the add-on.").wide(),
+    PrinterColumn::integer("Failed", "Clusters reporting it Failed.").wide(),
+    PrinterColumn::string("Drift", "Correct or Report.").wide(),
 ];
 
 impl ApiKind for ClusterAddon {
@@ -126,6 +147,10 @@ impl ApiKind for ClusterAddon {
     };
 
     kind_accessors!();
+
+    fn default_fields(&mut self) {
+        self.spec.drift.get_or_insert(DriftMode::Correct);
+    }
 
     fn validate(&self) -> ErrorList {
         let spec = Path::new("spec");
@@ -163,6 +188,12 @@ impl ApiKind for ClusterAddon {
         for (i, m) in self.spec.manifests.iter().enumerate() {
             errs.extend(validate_manifest(m, &spec.child("manifests").index(i)));
         }
+        if json_size(&self.spec.manifests) > MAX_ADDON_SOURCE_BYTES {
+            errs.push(FieldError::too_long(
+                &spec.child("manifests"),
+                MAX_ADDON_SOURCE_BYTES,
+            ));
+        }
         if let Some(helm) = &self.spec.helm {
             let p = spec.child("helm");
             for (field, value) in [
@@ -186,6 +217,20 @@ impl ApiKind for ClusterAddon {
                     "must be an https://, http:// or oci:// URL",
                 ));
             }
+            if let Some(values) = &helm.values {
+                if !values.is_object() {
+                    errs.push(FieldError::invalid(
+                        &p.child("values"),
+                        values.clone(),
+                        "must be an object",
+                    ));
+                } else if json_size(values) > MAX_ADDON_SOURCE_BYTES {
+                    errs.push(FieldError::too_long(
+                        &p.child("values"),
+                        MAX_ADDON_SOURCE_BYTES,
+                    ));
+                }
+            }
         }
         errs
     }
@@ -205,16 +250,44 @@ impl ApiKind for ClusterAddon {
             .helm
             .as_ref()
             .map(|h| format!("{}:{}", h.chart, h.version));
-        let clusters = self.status.as_ref().and_then(|s| s.clusters);
+        let status = self.status.clone().unwrap_or_default();
+        let ready = status
+            .clusters
+            .map(|n| format!("{}/{n}", status.ready.unwrap_or(0)));
+        let drift = match self.spec.drift.unwrap_or_default() {
+            DriftMode::Correct => "Correct",
+            DriftMode::Report => "Report",
+        };
         vec![
             Value::from(self.metadata.name.clone().unwrap_or_default()),
             table::text(Some(&self.spec.version)),
             Value::from(source),
+            status.clusters.map_or(Value::Null, Value::from),
+            table::text(ready.as_deref()),
             table::age(self.metadata.creation_timestamp.as_ref(), now),
             table::text(chart.as_deref()),
-            clusters.map_or(Value::Null, Value::from),
+            status.failed.map_or(Value::Null, Value::from),
+            Value::from(drift),
         ]
     }
+}
+
+/// Bytes of `value` as compact JSON (what the size limits count).
+pub(crate) fn json_size(value: &impl Serialize) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Serialising a JSON value into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
 }
 
 /// An inline manifest is a Kubernetes object: an object with `apiVersion`, `kind` and a name.

@@ -167,22 +167,30 @@ pub struct GpuInventory {
     pub allocatable: i32,
 }
 
-/// AddonState is the state of one add-on on the cluster.
+/// AddonState is the state of one add-on of the cluster's desired bundle.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AddonState {
     /// Name of the ClusterAddon.
     pub name: String,
-    /// Version applied.
+    /// Version the cluster should run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
-    /// Pending, Applying, Ready, Failed or Drifted.
+    /// Pending (not applied at this version yet: being delivered, or the agent is away),
+    /// Applied (applied, not all objects ready), Ready, Failed (`message` has the edge's own
+    /// words) or Drifted (`drift: Report` and an object differs from the desired state).
     #[serde(default)]
     pub state: String,
     /// Human-readable detail, e.g. the apply error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// When `state` last changed, as the agent reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
 }
+
+/// `AddonState.state` of an add-on reported Ready at the content it should run.
+pub const ADDON_STATE_READY: &str = "Ready";
 
 /// The STATUS cell of a cluster whose agent has never connected.
 pub const CLUSTER_STATE_PENDING: &str = "Pending";
@@ -201,6 +209,7 @@ const CLUSTER_COLUMNS: &[PrinterColumn] = &[
     PrinterColumn::string("Nodes", "Ready/total nodes."),
     PrinterColumn::integer("GPUs", "Total GPUs."),
     PrinterColumn::AGE,
+    PrinterColumn::string("Addons", "Add-ons Ready, of those the cluster should run."),
     PrinterColumn::string("Desired", "Desired Kubernetes version (spec).").wide(),
     PrinterColumn::string("GPU-Model", "GPU models present.").wide(),
     PrinterColumn::string("Hub", "Hub replica holding the tunnel.").wide(),
@@ -302,6 +311,12 @@ impl ApiKind for Cluster {
         let nodes = status.nodes.map(|n| format!("{}/{}", n.ready, n.total));
         let gpus: i64 = status.gpus.iter().map(|g| i64::from(g.count)).sum();
         let models: Vec<&str> = status.gpus.iter().map(|g| g.model.as_str()).collect();
+        let ready = status
+            .addons
+            .iter()
+            .filter(|a| a.state == ADDON_STATE_READY)
+            .count();
+        let addons = format!("{ready}/{}", status.addons.len());
         vec![
             Value::from(self.metadata.name.clone().unwrap_or_default()),
             table::text(self.metadata.namespace.as_deref()),
@@ -310,6 +325,7 @@ impl ApiKind for Cluster {
             table::text(nodes.as_deref()),
             Value::from(gpus),
             table::age(self.metadata.creation_timestamp.as_ref(), now),
+            Value::from(addons),
             table::text(self.spec.kubernetes_version.as_deref()),
             table::text(Some(&models.join(","))),
             table::text(

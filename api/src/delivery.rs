@@ -30,6 +30,7 @@
 //!   sends them all on each facts line that changes, so what happened while disconnected arrives
 //!   on reconnect, compacted.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -46,6 +47,30 @@ pub const FIELD_MANAGER: &str = "edgefleet-agent";
 /// Label on every object the agent applied: the ClusterAddon it belongs to. Prune selects by it;
 /// what lacks it was not created by edgefleet and is never touched.
 pub const ADDON_LABEL: &str = "edgefleet.io/addon";
+
+/// Prefix of every path the agent answers itself (bundle, content, facts). The hub never proxies
+/// a caller's request to one of them (see [`is_agent_path`]).
+pub const AGENT_PATH_PREFIX: &str = "/.well-known/edgefleet";
+
+/// Whether `path` is one of the agent's own paths: [`AGENT_PATH_PREFIX`] itself or below it.
+/// A literal test, the same on both sides, so hub and agent agree on what is reserved.
+pub fn is_agent_path(path: &str) -> bool {
+    path.strip_prefix(AGENT_PATH_PREFIX)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Largest source of one ClusterAddon: its `spec.manifests`, or its `spec.helm.values`, as
+/// compact JSON. Enforced when the add-on is written (422 naming the field), never discovered
+/// at delivery.
+pub const MAX_ADDON_SOURCE_BYTES: usize = 1024 * 1024;
+
+/// Largest `values` a Placement may set for one add-on, as compact JSON.
+pub const MAX_PLACEMENT_VALUES_BYTES: usize = 64 * 1024;
+
+/// Largest [`AddonContent`] body the hub sends: a source at its limit, placement values at
+/// theirs, and room for the envelope. An agent accepts content bodies up to this size.
+pub const MAX_CONTENT_BYTES: usize =
+    MAX_ADDON_SOURCE_BYTES + MAX_PLACEMENT_VALUES_BYTES + 64 * 1024;
 
 /// Most drifted objects an [`AddonReport`] lists, and most field paths per object.
 pub const MAX_DRIFTED_OBJECTS: usize = 20;
@@ -76,13 +101,13 @@ pub struct AddonRelease {
     pub drift: DriftMode,
 }
 
-/// What the agent does about drift.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// What the agent does when an object it applied changes on the edge: `Correct` re-applies the
+/// desired state (the default), `Report` leaves the change and reports the changed field paths.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum DriftMode {
-    /// Re-apply the desired state (the default).
+    // Variants carry no doc comments: those would turn the schema's `enum` into a `oneOf`.
     #[default]
     Correct,
-    /// Leave the change and report it, with the changed field paths.
     Report,
 }
 
@@ -200,6 +225,25 @@ mod tests {
         let defaulted: AddonRelease =
             serde_json::from_value(json!({"name": "a", "version": "1", "content": "x"})).unwrap();
         assert_eq!(defaulted.drift, DriftMode::Correct);
+    }
+
+    #[test]
+    fn agent_paths_are_the_prefix_and_below_it_literally() {
+        for path in [
+            AGENT_PATH_PREFIX,
+            BUNDLE_PATH,
+            "/.well-known/edgefleet/content/ab",
+        ] {
+            assert!(is_agent_path(path), "{path}");
+        }
+        for path in [
+            "/.well-known/edgefleetx",
+            "/.well-known/edgefleet-tunnel/csr",
+            "//.well-known/edgefleet/bundle",
+            "/api/v1/namespaces",
+        ] {
+            assert!(!is_agent_path(path), "{path}");
+        }
     }
 
     #[test]

@@ -71,25 +71,47 @@ pub struct EnvironmentStatus {
     /// Clusters whose agent is connected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connected: Option<i32>,
+    /// Add-on releases across the environment's clusters (one per cluster and add-on it should
+    /// run), and how they stand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addons: Option<ReleaseCounts>,
     /// Latest observations of the environment's state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 
-/// Validates a list of add-on references at `path`: names present, well-formed and unique.
-pub(crate) fn validate_addon_refs(refs: &[AddonRef], path: &Path) -> ErrorList {
-    let mut errs = validate_unique_names(refs.iter().map(|a| a.name.as_str()), path, "name");
-    for (i, addon) in refs.iter().enumerate() {
+/// ReleaseCounts counts add-on releases (one per cluster and add-on it should run).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseCounts {
+    /// Releases the clusters should run.
+    #[serde(default)]
+    pub desired: i32,
+    /// Of those, reported Ready at the content they should run.
+    #[serde(default)]
+    pub ready: i32,
+    /// Of those, reported Failed.
+    #[serde(default)]
+    pub failed: i32,
+}
+
+/// Validates the names of a list of add-on references at `path`: present, well-formed, unique.
+pub(crate) fn validate_addon_names<'a>(
+    names: impl Iterator<Item = &'a str> + Clone,
+    path: &Path,
+) -> ErrorList {
+    let mut errs = validate_unique_names(names.clone(), path, "name");
+    for (i, name) in names.enumerate() {
         let p = path.index(i).child("name");
-        if addon.name.is_empty() {
+        if name.is_empty() {
             errs.push(FieldError::required(&p, ""));
         }
-        for problem in is_dns1123_subdomain(&addon.name)
+        for problem in is_dns1123_subdomain(name)
             .into_iter()
-            .filter(|_| !addon.name.is_empty())
+            .filter(|_| !name.is_empty())
         {
-            errs.push(FieldError::invalid(&p, addon.name.as_str(), problem));
+            errs.push(FieldError::invalid(&p, name, problem));
         }
     }
     errs
@@ -100,6 +122,10 @@ const ENVIRONMENT_COLUMNS: &[PrinterColumn] = &[
     PrinterColumn::integer("Clusters", "Clusters registered in the environment."),
     PrinterColumn::integer("Connected", "Clusters whose agent is connected."),
     PrinterColumn::integer("Addons", "Add-ons every cluster of the environment runs."),
+    PrinterColumn::string(
+        "Releases",
+        "Add-on releases Ready across the clusters, of those desired.",
+    ),
     PrinterColumn::AGE,
     PrinterColumn::string("Description", "What the environment is for.").wide(),
 ];
@@ -122,7 +148,10 @@ impl ApiKind for Environment {
     kind_accessors!();
 
     fn validate(&self) -> ErrorList {
-        validate_addon_refs(&self.spec.addons, &Path::new("spec").child("addons"))
+        validate_addon_names(
+            self.spec.addons.iter().map(|a| a.name.as_str()),
+            &Path::new("spec").child("addons"),
+        )
     }
 
     fn columns() -> &'static [PrinterColumn] {
@@ -136,6 +165,13 @@ impl ApiKind for Environment {
             status.clusters.map_or(Value::Null, Value::from),
             status.connected.map_or(Value::Null, Value::from),
             Value::from(self.spec.addons.len()),
+            table::text(
+                status
+                    .addons
+                    .as_ref()
+                    .map(|a| format!("{}/{}", a.ready, a.desired))
+                    .as_deref(),
+            ),
             table::age(self.metadata.creation_timestamp.as_ref(), now),
             table::text(self.spec.description.as_deref()),
         ]

@@ -7,7 +7,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::environment::{validate_addon_refs, AddonRef};
+use crate::addon::json_size;
+use crate::delivery::MAX_PLACEMENT_VALUES_BYTES;
+use crate::environment::validate_addon_names;
 use crate::kind::{kind_accessors, ApiKind, ResourceInfo, Scope};
 use crate::table::{self, PrinterColumn};
 use crate::validation::{
@@ -44,10 +46,11 @@ pub struct Placement {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PlacementSpec {
-    /// ClusterAddons (in this namespace) to run on the target clusters.
+    /// ClusterAddons (in this namespace) to run on the target clusters, each with optional
+    /// values of this placement.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
-    pub addons: Vec<AddonRef>,
+    pub addons: Vec<PlacedAddon>,
     /// Target clusters: the union of the named fleets' clusters, the clusters matching the
     /// selector, and the clusters named.
     #[serde(default)]
@@ -58,6 +61,20 @@ pub struct PlacementSpec {
     /// Paused holds the rollout where it is.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+}
+
+/// PlacedAddon names a ClusterAddon in the same namespace and what this placement changes in it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacedAddon {
+    /// Name of the ClusterAddon.
+    pub name: String,
+    /// Values for a Helm add-on on this placement's clusters (an object), merged over the
+    /// add-on's `spec.helm.values` as a JSON merge patch (RFC 7386: objects merge key by key,
+    /// anything else replaces, `null` removes); nothing is templated. At most 64 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::free_form_object")]
+    pub values: Option<Value>,
 }
 
 /// ClusterTargets chooses clusters of the placement's environment.
@@ -232,10 +249,22 @@ impl ApiKind for Placement {
                 "at least one add-on",
             ));
         }
-        errs.extend(validate_addon_refs(
-            &self.spec.addons,
-            &spec.child("addons"),
+        let addons = spec.child("addons");
+        errs.extend(validate_addon_names(
+            self.spec.addons.iter().map(|a| a.name.as_str()),
+            &addons,
         ));
+        for (i, addon) in self.spec.addons.iter().enumerate() {
+            let Some(values) = &addon.values else {
+                continue;
+            };
+            let p = addons.index(i).child("values");
+            if !values.is_object() {
+                errs.push(FieldError::invalid(&p, values.clone(), "must be an object"));
+            } else if json_size(values) > MAX_PLACEMENT_VALUES_BYTES {
+                errs.push(FieldError::too_long(&p, MAX_PLACEMENT_VALUES_BYTES));
+            }
+        }
 
         let targets = &self.spec.clusters;
         let tp = spec.child("clusters");

@@ -73,8 +73,9 @@ fn placement_defaults_and_validation() {
 
     assert_eq!(error_fields(&p), ["spec.addons", "spec.clusters"]);
 
-    p.spec.addons = vec![AddonRef {
+    p.spec.addons = vec![PlacedAddon {
         name: "gpu-operator".into(),
+        values: None,
     }];
     p.spec.clusters.fleets = vec!["a100".into()];
     p.spec.strategy.max_unavailable = Some(IntOrString::String("150%".into()));
@@ -104,7 +105,10 @@ fn all_at_once_forbids_progressive_knobs() {
         metadata: meta("p", Some("e")),
         ..Default::default()
     };
-    p.spec.addons = vec![AddonRef { name: "a".into() }];
+    p.spec.addons = vec![PlacedAddon {
+        name: "a".into(),
+        values: None,
+    }];
     p.spec.clusters.names = vec!["edge-1".into()];
     p.spec.strategy.type_ = Some(RolloutType::AllAtOnce);
     p.spec.strategy.canary = Some(IntOrString::Int(1));
@@ -225,7 +229,14 @@ fn cluster_cells_follow_columns() {
             json!(10)
         ]
     );
-    assert_eq!(cells[8], json!("A100,L4"));
+    let column = |name: &str| {
+        Cluster::columns()
+            .iter()
+            .position(|c| c.name == name)
+            .unwrap()
+    };
+    assert_eq!(cells[column("GPU-Model")], json!("A100,L4"));
+    assert_eq!(cells[column("Addons")], json!("0/0"));
 }
 
 #[test]
@@ -362,13 +373,14 @@ prop_compose! {
         n in name(), addons in proptest::collection::vec(name(), 0..4), fleets in proptest::collection::vec(name(), 0..3),
         max in proptest::option::of(int_or_string()), canary in proptest::option::of(int_or_string()),
         soak in proptest::option::of(0..3600i32), all_at_once in any::<bool>(), paused in any::<bool>(),
+        values in proptest::option::of(proptest::collection::btree_map(name(), name(), 0..3).prop_map(|m| json!(m))),
     ) -> Placement {
         Placement {
             api_version: API_VERSION.into(),
             kind: "Placement".into(),
             metadata: meta(&n, Some("retail")),
             spec: PlacementSpec {
-                addons: addons.into_iter().map(|name| AddonRef { name }).collect(),
+                addons: addons.into_iter().map(|name| PlacedAddon { name, values: values.clone() }).collect(),
                 clusters: ClusterTargets { fleets, selector: None, names: vec![] },
                 strategy: RolloutStrategy {
                     type_: Some(if all_at_once { RolloutType::AllAtOnce } else { RolloutType::Progressive }),
@@ -383,9 +395,10 @@ prop_compose! {
 }
 
 prop_compose! {
-    fn arb_addon()(n in name(), version in "v[0-9]{1,2}\\.[0-9]\\.[0-9]", helm in any::<bool>(), chart in name()) -> ClusterAddon {
+    fn arb_addon()(n in name(), version in "v[0-9]{1,2}\\.[0-9]\\.[0-9]", helm in any::<bool>(), chart in name(), report in any::<bool>()) -> ClusterAddon {
         let mut a = ClusterAddon { api_version: API_VERSION.into(), kind: "ClusterAddon".into(), metadata: meta(&n, Some("retail")), ..Default::default() };
         a.spec.version = version.clone();
+        a.spec.drift = Some(if report { delivery::DriftMode::Report } else { delivery::DriftMode::Correct });
         if helm {
             a.spec.helm = Some(HelmChart { repository: "oci://registry/charts".into(), chart, version, release_name: None, values: Some(json!({"driver": {"enabled": true}})) });
         } else {
@@ -431,5 +444,171 @@ proptest! {
         let once = p.clone();
         p.default_fields();
         prop_assert_eq!(p, once);
+    }
+}
+
+#[test]
+fn an_oversized_addon_is_refused_naming_the_field() {
+    let mut a = ClusterAddon {
+        metadata: meta("big", Some("retail")),
+        ..Default::default()
+    };
+    a.spec.version = "1".into();
+    let data = "x".repeat(delivery::MAX_ADDON_SOURCE_BYTES);
+    a.spec.manifests = vec![json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"}, "data": {"k": data}
+    })];
+    let errs = a.validate();
+    assert_eq!(error_fields(&a), ["spec.manifests"]);
+    assert_eq!(
+        errs.iter().next().unwrap().kind,
+        crate::validation::ErrorType::TooLong
+    );
+    // Just under the limit is fine.
+    let fits = delivery::MAX_ADDON_SOURCE_BYTES - 200;
+    a.spec.manifests[0]["data"]["k"] = json!("x".repeat(fits));
+    assert!(a.validate().is_empty(), "{:?}", a.validate());
+
+    a.spec.manifests = vec![];
+    a.spec.helm = Some(HelmChart {
+        repository: "oci://r/c".into(),
+        chart: "c".into(),
+        version: "1".into(),
+        values: Some(json!(["not", "an", "object"])),
+        ..Default::default()
+    });
+    assert_eq!(error_fields(&a), ["spec.helm.values"]);
+}
+
+#[test]
+fn a_manifest_that_is_not_an_object_is_refused() {
+    let mut a = ClusterAddon {
+        metadata: meta("bad", Some("retail")),
+        ..Default::default()
+    };
+    a.spec.version = "1".into();
+    a.spec.manifests = vec![json!("kind: ConfigMap")];
+    assert_eq!(error_fields(&a), ["spec.manifests[0]"]);
+}
+
+#[test]
+fn drift_defaults_to_correct_and_is_documented() {
+    let mut a = ClusterAddon::default();
+    a.default_fields();
+    assert_eq!(a.spec.drift, Some(delivery::DriftMode::Correct));
+    let schema = kind_schema::<ClusterAddon>();
+    let drift = &schema["properties"]["spec"]["properties"]["drift"];
+    assert_eq!(drift["enum"], json!(["Correct", "Report"]));
+    assert!(drift["description"].as_str().unwrap().contains("Report"));
+    let p = kind_schema::<Placement>();
+    let values = &p["properties"]["spec"]["properties"]["addons"]["items"]["properties"]["values"];
+    assert_eq!(values["x-kubernetes-preserve-unknown-fields"], true);
+    assert!(values["description"]
+        .as_str()
+        .unwrap()
+        .contains("merge patch"));
+}
+
+#[test]
+fn placement_values_must_be_a_small_object() {
+    let mut p = Placement {
+        metadata: meta("p", Some("e")),
+        ..Default::default()
+    };
+    p.spec.clusters.names = vec!["edge-1".into()];
+    p.spec.addons = vec![
+        PlacedAddon {
+            name: "a".into(),
+            values: Some(json!(3)),
+        },
+        PlacedAddon {
+            name: "b".into(),
+            values: Some(json!({"k": "x".repeat(delivery::MAX_PLACEMENT_VALUES_BYTES)})),
+        },
+        PlacedAddon {
+            name: "c".into(),
+            values: Some(json!({"driver": {"enabled": true}})),
+        },
+    ];
+    assert_eq!(
+        error_fields(&p),
+        ["spec.addons[0].values", "spec.addons[1].values"]
+    );
+}
+
+#[test]
+fn progress_columns_show_ready_of_desired() {
+    let now = Timestamp::UNIX_EPOCH;
+    let a = ClusterAddon {
+        status: Some(ClusterAddonStatus {
+            clusters: Some(3),
+            ready: Some(2),
+            failed: Some(1),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let column = |cols: &[table::PrinterColumn], name: &str| {
+        cols.iter().position(|c| c.name == name).unwrap()
+    };
+    let cells = a.cells(now);
+    assert_eq!(
+        cells[column(ClusterAddon::columns(), "Ready")],
+        json!("2/3")
+    );
+    assert_eq!(cells[column(ClusterAddon::columns(), "Clusters")], json!(3));
+
+    let c = Cluster {
+        status: Some(ClusterStatus {
+            addons: vec![
+                AddonState {
+                    name: "a".into(),
+                    state: ADDON_STATE_READY.into(),
+                    ..Default::default()
+                },
+                AddonState {
+                    name: "b".into(),
+                    state: "Pending".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert_eq!(
+        c.cells(now)[column(Cluster::columns(), "Addons")],
+        json!("1/2")
+    );
+
+    let e = Environment {
+        status: Some(EnvironmentStatus {
+            addons: Some(ReleaseCounts {
+                desired: 4,
+                ready: 3,
+                failed: 0,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert_eq!(
+        e.cells(now)[column(Environment::columns(), "Releases")],
+        json!("3/4")
+    );
+}
+
+proptest! {
+    #[test]
+    fn statuses_round_trip(n in 0..50i32, version in name(), since in 0..2_000_000_000i64) {
+        let mut a = ClusterAddon { api_version: API_VERSION.into(), kind: "ClusterAddon".into(), metadata: meta("a", Some("r")), ..Default::default() };
+        a.status = Some(ClusterAddonStatus { clusters: Some(n), ready: Some(n / 2), failed: Some(0), versions: vec![VersionCount { version: version.clone(), count: n }], ..Default::default() });
+        round_trips(&a)?;
+        let mut c = Cluster { api_version: API_VERSION.into(), kind: "Cluster".into(), metadata: meta("c", Some("r")), ..Default::default() };
+        c.status = Some(ClusterStatus { addons: vec![AddonState { name: version.clone(), version: Some("1".into()), state: "Failed".into(), message: Some("edge said no".into()), since: Some(Time(Timestamp::from_second(since).unwrap())) }], ..Default::default() });
+        round_trips(&c)?;
+        let mut e = Environment { api_version: API_VERSION.into(), kind: "Environment".into(), metadata: meta("e", None), ..Default::default() };
+        e.status = Some(EnvironmentStatus { clusters: Some(n), connected: Some(n), addons: Some(ReleaseCounts { desired: n, ready: n, failed: 0 }), ..Default::default() });
+        round_trips(&e)?;
     }
 }

@@ -13,6 +13,7 @@ use crate::agents::{AgentHub, AgentsConfig};
 use crate::audit::{AuditConfig, Auditor, Durability, PolicyEvaluator, SigningKey, WebhookConfig};
 use crate::auth::flags::{AuthenticationFlags, AuthorizationFlags};
 use crate::auth::rbac::{Policy, RbacAuthorizer};
+use crate::controllers::{AgentLink, Controllers};
 use crate::http::router::Router;
 use crate::http::stack::{self, Hub, StackParts};
 use crate::http::{server, tls};
@@ -111,6 +112,7 @@ pub struct BoundServer {
     auditor: Option<Auditor>,
     registry: Registry,
     agents: Option<Arc<AgentHub>>,
+    controllers: Controllers,
 }
 
 impl BoundServer {
@@ -130,9 +132,16 @@ impl BoundServer {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` resolves; then closes the audit trail with a final checkpoint.
+    /// The leader-elected controllers.
+    pub fn controllers(&self) -> &Controllers {
+        &self.controllers
+    }
+
+    /// Serves until `shutdown` resolves; then stops the controllers (releasing their lease) and
+    /// closes the audit trail with a final checkpoint.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         server::serve(self.listener, self.tls, self.service, shutdown).await;
+        self.controllers.shutdown().await;
         if let Some(auditor) = self.auditor {
             if let Err(err) = auditor.shutdown().await {
                 tracing::error!(%err, "closing the audit trail failed");
@@ -173,6 +182,22 @@ pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
         Some(agents) => Some(AgentHub::start(agents.clone(), registry.clone()).await?),
         None => None,
     };
+    let replica = config
+        .agents
+        .as_ref()
+        .map(|a| a.replica.clone())
+        .or_else(|| config.audit.as_ref().map(|a| a.replica.clone()))
+        .unwrap_or_else(|| "edgefleet-apiserver".into());
+    let controllers = Controllers::spawn(
+        registry.clone(),
+        agents.as_ref().map(|a| AgentLink {
+            sessions: a.sessions().clone(),
+            observations: a.observations().clone(),
+            cluster_status: a.cluster_status().clone(),
+        }),
+        &replica,
+        Default::default(),
+    );
     let router = Arc::new(Router::new(
         registry.clone(),
         agents.clone(),
@@ -215,6 +240,7 @@ pub async fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
         auditor,
         registry,
         agents,
+        controllers,
     })
 }
 

@@ -292,6 +292,9 @@ impl From<StorageError> for ApiError {
             StorageError::Unavailable(e) => {
                 ApiError::ServiceUnavailable(format!("storage is unavailable: {e}"))
             }
+            StorageError::TooLarge { size, .. } => ApiError::RequestEntityTooLarge(format!(
+                "the object is {size} bytes as stored, more than storage takes"
+            )),
             other => ApiError::Internal(other.to_string()),
         }
     }

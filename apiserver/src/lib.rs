@@ -12,6 +12,7 @@ pub mod agents;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod controllers;
 pub mod dev;
 pub mod errors;
 pub mod http;

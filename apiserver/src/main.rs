@@ -303,7 +303,7 @@ async fn main() -> anyhow::Result<()> {
             match result {
                 Ok(report) => {
                     println!("{report}");
-                    std::process::exit(if report.is_intact() { 0 } else { 1 });
+                    std::process::exit(report.exit_code());
                 }
                 Err(err) => {
                     eprintln!("error: {err}");

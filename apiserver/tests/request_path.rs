@@ -435,3 +435,41 @@ async fn a_disconnected_cluster_answers_503_and_an_unknown_one_404() {
         r#"clusters.edgefleet.io "no-such-cluster" not found"#
     );
 }
+
+/// Moved from the end-to-end proxy test: the agent's own paths (desired bundles, content,
+/// facts) are the hub's; no caller may reach them through the proxy, not even an admin,
+/// connected or not.
+#[tokio::test]
+async fn the_agent_s_own_paths_cannot_be_proxied() {
+    let hub = hub().await;
+    hub.cluster("retail", "store-1").await;
+    hub.cluster("retail", "never-connected").await;
+    hub.tunnels.connect("retail", "store-1");
+    for cluster in ["store-1", "never-connected"] {
+        for (method, path) in [
+            (Method::PUT, "/.well-known/edgefleet/bundle"),
+            (Method::PUT, "/.well-known/edgefleet/content/00"),
+            (Method::GET, "/.well-known/edgefleet/facts"),
+        ] {
+            let body = (method == Method::PUT).then(|| json!({}));
+            let refused = hub
+                .as_user(ROOT, method, &proxy("retail", cluster, path), body)
+                .await;
+            assert_eq!(
+                refused.status,
+                StatusCode::FORBIDDEN,
+                "{cluster}{path}: {refused:?}"
+            );
+            let status = refused.json();
+            assert_eq!(status["reason"], "Forbidden");
+            assert!(
+                status["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("edgefleet agent"),
+                "{status}"
+            );
+        }
+    }
+    assert!(hub.tunnels.sent().is_empty(), "nothing reached the agent");
+}

@@ -42,6 +42,20 @@ impl Backend {
             _resources: Box::new(resources),
         }
     }
+
+    /// A fresh embedded store in a temporary directory.
+    pub async fn embedded() -> anyhow::Result<Backend> {
+        let dir = tempfile::tempdir()?;
+        let store = edgefleet_apiserver::storage::embedded::EmbeddedStore::open(dir.path())?;
+        Ok(Backend::new(Arc::new(store), dir))
+    }
+
+    /// A fresh etcd process and a store on it.
+    pub async fn etcd() -> anyhow::Result<Backend> {
+        let etcd = crate::EtcdProcess::start().await?;
+        let store = edgefleet_apiserver::storage::etcd::EtcdStore::connect(etcd.config()).await?;
+        Ok(Backend::new(Arc::new(store), etcd))
+    }
 }
 
 /// Expands to one `#[tokio::test]` per conformance case, each calling `$backend()` (an async

@@ -393,6 +393,14 @@ fn assert_detected(dir: &Path, extra: &[&str], public_key: &str, what: &str, rec
 }
 
 #[test]
+fn verify_of_a_trail_that_is_not_there_exits_2_as_its_help_promises() {
+    let parent = tempfile::tempdir().unwrap();
+    let (code, report) = audit::verify(&parent.path().join("missing"), &[]);
+    assert_eq!(code, 2, "{report}");
+    assert!(report.contains("unreadable"), "{report}");
+}
+
+#[test]
 fn verify_names_the_record_that_was_modified_removed_inserted_reordered_or_truncated() {
     let mut hub = Hub::dev().expect("hub starts");
     for i in 0..4 {

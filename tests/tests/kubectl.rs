@@ -113,6 +113,14 @@ fn discovery_and_explain(hub: &Hub) {
     assert!(explain.contains("nodePools\t<[]Object>"), "{explain}");
     let field = hub.ok(&["explain", "placement.spec.strategy.maxUnavailable"]);
     assert!(field.contains("updating or failed at once"), "{field}");
+    // The delivery fields are documented where users look.
+    let drift = hub.ok(&["explain", "clusteraddon.spec.drift"]);
+    assert!(drift.contains("Report"), "{drift}");
+    assert!(drift.contains("Correct"), "{drift}");
+    let values = hub.ok(&["explain", "placement.spec.addons.values"]);
+    assert!(values.contains("merge patch"), "{values}");
+    let addons = hub.ok(&["explain", "cluster.status.addons.state"]);
+    assert!(addons.contains("Failed"), "{addons}");
 }
 
 fn samples_and_tables(hub: &Hub) {
@@ -140,7 +148,8 @@ fn samples_and_tables(hub: &Hub) {
             "VERSION",
             "NODES",
             "GPUS",
-            "AGE"
+            "AGE",
+            "ADDONS"
         ]
     );
     // VERSION and NODES stay empty until the agent reports; GPUS counts 0.
@@ -159,6 +168,7 @@ fn samples_and_tables(hub: &Hub) {
             "NODES",
             "GPUS",
             "AGE",
+            "ADDONS",
             "DESIRED",
             "GPU-MODEL",
             "HUB"
@@ -173,6 +183,38 @@ fn samples_and_tables(hub: &Hub) {
         words(fleets.lines().next().unwrap()),
         ["NAME", "CLUSTERS", "READY", "VERSION", "AGE"]
     );
+    // Fleet and Environment status are computed (issue 9 item 21): store-0042 matches the
+    // fleet's selector and belongs to the environment, connected or not.
+    eventually(
+        Duration::from_secs(20),
+        "l4-stores counts store-0042",
+        || {
+            let row = hub.ok(&["get", "fleets", "l4-stores", "-n", NS, "--no-headers"]);
+            (words(&row)[1] == "1").then_some(())
+        },
+    );
+    eventually(
+        Duration::from_secs(20),
+        "retail-prod counts its cluster",
+        || {
+            let row = hub.ok(&["get", "env", NS, "--no-headers"]);
+            (words(&row)[1..3] == ["1", "0"]).then_some(())
+        },
+    );
+    // The samples' Placement is Progressive: held, and it says why.
+    let reason = eventually(Duration::from_secs(20), "the placement's condition", || {
+        let out = hub.ok(&[
+            "get",
+            "pl",
+            "gpu-operator-l4",
+            "-n",
+            NS,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Progressing\")].reason}",
+        ]);
+        (!out.is_empty()).then_some(out)
+    });
+    assert_eq!(reason, "ProgressiveRolloutNotDelivered");
     let placements = hub.ok(&["get", "pl", "-n", NS]);
     assert_eq!(
         words(placements.lines().next().unwrap()),
@@ -183,7 +225,16 @@ fn samples_and_tables(hub: &Hub) {
         ["gpu-operator-l4", "gpu-operator"]
     );
 
-    let yaml = hub.ok(&["get", "ec", "store-0042", "-n", NS, "-o", "yaml"]);
+    let yaml = hub.ok(&[
+        "get",
+        "ec",
+        "store-0042",
+        "-n",
+        NS,
+        "-o",
+        "yaml",
+        "--show-managed-fields",
+    ]);
     let obj: Value = serde_yaml_ng::from_str(&yaml).unwrap();
     assert_eq!(obj["kind"], "Cluster");
     assert_eq!(obj["apiVersion"], "edgefleet.io/v1alpha1");
@@ -200,7 +251,21 @@ fn samples_and_tables(hub: &Hub) {
             > 0
     );
     assert_eq!(obj["spec"]["nodePools"][0]["name"], "gpu");
-    assert!(obj.get("status").is_none(), "create clears status");
+    // Create clears status (the registry's unit tests prove it for a body that carries one);
+    // what status there is now, the hub wrote since: the add-ons its Environment requires,
+    // Pending until an agent connects. Nothing else.
+    assert!(
+        obj["status"].get("connection").is_none(),
+        "no agent ever connected: {obj}"
+    );
+    for entry in obj["metadata"]["managedFields"].as_array().unwrap() {
+        if entry["subresource"] == "status" {
+            assert_eq!(entry["manager"], "edgefleet-hub", "{entry}");
+        }
+    }
+    if let Some(addons) = obj["status"]["addons"].as_array() {
+        assert!(addons.iter().all(|a| a["state"] == "Pending"), "{obj}");
+    }
 
     let all = hub.ok(&["get", "edgefleet", "-A", "-o", "name"]);
     for name in [
@@ -684,6 +749,143 @@ fn delete_and_finalizers(hub: &Hub) {
     assert!(err.contains("has no Environment"), "{err}");
 }
 
+fn fleet_yaml(name: &str) -> String {
+    format!(
+        "apiVersion: edgefleet.io/v1alpha1\nkind: Fleet\nmetadata:\n  name: {name}\n  namespace: {NS}\nspec:\n  selector:\n    matchLabels:\n      gpu: l4\n"
+    )
+}
+
+/// What one tenant with patch rights must not be able to do to everyone's listings, and what
+/// many writers of one object must all get done.
+fn hostile_and_contended_writes(hub: &Hub) {
+    environment(hub, NS);
+    hub.ok_stdin(&["apply", "-f", "-"], Some(&fleet_yaml("target")));
+    hub.ok_stdin(&["apply", "-f", "-"], Some(&fleet_yaml("other")));
+
+    let refused = |kind: &str, patch: &str| {
+        hub.fails(
+            &[
+                "patch",
+                "fl",
+                "target",
+                "-n",
+                NS,
+                &format!("--type={kind}"),
+                "-p",
+                patch,
+            ],
+            None,
+        )
+    };
+    for (kind, patch) in [
+        ("merge", r#"{"kind":""}"#),
+        (
+            "merge",
+            r#"{"apiVersion":"edgefleet.io/v2","kind":"Cluster"}"#,
+        ),
+        (
+            "json",
+            r#"[{"op":"replace","path":"/kind","value":"Cluster"}]"#,
+        ),
+    ] {
+        let err = refused(kind, patch);
+        assert!(
+            err.contains("is invalid") && err.contains("must be"),
+            "{patch}: {err}"
+        );
+    }
+    let err = refused("json", r#"[{"op":"remove","path":"/metadata"}]"#);
+    assert!(err.contains("does not match the name on the URL"), "{err}");
+    let all = json(hub, &["get", "fl", "-A", "-o", "json"]);
+    let items = all["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert!(items.iter().all(|i| i["kind"] == "Fleet"), "{all}");
+    let names = hub.ok(&["get", "fl", "-n", NS, "-o", "name"]);
+    assert_eq!(names.lines().count(), 2, "{names}");
+
+    // Ten `kubectl label` at once, none with a resourceVersion: every one lands.
+    let labellers: Vec<_> = (0..10)
+        .map(|i| {
+            hub.spawn_kubectl(&["label", "fl", "target", "-n", NS, &format!("kl{i}=v")])
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in labellers.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "label {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let labels =
+        json(hub, &["get", "fl", "target", "-n", NS, "-o", "json"])["metadata"]["labels"].clone();
+    for i in 0..10 {
+        assert_eq!(labels[format!("kl{i}")], "v", "{labels}");
+    }
+
+    let base = format!("/apis/edgefleet.io/v1alpha1/namespaces/{NS}/fleets");
+    let err = hub.fails(
+        &["get", "--raw", &format!("{base}?timeoutSeconds=abc")],
+        None,
+    );
+    assert!(err.contains("timeoutSeconds"), "{err}");
+    let err = hub.fails(
+        &["get", "--raw", &format!("{base}/target?timeout=abc")],
+        None,
+    );
+    assert!(
+        err.contains("invalid timeout specified in the request URL"),
+        "{err}"
+    );
+    let err = hub.fails(
+        &[
+            "delete",
+            "--raw",
+            &format!("{base}/other?propagationPolicy=Sideways"),
+        ],
+        None,
+    );
+    assert!(err.contains("Unsupported value: \"Sideways\""), "{err}");
+    hub.ok(&["get", "fl", "other", "-n", NS]);
+
+    // A body repeating a key: refused under Strict, a warning under Warn.
+    let dup = hub.dir.path().join("dup.json");
+    std::fs::write(
+        &dup,
+        format!(r#"{{"apiVersion":"edgefleet.io/v1alpha1","kind":"Fleet","metadata":{{"name":"dup1","name":"dup2","namespace":"{NS}"}},"spec":{{}}}}"#),
+    )
+    .unwrap();
+    let dup = dup.to_str().unwrap();
+    let err = hub.fails(
+        &[
+            "create",
+            "--raw",
+            &format!("{base}?fieldValidation=Strict"),
+            "-f",
+            dup,
+        ],
+        None,
+    );
+    assert!(err.contains("duplicate field \"name\""), "{err}");
+    let out = hub
+        .kubectl_as(
+            &hub.kubeconfig,
+            &["create", "--raw", &base, "-f", dup],
+            None,
+        )
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("duplicate field \"name\""),
+        "the warning is shown"
+    );
+}
+
 fn errors(hub: &Hub) {
     environment(hub, NS);
     let out = hub
@@ -800,6 +1002,10 @@ macro_rules! suite {
             #[test]
             fn errors() {
                 super::errors(&$env.hub);
+            }
+            #[test]
+            fn hostile_and_contended_writes() {
+                super::hostile_and_contended_writes(&$env.hub);
             }
         }
     };

@@ -23,15 +23,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
 
 async fn embedded() -> anyhow::Result<Backend> {
-    let dir = tempfile::tempdir()?;
-    let store = EmbeddedStore::open(dir.path())?;
-    Ok(Backend::new(Arc::new(store), dir))
+    Backend::embedded().await
 }
 
 async fn etcd() -> anyhow::Result<Backend> {
-    let etcd = EtcdProcess::start().await?;
-    let store = EtcdStore::connect(etcd.config()).await?;
-    Ok(Backend::new(Arc::new(store), etcd))
+    Backend::etcd().await
 }
 
 async fn etcd_tls() -> anyhow::Result<Backend> {

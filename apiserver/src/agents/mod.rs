@@ -5,7 +5,7 @@
 //!   agents ──TLS──► TunnelServer ──► HubAdmission (tokens, certificates)  [admission]
 //!                        │
 //!                        ├─ SessionRegistry ──► StatusController ──► Cluster.status  [status]
-//!                        │        ▲
+//!                        │        ▲                    └─► Observations (facts, for the controllers) [observed]
 //!   Cluster deleted ─────┼────────┘ close the session, revoke certificates  [lifecycle]
 //!   certificate aging ───┘ rotate over the tunnel                           [lifecycle]
 //!   GET clusters/x/bootstrap ─► token + install manifest                     [bootstrap]
@@ -15,6 +15,7 @@ mod admission;
 pub mod bootstrap;
 pub mod credentials;
 mod lifecycle;
+pub mod observed;
 pub mod status;
 
 use std::collections::HashMap;
@@ -63,6 +64,8 @@ pub struct AgentHub {
     registry: Registry,
     config: AgentsConfig,
     address: SocketAddr,
+    observations: observed::Observations,
+    cluster_status: status::ClusterStatusHandle,
 }
 
 impl AgentHub {
@@ -94,6 +97,8 @@ impl AgentHub {
             server.registry().clone(),
             config.replica.clone(),
         );
+        let observations = status.observations();
+        let cluster_status = status.handle();
         tokio::spawn(status.run());
         lifecycle::spawn(
             registry.clone(),
@@ -109,7 +114,19 @@ impl AgentHub {
             registry,
             config,
             address,
+            observations,
+            cluster_status,
         }))
+    }
+
+    /// What the agents last said, for the controllers.
+    pub fn observations(&self) -> &observed::Observations {
+        &self.observations
+    }
+
+    /// Where the controllers hand the cluster status writer the bundles they deliver.
+    pub fn cluster_status(&self) -> &status::ClusterStatusHandle {
+        &self.cluster_status
     }
 
     /// The tunnel port's bound address.

@@ -126,6 +126,16 @@ impl VerifyReport {
     pub fn is_intact(&self) -> bool {
         self.problem.is_none()
     }
+
+    /// The exit status `audit verify` promises: 0 intact, 1 tampered or damaged, 2 when the
+    /// trail could not be read (so a script can tell "check the disk" from "investigate").
+    pub fn exit_code(&self) -> i32 {
+        match &self.problem {
+            None => 0,
+            Some(problem) if problem.kind == ProblemKind::Unreadable => 2,
+            Some(_) => 1,
+        }
+    }
 }
 
 impl fmt::Display for VerifyReport {
@@ -557,7 +567,7 @@ fn file_name(path: &Path) -> String {
 
 /// `edgefleet-apiserver audit verify --dir DIR [--public-key FILE] [--checkpoint FILE]`: reads
 /// the PEM public key and the checkpoint (JSON, as storage keeps it) and verifies. Print the
-/// report; exit 0 when [`VerifyReport::is_intact`], 1 when not, 2 on an `Err` (bad arguments).
+/// report; exit with [`VerifyReport::exit_code`], or 2 on an `Err` (bad arguments).
 pub fn verify_command(
     dir: &Path,
     public_key: Option<&Path>,
@@ -581,4 +591,32 @@ pub fn load_checkpoint_file(path: &Path) -> Result<SignedCheckpoint, std::io::Er
     let bytes = std::fs::read(path)?;
     serde_json::from_slice(&bytes)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod exit_code_tests {
+    use super::*;
+
+    #[test]
+    fn a_trail_that_cannot_be_read_exits_2_an_intact_one_0() {
+        let parent = tempfile::tempdir().unwrap();
+        let missing = verify_dir(&parent.path().join("missing"), None, None);
+        assert_eq!(
+            missing.problem.as_ref().unwrap().kind,
+            ProblemKind::Unreadable
+        );
+        assert_eq!(missing.exit_code(), 2);
+        assert_eq!(verify_dir(parent.path(), None, None).exit_code(), 0);
+        let tampered = VerifyReport {
+            problem: Some(Problem {
+                kind: ProblemKind::Modified,
+                seq: Some(1),
+                segment: None,
+                line: None,
+                detail: String::new(),
+            }),
+            ..VerifyReport::default()
+        };
+        assert_eq!(tampered.exit_code(), 1);
+    }
 }

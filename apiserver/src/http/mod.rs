@@ -16,6 +16,7 @@
 
 pub mod body;
 pub mod core;
+pub mod decode;
 
 pub mod discovery;
 pub mod layers;

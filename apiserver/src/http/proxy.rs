@@ -10,9 +10,10 @@
 //! ```
 //!
 //! Responses stream both ways (watch, `logs -f`). A cluster without a tunnel answers `503` at
-//! once; an unknown cluster `404`. An upgrade answers 101 with the switched connection in the
-//! response ([`PendingUpgrade`]); the audit layer records it and the server runs it. The edge
-//! is reached through [`Tunnels`], injected: the tunnel port's sessions in the hub.
+//! once; an unknown cluster `404`; the agent's own paths (`/.well-known/edgefleet/…`: bundles,
+//! content, facts) `403`, whoever asks. An upgrade answers 101 with the switched connection in
+//! the response ([`PendingUpgrade`]); the audit layer records it and the server runs it. The
+//! edge is reached through [`Tunnels`], injected: the tunnel port's sessions in the hub.
 
 use edgefleet_api::agent::agent_identity;
 use edgefleet_apimachinery::impersonation::{self, Impersonate};
@@ -202,6 +203,18 @@ pub async fn handle(
     let clusters = registry.resource("clusters").ok_or(ApiError::NoSuchPath)?;
     // An unknown cluster is a 404 whether or not a tunnel exists.
     clusters.get(&info.namespace, &info.name, Some("0")).await?;
+    // The agent's own paths (desired bundles, content, facts) are the hub's to use: a caller
+    // who may proxy to the edge cluster may not hand its agent a bundle.
+    if edgefleet_api::delivery::is_agent_path(&format!("/{}", info.rest)) {
+        return Err(ApiError::Forbidden {
+            message: format!(
+                "paths under {} belong to the edgefleet agent and cannot be proxied",
+                edgefleet_api::delivery::AGENT_PATH_PREFIX
+            ),
+            resource: Some(clusters.group_resource.clone()),
+            name: info.name.clone(),
+        });
+    }
     let identity = agent_identity(&info.namespace, &info.name);
     let tunnels = tunnels.ok_or_else(|| not_connected(info, "this hub has no tunnel port"))?;
     if !tunnels.is_connected(&identity) {

@@ -15,16 +15,15 @@ use rand::Rng;
 use serde_json::{json, Value};
 
 use super::body::{self, add_warnings, Body};
-use super::params::Query;
+use super::decode;
+use super::params::{self, Query};
 use super::router::{SubresourceHandler, Subresources};
 use crate::agents::AgentHub;
 use crate::errors::ApiError;
 use crate::negotiation::{self, BodyType, Encoding, Offers, Representation, Transform};
 use crate::registry::cacher::CachedObject;
 use crate::registry::watch::{Frame, WatchOptions, WatchStart};
-use crate::registry::{
-    DeleteOptions, ListOptions, Patch, Registry, Resource, Target, WriteOptions, WriteOutcome,
-};
+use crate::registry::{ListOptions, Patch, Registry, Resource, Target, WriteOptions, WriteOutcome};
 
 /// kube-apiserver's `--min-request-timeout`: watches without `timeoutSeconds` end after a random
 /// time between one and two of these, so that clients re-spread over replicas.
@@ -69,6 +68,11 @@ pub async fn handle(
 
     let (parts, body) = req.into_parts();
     let query = Query::parse(parts.uri.query());
+    // kube's request deadline filter refuses a `timeout` it cannot read on every request but the
+    // long-running ones (watches; proxied requests do not come here).
+    if info.verb != "watch" {
+        query.request_timeout()?;
+    }
     let ctx = Ctx {
         registry,
         resource: &resource,
@@ -118,23 +122,13 @@ impl Ctx<'_> {
         })
     }
 
-    /// Parses a JSON (or YAML) request body.
-    fn parse_body(&self, bytes: &[u8], body_type: BodyType) -> Result<Value, ApiError> {
-        let parsed = match body_type {
-            BodyType::Yaml | BodyType::ApplyPatch => {
-                serde_yaml_ng::from_slice::<Value>(bytes).map_err(|e| e.to_string())
-            }
-            _ => serde_json::from_slice::<Value>(bytes).map_err(|e| e.to_string()),
-        };
-        parsed.map_err(|e| {
-            ApiError::BadRequest(format!(
-                "the body of the request could not be decoded as {}: {e}",
-                match body_type {
-                    BodyType::Yaml | BodyType::ApplyPatch => "YAML",
-                    _ => "JSON",
-                }
-            ))
-        })
+    /// Parses a JSON (or YAML) request body of a write; see [`decode::write_body`].
+    fn parse_body(
+        &self,
+        bytes: &[u8],
+        body_type: BodyType,
+    ) -> Result<(Value, Vec<String>), ApiError> {
+        decode::write_body(bytes, body_type, self.query.field_validation()?)
     }
 
     /// One object in the negotiated representation.
@@ -167,9 +161,11 @@ impl Ctx<'_> {
 
     fn write_response(
         &self,
-        outcome: WriteOutcome,
+        mut outcome: WriteOutcome,
         success: StatusCode,
+        decode_warnings: Vec<String>,
     ) -> Result<Response<Body>, ApiError> {
+        outcome.warnings.splice(0..0, decode_warnings);
         let status = if outcome.created {
             StatusCode::CREATED
         } else {
@@ -198,6 +194,8 @@ impl Ctx<'_> {
     }
 
     fn list_options(&self) -> Result<ListOptions, ApiError> {
+        // Read as kube's ListOptions reads it, though a list (unlike a watch) ends when done.
+        self.query.timeout()?;
         Ok(ListOptions {
             namespace: self.info.namespace.clone(),
             filter: self.query.filter()?,
@@ -330,7 +328,7 @@ impl Ctx<'_> {
                 self.header(CONTENT_TYPE).unwrap_or_default()
             )));
         }
-        let obj = self.parse_body(&bytes, body_type)?;
+        let (obj, warnings) = self.parse_body(&bytes, body_type)?;
         let outcome = self
             .resource
             .create(
@@ -340,7 +338,7 @@ impl Ctx<'_> {
                 &self.write_options()?,
             )
             .await?;
-        self.write_response(outcome, StatusCode::CREATED)
+        self.write_response(outcome, StatusCode::CREATED, warnings)
     }
 
     async fn update(&self, target: Target, bytes: Bytes) -> Result<Response<Body>, ApiError> {
@@ -350,7 +348,7 @@ impl Ctx<'_> {
                 "the body of an update must be application/json or application/yaml".into(),
             ));
         }
-        let obj = self.parse_body(&bytes, body_type)?;
+        let (obj, warnings) = self.parse_body(&bytes, body_type)?;
         let outcome = self
             .resource
             .replace(
@@ -361,26 +359,47 @@ impl Ctx<'_> {
                 &self.write_options()?,
             )
             .await?;
-        self.write_response(outcome, StatusCode::OK)
+        self.write_response(outcome, StatusCode::OK, warnings)
     }
 
     async fn patch(&self, target: Target, bytes: Bytes) -> Result<Response<Body>, ApiError> {
         let body_type = negotiation::body_type(self.header(CONTENT_TYPE))?;
-        let opts = self.write_options()?;
+        let mut opts = self.write_options()?;
         if opts.force && body_type != BodyType::ApplyPatch {
             return Err(ApiError::BadRequest(
                 "force: Forbidden: may not be specified for non-apply patch".into(),
             ));
         }
-        let patch = match body_type {
+        let (patch, warnings) = match body_type {
             BodyType::JsonPatch => {
-                let value = self.parse_body(&bytes, body_type)?;
-                Patch::Json(serde_json::from_value(value).map_err(|e| {
+                let (value, warnings) = self.parse_body(&bytes, body_type)?;
+                let patch = serde_json::from_value(value).map_err(|e| {
                     ApiError::BadRequest(format!("the JSON patch is not a list of operations: {e}"))
-                })?)
+                })?;
+                (Patch::Json(patch), warnings)
             }
-            BodyType::MergePatch => Patch::Merge(self.parse_body(&bytes, body_type)?),
-            BodyType::ApplyPatch => Patch::Apply(self.parse_body(&bytes, body_type)?),
+            BodyType::MergePatch => {
+                let (value, warnings) = self.parse_body(&bytes, body_type)?;
+                (Patch::Merge(value), warnings)
+            }
+            BodyType::ApplyPatch => {
+                let (config, warnings) = self.parse_body(&bytes, body_type)?;
+                // Apply records who owns what: the manager must be named, not guessed from the
+                // user agent (kube's PatchOptions validation).
+                opts.field_manager = self.query.explicit_field_manager()?;
+                let outcome = self
+                    .resource
+                    .apply(
+                        self.registry,
+                        &self.info.namespace,
+                        &self.info.name,
+                        target,
+                        config,
+                        &opts,
+                    )
+                    .await?;
+                return self.write_response(outcome, StatusCode::OK, warnings);
+            }
             BodyType::StrategicMergePatch => {
                 return Err(ApiError::UnsupportedMediaType(format!(
                     "strategic merge patch is not supported for {} (as for custom resources); use one of: {}",
@@ -397,49 +416,13 @@ impl Ctx<'_> {
         };
         let outcome = self
             .resource
-            .patch(
-                self.registry,
-                &self.info.namespace,
-                &self.info.name,
-                target,
-                patch,
-                &opts,
-            )
+            .patch(&self.info.namespace, &self.info.name, target, patch, &opts)
             .await?;
-        self.write_response(outcome, StatusCode::OK)
-    }
-
-    /// `metav1.DeleteOptions` from the body (optional) and query.
-    fn delete_options(&self, bytes: &[u8]) -> Result<DeleteOptions, ApiError> {
-        let mut opts = DeleteOptions {
-            dry_run: self.query.dry_run()?,
-            ..Default::default()
-        };
-        if !bytes.iter().all(u8::is_ascii_whitespace) {
-            let body = self.parse_body(bytes, BodyType::Json)?;
-            if let Some(dry) = body.get("dryRun").and_then(Value::as_array) {
-                if dry.iter().any(|v| v != "All") {
-                    return Err(ApiError::BadRequest(
-                        "dryRun: Unsupported value: supported values: \"All\"".into(),
-                    ));
-                }
-                opts.dry_run |= !dry.is_empty();
-            }
-            let pre = body.get("preconditions");
-            opts.precondition_uid = pre
-                .and_then(|p| p.get("uid"))
-                .and_then(Value::as_str)
-                .map(String::from);
-            opts.precondition_resource_version = pre
-                .and_then(|p| p.get("resourceVersion"))
-                .and_then(Value::as_str)
-                .map(String::from);
-        }
-        Ok(opts)
+        self.write_response(outcome, StatusCode::OK, warnings)
     }
 
     async fn delete(&self, bytes: Bytes) -> Result<Response<Body>, ApiError> {
-        let opts = self.delete_options(&bytes)?;
+        let opts = params::delete_options(self.query, &bytes)?;
         let obj = self
             .resource
             .delete(self.registry, &self.info.namespace, &self.info.name, &opts)
@@ -448,7 +431,7 @@ impl Ctx<'_> {
     }
 
     async fn delete_collection(&self, bytes: Bytes) -> Result<Response<Body>, ApiError> {
-        let opts = self.delete_options(&bytes)?;
+        let opts = params::delete_options(self.query, &bytes)?;
         let deleted = self
             .resource
             .delete_collection(self.registry, &self.list_options()?, &opts)

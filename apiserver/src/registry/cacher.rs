@@ -10,14 +10,28 @@
 //!   storage ──────► Listing ──► Watching ──(stream ends)──► Listing ...
 //!                 └───────┬────────────────────────────────────┘
 //!                         ▼ applies under a write lock, then bumps `revision_tx`
-//!        State { objects: key → object, events: [horizon+1 ..= revision], revision }
+//!        State { objects: key → object, window: events (horizon ..= revision], revision }
 //!                         ▲ read locks
 //!        watchers: events_after(position) → (events, revision); wait on revision_tx
 //! ```
 //!
 //! Invariant: every event under the prefix with a revision in `(horizon, revision]` is in
 //! `events`, in order. A watcher whose position falls below `horizon` can no longer be served
-//! from memory ([`CacheError::TooOld`]); the caller falls back to a storage watch or answers 410.
+//! ([`CacheError::TooOld`]) and is answered `410 Gone`, as kube's watch cache answers it; the
+//! client lists again.
+//!
+//! The window of events is bounded four ways ([`WindowLimits`] and storage), and the oldest
+//! events leave first, moving `horizon` up to the revision of the last one that left:
+//!
+//! | bound | checked | why |
+//! |---|---|---|
+//! | `max_bytes` of objects the events hold (event and previous state, counted apart even when shared) | on every event | objects run up to 1.5 MiB: a count alone lets a few writers hold gigabytes |
+//! | `max_age` since the event arrived | on every event, and every [`WINDOW_SWEEP_INTERVAL`] | memory goes back when writes stop |
+//! | revisions below storage's compaction | likewise | a watch never resumes from history storage no longer has, and that memory is let go |
+//! | `max_events` | on every event | bounds the bookkeeping of tiny objects |
+//!
+//! The byte bound never drops the newest event, whatever its size, so that a watcher that is
+//! keeping up is not sent away because one object is large.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -32,8 +46,41 @@ use crate::storage::{
     DynStorage, EventKind, KeyValue, ListOptions, Revision, StorageError, WatchItem,
 };
 
-/// Events kept in memory for watchers that resume (kube's watch cache keeps a similar window).
-pub const DEFAULT_EVENT_WINDOW: usize = 10_000;
+/// How much history the cache keeps for watchers that resume; see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowLimits {
+    pub max_events: usize,
+    /// What the events' objects may hold in memory, in bytes ([`CachedEvent::retained_bytes`]).
+    pub max_bytes: usize,
+    /// How long an event is kept after it arrived.
+    pub max_age: Duration,
+}
+
+impl Default for WindowLimits {
+    fn default() -> Self {
+        WindowLimits {
+            max_events: DEFAULT_WINDOW_EVENTS,
+            max_bytes: DEFAULT_WINDOW_BYTES,
+            max_age: DEFAULT_WINDOW_AGE,
+        }
+    }
+}
+
+/// Events kept per resource at most (kube's watch cache grows to a similar count).
+pub const DEFAULT_WINDOW_EVENTS: usize = 10_000;
+/// Bytes of objects kept per resource at most: about 20 revisions of objects at the 1.5 MiB
+/// storage limit, thousands of ordinary ones.
+pub const DEFAULT_WINDOW_BYTES: usize = 32 * 1024 * 1024;
+/// Age of the oldest event kept: the default compaction interval, so that the cache does not
+/// promise more history than storage keeps by default.
+pub const DEFAULT_WINDOW_AGE: Duration = crate::storage::compactor::DEFAULT_COMPACTION_INTERVAL;
+/// How often the reflector lets go of events that aged out or were compacted while no new
+/// event came.
+pub const WINDOW_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// What an object costs beyond its JSON and strings (allocations, the struct, its `Arc`), and
+/// each label beyond its two strings (a map node), as counted against `max_bytes`.
+const OBJECT_OVERHEAD_BYTES: usize = 160;
+const LABEL_OVERHEAD_BYTES: usize = 64;
 /// Page size of the reflector's list, to keep each storage response small.
 const LIST_PAGE: usize = 500;
 /// Wait after a failed list or a broken watch before listing again.
@@ -52,6 +99,23 @@ pub struct CachedObject {
     pub json: Bytes,
 }
 
+impl CachedObject {
+    /// What holding this object costs in memory, roughly.
+    pub fn retained_bytes(&self) -> usize {
+        let labels: usize = self
+            .labels
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + LABEL_OVERHEAD_BYTES)
+            .sum();
+        self.json.len()
+            + self.key.len()
+            + self.name.len()
+            + self.namespace.len()
+            + labels
+            + OBJECT_OVERHEAD_BYTES
+    }
+}
+
 /// A change to one object.
 #[derive(Debug)]
 pub struct CachedEvent {
@@ -61,6 +125,15 @@ pub struct CachedEvent {
     pub object: Arc<CachedObject>,
     /// For `Updated`, the object before the change.
     pub prev: Option<Arc<CachedObject>>,
+}
+
+impl CachedEvent {
+    /// What the event holds in memory: the object and its previous state, each counted in
+    /// full (the previous state is often the object of the event before, so this is an upper
+    /// bound, which is what a limit needs).
+    pub fn retained_bytes(&self) -> usize {
+        self.object.retained_bytes() + self.prev.as_ref().map_or(0, |p| p.retained_bytes())
+    }
 }
 
 /// Turns a stored key-value into a [`CachedObject`].
@@ -85,10 +158,97 @@ pub enum CacheError {
 #[derive(Default)]
 struct State {
     objects: BTreeMap<String, Arc<CachedObject>>,
-    events: VecDeque<Arc<CachedEvent>>,
+    window: Window,
     revision: Revision,
-    horizon: Revision,
     ready: bool,
+}
+
+/// The events kept for resuming watchers, oldest first; see the module docs.
+#[derive(Default)]
+struct Window {
+    events: VecDeque<Held>,
+    /// Every event with a revision above this is in `events`.
+    horizon: Revision,
+    /// Sum of the events' `bytes`.
+    bytes: usize,
+}
+
+/// One event of the window, with what its bounds are checked against.
+struct Held {
+    event: Arc<CachedEvent>,
+    arrived: Instant,
+    bytes: usize,
+}
+
+impl Window {
+    /// A window that starts empty after `revision` (a fresh list).
+    fn after(revision: Revision) -> Self {
+        Window {
+            horizon: revision,
+            ..Window::default()
+        }
+    }
+
+    /// Adds the newest event, then lets go of what the bounds no longer allow.
+    fn push(
+        &mut self,
+        event: Arc<CachedEvent>,
+        now: Instant,
+        compacted: Revision,
+        limits: &WindowLimits,
+    ) {
+        let bytes = event.retained_bytes();
+        self.bytes += bytes;
+        self.events.push_back(Held {
+            event,
+            arrived: now,
+            bytes,
+        });
+        while self.events.len() > limits.max_events
+            || (self.bytes > limits.max_bytes && self.events.len() > 1)
+        {
+            self.pop();
+        }
+        self.expire(now, compacted, limits);
+    }
+
+    /// Lets go of events older than `max_age` and of those below `compacted`.
+    fn expire(&mut self, now: Instant, compacted: Revision, limits: &WindowLimits) {
+        while let Some(oldest) = self.events.front() {
+            let aged = now.saturating_duration_since(oldest.arrived) > limits.max_age;
+            if !aged && oldest.event.revision >= compacted {
+                break;
+            }
+            self.pop();
+        }
+    }
+
+    fn pop(&mut self) {
+        if let Some(held) = self.events.pop_front() {
+            self.horizon = held.event.revision;
+            self.bytes -= held.bytes;
+        }
+        if self.events.is_empty() {
+            // Give back the ring's buffer too after a burst.
+            self.events.shrink_to_fit();
+        }
+    }
+
+    /// The events after `position`; `None` when some of them have left the window.
+    fn after_position(&self, position: Revision) -> Option<Vec<Arc<CachedEvent>>> {
+        if position < self.horizon {
+            return None;
+        }
+        let start = self
+            .events
+            .partition_point(|h| h.event.revision <= position);
+        Some(
+            self.events
+                .range(start..)
+                .map(|h| h.event.clone())
+                .collect(),
+        )
+    }
 }
 
 /// A consistent view of the objects at one revision.
@@ -111,7 +271,7 @@ struct Reflector {
     store: DynStorage,
     prefix: String,
     decode: Decoder,
-    window: usize,
+    limits: WindowLimits,
 }
 
 /// The reflector's state machine.
@@ -126,7 +286,7 @@ enum Phase {
 
 impl Cacher {
     /// Starts the reflector for `prefix` on the current runtime.
-    pub fn start(store: DynStorage, prefix: String, decode: Decoder, window: usize) -> Self {
+    pub fn start(store: DynStorage, prefix: String, decode: Decoder, limits: WindowLimits) -> Self {
         let (revision_tx, revision_rx) = watch::channel(0);
         let state = Arc::new(RwLock::new(State::default()));
         let reflector = Reflector {
@@ -135,7 +295,7 @@ impl Cacher {
             store,
             prefix,
             decode,
-            window,
+            limits,
         };
         tokio::spawn(reflector.run());
         Cacher { state, revision_rx }
@@ -213,16 +373,24 @@ impl Cacher {
         position: Revision,
     ) -> Result<(Vec<Arc<CachedEvent>>, Revision), CacheError> {
         let st = self.read();
-        if !st.ready || position < st.horizon {
-            return Err(CacheError::TooOld {
+        match st.window.after_position(position).filter(|_| st.ready) {
+            Some(events) => Ok((events, st.revision)),
+            None => Err(CacheError::TooOld {
                 requested: position,
-                horizon: st.horizon,
-            });
+                horizon: st.window.horizon,
+            }),
         }
-        let start = st.events.partition_point(|e| e.revision <= position);
-        Ok((st.events.range(start..).cloned().collect(), st.revision))
+    }
+
+    /// Bytes and number of the events held for resuming watchers.
+    pub fn window_usage(&self) -> (usize, usize) {
+        let st = self.read();
+        (st.window.bytes, st.window.events.len())
     }
 }
+
+#[cfg(test)]
+mod tests;
 
 impl Reflector {
     async fn run(self) {
@@ -291,9 +459,8 @@ impl Reflector {
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             st.objects = objects;
-            st.events.clear();
+            st.window = Window::after(revision);
             st.revision = revision;
-            st.horizon = revision;
             st.ready = true;
         }
         self.revision_tx.send_replace(revision);
@@ -302,7 +469,20 @@ impl Reflector {
 
     async fn watch(&self, from: Revision) -> Result<(), StorageError> {
         let mut stream = self.store.watch(&self.prefix, from).await?;
-        while let Some(item) = stream.next().await {
+        let mut sweep = tokio::time::interval(WINDOW_SWEEP_INTERVAL);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let item = tokio::select! {
+                item = stream.next() => match item {
+                    Some(item) => item,
+                    None => break,
+                },
+                _ = sweep.tick() => {
+                    let compacted = self.store.compacted_revision();
+                    self.write().window.expire(Instant::now(), compacted, &self.limits);
+                    continue;
+                }
+            };
             let revision = match item? {
                 WatchItem::Event(event) => {
                     let revision = event.revision();
@@ -317,10 +497,7 @@ impl Reflector {
                     revision
                 }
                 WatchItem::Progress(revision) => {
-                    let mut st = self
-                        .state
-                        .write()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut st = self.write();
                     st.revision = st.revision.max(revision);
                     st.revision
                 }
@@ -330,11 +507,15 @@ impl Reflector {
         Err(StorageError::Unavailable("watch stream ended".into()))
     }
 
-    fn apply(&self, kind: EventKind, revision: Revision, object: Arc<CachedObject>) {
-        let mut st = self
-            .state
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn apply(&self, kind: EventKind, revision: Revision, object: Arc<CachedObject>) {
+        let compacted = self.store.compacted_revision();
+        let mut st = self.write();
         let prev = match kind {
             EventKind::Deleted => st.objects.remove(&object.key),
             EventKind::Created | EventKind::Updated => {
@@ -346,17 +527,14 @@ impl Reflector {
         } else {
             None
         };
-        st.events.push_back(Arc::new(CachedEvent {
+        let event = Arc::new(CachedEvent {
             kind,
             revision,
             object,
             prev,
-        }));
-        while st.events.len() > self.window {
-            if let Some(evicted) = st.events.pop_front() {
-                st.horizon = evicted.revision;
-            }
-        }
+        });
+        st.window
+            .push(event, Instant::now(), compacted, &self.limits);
         st.revision = revision;
     }
 }

@@ -6,27 +6,78 @@
 use std::sync::Arc;
 
 use edgefleet_api::jiff::Timestamp;
+use edgefleet_api::validation::{ErrorList, FieldError, Path};
 use serde_json::Value;
 
 use super::cacher::CachedObject;
 use super::object::{self, set_meta};
 use super::read::ListOptions;
+use super::update::Preconditions;
 use super::{decode_object, encode_object, Registry, Resource};
 use crate::errors::ApiError;
 
-/// A lost compare-and-swap is retried this many times.
-const MAX_CONFLICT_RETRIES: usize = 16;
+/// `propagationPolicy` values kube accepts.
+const PROPAGATION_POLICIES: &[&str] = &["Foreground", "Background", "Orphan"];
 
-/// `metav1.DeleteOptions`, as far as this server acts on them.
+/// `metav1.DeleteOptions`. Nothing here owns dependents (no kind sets `ownerReferences` for
+/// garbage collection), so `propagationPolicy`, `orphanDependents` and `gracePeriodSeconds`
+/// change nothing; they are still validated as kube validates them, so that a mistyped option
+/// is refused rather than silently taken for another.
 #[derive(Clone, Debug, Default)]
 pub struct DeleteOptions {
     pub dry_run: bool,
-    pub precondition_uid: Option<String>,
-    pub precondition_resource_version: Option<String>,
+    pub preconditions: Preconditions,
+    pub propagation_policy: Option<String>,
+    pub orphan_dependents: Option<bool>,
+    pub grace_period_seconds: Option<i64>,
+}
+
+impl DeleteOptions {
+    /// kube's `ValidateDeleteOptions`: `422` for an unknown propagation policy, or one given
+    /// together with the deprecated `orphanDependents`.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        let mut errors = ErrorList::default();
+        let path = Path::new("propagationPolicy");
+        if let Some(policy) = &self.propagation_policy {
+            if self.orphan_dependents.is_some() {
+                errors.push(FieldError::invalid(
+                    &path,
+                    policy.as_str(),
+                    "orphanDependents and deletionPropagation cannot be both set",
+                ));
+            }
+            if !PROPAGATION_POLICIES.contains(&policy.as_str()) {
+                let mut supported = PROPAGATION_POLICIES.to_vec();
+                supported.push("nil");
+                errors.push(FieldError::not_supported(
+                    &path,
+                    policy.as_str(),
+                    &supported,
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(invalid_delete_options(errors))
+        }
+    }
+}
+
+/// `422 DeleteOptions.meta.k8s.io "" is invalid: …`, as kube answers options it refuses.
+pub fn invalid_delete_options(errors: ErrorList) -> ApiError {
+    ApiError::Invalid {
+        kind: "DeleteOptions",
+        group: "meta.k8s.io",
+        name: String::new(),
+        errors,
+    }
 }
 
 impl Resource {
-    /// Deletes `name`; returns the object as it was last (or as it now is, terminating).
+    /// Deletes `name`; returns the object as it was last (or as it now is, terminating). A
+    /// lost race is retried on the newer object ([`super::update`]); preconditions that no
+    /// longer hold are a `409`.
     pub async fn delete(
         &self,
         registry: &Registry,
@@ -34,44 +85,35 @@ impl Resource {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<Arc<CachedObject>, ApiError> {
+        opts.validate()?;
         let key = self.key(namespace, name);
-        for _ in 0..MAX_CONFLICT_RETRIES {
-            let current = self
-                .store
-                .get(&key)
-                .await?
-                .ok_or_else(|| self.not_found(name))?;
-            let obj = decode_object(&current)?;
-            self.check_preconditions(&obj, current.mod_revision, opts, name)?;
-
-            let result = if self.plural() == "environments" {
-                registry.delete_environment(&current, opts.dry_run).await
-            } else if !object::finalizers(&obj).is_empty() {
-                self.mark_deleting(&current, obj, opts.dry_run).await
-            } else if opts.dry_run {
-                Ok(obj)
-            } else {
-                self.store
-                    .delete(&key, Some(current.mod_revision))
-                    .await
-                    .map_err(|e| ApiError::from_storage(e, &self.group_resource, name))
-                    .and_then(|kv| decode_object(&kv))
-            };
-            match result {
-                Err(ApiError::Conflict { reason, .. })
-                    if reason == crate::errors::OBJECT_MODIFIED =>
-                {
-                    continue
-                }
-                Err(e) => return Err(e),
-                Ok(obj) => return self.as_cached(&obj),
-            }
-        }
-        Err(ApiError::Conflict {
-            resource: self.group_resource.clone(),
-            name: name.into(),
-            reason: crate::errors::OBJECT_MODIFIED.into(),
-        })
+        let key = &key;
+        let obj = self
+            .guaranteed_update(key, name, move |current| {
+                Box::pin(async move {
+                    let current = current.ok_or_else(|| self.not_found(name))?;
+                    let obj = decode_object(&current)?;
+                    opts.preconditions
+                        .check(self, &obj, current.mod_revision, name)?;
+                    let deleted = if self.plural() == "environments" {
+                        registry.delete_environment(&current, opts.dry_run).await?
+                    } else if !object::finalizers(&obj).is_empty() {
+                        self.mark_deleting(&current, obj, opts.dry_run).await?
+                    } else if opts.dry_run {
+                        obj
+                    } else {
+                        let kv = self
+                            .store
+                            .delete(key, Some(current.mod_revision))
+                            .await
+                            .map_err(|e| ApiError::from_storage(e, &self.group_resource, name))?;
+                        decode_object(&kv)?
+                    };
+                    Ok(deleted)
+                })
+            })
+            .await?;
+        self.as_cached(&obj)
     }
 
     /// Deletes every object of the list; returns those deleted or terminating.
@@ -81,6 +123,7 @@ impl Resource {
         list: &ListOptions,
         opts: &DeleteOptions,
     ) -> Result<Vec<Arc<CachedObject>>, ApiError> {
+        opts.validate()?;
         let mut done = Vec::new();
         let mut page = ListOptions {
             limit: 500,
@@ -100,34 +143,6 @@ impl Resource {
                 None => return Ok(done),
             }
         }
-    }
-
-    fn check_preconditions(
-        &self,
-        obj: &Value,
-        revision: i64,
-        opts: &DeleteOptions,
-        name: &str,
-    ) -> Result<(), ApiError> {
-        let failed = |what: &str, want: &str, have: &str| {
-            ApiError::Conflict {
-            resource: self.group_resource.clone(),
-            name: name.into(),
-            reason: format!("Precondition failed: {what} in precondition: {want}, {what} in object meta: {have}"),
-        }
-        };
-        if let Some(uid) = &opts.precondition_uid {
-            let have = object::meta_str(obj, "uid").unwrap_or_default();
-            if uid != have {
-                return Err(failed("UID", uid, have));
-            }
-        }
-        if let Some(rv) = &opts.precondition_resource_version {
-            if *rv != revision.to_string() {
-                return Err(failed("ResourceVersion", rv, &revision.to_string()));
-            }
-        }
-        Ok(())
     }
 
     /// Sets `deletionTimestamp` once; the finalizers' owners finish the deletion.

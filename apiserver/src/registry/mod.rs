@@ -21,6 +21,7 @@ pub mod kind;
 pub mod object;
 mod read;
 pub mod table;
+mod update;
 pub mod watch;
 mod write;
 
@@ -36,12 +37,13 @@ use edgefleet_apimachinery::selectors::{FieldSelectorExpr, LabelSelectorExpr};
 use serde_json::{Map, Value};
 
 use crate::errors::{ApiError, GroupResource};
-use crate::storage::{DynStorage, KeyValue};
+use crate::storage::{DynStorage, KeyValue, MAX_VALUE_BYTES};
 use cacher::{CachedObject, Cacher, Decoder};
 use kind::{KindStrategy, Typed};
 
-pub use delete::DeleteOptions;
+pub use delete::{invalid_delete_options, DeleteOptions};
 pub use read::{parse_revision, ListOptions, ListResult, ResourceVersionMatch};
+pub use update::{Preconditions, GUARANTEED_UPDATE_TIMEOUT};
 pub use write::{FieldValidation, Patch, Target, WriteOptions, WriteOutcome};
 
 /// The group every resource of this registry belongs to.
@@ -70,18 +72,10 @@ pub struct Registry {
 }
 
 /// Registry settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RegistryConfig {
-    /// Events kept in memory per resource for resuming watchers.
-    pub watch_cache_window: usize,
-}
-
-impl Default for RegistryConfig {
-    fn default() -> Self {
-        Self {
-            watch_cache_window: cacher::DEFAULT_EVENT_WINDOW,
-        }
-    }
+    /// History each resource's watch cache keeps for resuming watchers.
+    pub watch_cache: cacher::WindowLimits,
 }
 
 impl Registry {
@@ -105,7 +99,7 @@ impl Registry {
                     store.clone(),
                     key_prefix.clone(),
                     decoder(),
-                    config.watch_cache_window,
+                    config.watch_cache,
                 );
                 let schema = strategy.schema();
                 let object_schema = ObjectSchema::new(&schema, &components)
@@ -211,13 +205,22 @@ pub fn decode_object(kv: &KeyValue) -> Result<Value, ApiError> {
     Ok(obj)
 }
 
-/// Encodes an object for storage (without `resourceVersion`).
+/// Encodes an object for storage (without `resourceVersion`). An object larger than storage
+/// takes ([`MAX_VALUE_BYTES`]) is refused with `413`, naming its size: kube-apiserver passes
+/// etcd's "request is too large" on as a 500, which tells the client nothing it can act on.
 pub fn encode_object(obj: &Value) -> Result<Bytes, ApiError> {
     let mut obj = obj.clone();
     object::remove_meta(&mut obj, "resourceVersion");
-    serde_json::to_vec(&obj)
-        .map(Bytes::from)
-        .map_err(|e| ApiError::Internal(e.to_string()))
+    let bytes = serde_json::to_vec(&obj).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if bytes.len() > MAX_VALUE_BYTES {
+        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
+        return Err(ApiError::RequestEntityTooLarge(format!(
+            "{kind} {:?} is {} bytes as stored, more than the {MAX_VALUE_BYTES} bytes storage takes",
+            object::name(&obj),
+            bytes.len()
+        )));
+    }
+    Ok(Bytes::from(bytes))
 }
 
 /// The watch cache's decoder: parse once, keep the JSON bytes for every reader.

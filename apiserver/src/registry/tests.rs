@@ -1,5 +1,8 @@
 //! Registry tests over the real embedded store (a temporary directory).
 
+mod watch_window;
+mod writes;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,14 +107,7 @@ impl Fixture {
         patch: Value,
     ) -> Result<Value, ApiError> {
         self.clusters()
-            .patch(
-                &self.registry,
-                ns,
-                name,
-                target,
-                Patch::Merge(patch),
-                &opts(),
-            )
+            .patch(ns, name, target, Patch::Merge(patch), &opts())
             .await
             .map(|o| parse(&o.object))
     }
@@ -119,6 +115,25 @@ impl Fixture {
 
 fn parse(obj: &cacher::CachedObject) -> Value {
     serde_json::from_slice(&obj.json).unwrap()
+}
+
+fn rv_of(obj: &Value) -> i64 {
+    obj["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+impl Fixture {
+    /// Polls until the clusters' watch cache has seen `revision`.
+    async fn wait_for_cache(&self, revision: i64) {
+        self.clusters()
+            .cacher()
+            .wait_for(revision, Duration::from_secs(10))
+            .await
+            .expect("the watch cache catches up");
+    }
 }
 
 #[tokio::test]
@@ -322,7 +337,6 @@ async fn malformed_input_is_refused_and_changes_nothing() {
     let err = f
         .clusters()
         .patch(
-            &f.registry,
             "retail",
             "edge-1",
             Target::Main,
@@ -538,49 +552,39 @@ async fn filtered_watches_see_objects_enter_and_leave() {
 }
 
 #[tokio::test]
-async fn watches_resume_from_old_revisions_without_gaps() {
-    // A tiny cache window forces resumes to come from storage history.
+async fn watches_resume_from_the_window_without_gaps_and_from_before_it_with_410() {
+    // A window of three events: resumes inside it see every event, older ones are told 410.
     let f = fixture_with(RegistryConfig {
-        watch_cache_window: 2,
+        watch_cache: cacher::WindowLimits {
+            max_events: 3,
+            ..Default::default()
+        },
     })
     .await;
     f.env("retail").await;
-    let first = f.create("retail", cluster("w0")).await;
-    let start: i64 = first["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let mut expected = Vec::new();
-    for i in 1..8 {
+    let mut revisions = Vec::new();
+    for i in 0..8 {
         let obj = f.create("retail", cluster(&format!("w{i}"))).await;
-        expected.push((
-            "ADDED".to_string(),
-            format!("w{i}"),
-            obj["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap()
-                .parse::<i64>()
-                .unwrap(),
-        ));
+        revisions.push(rv_of(&obj));
     }
+    f.wait_for_cache(revisions[7]).await;
     let mut rx = f
         .clusters()
-        .watch(watch_opts(WatchStart::After(start), ""))
+        .watch(watch_opts(WatchStart::After(revisions[4]), ""))
         .await
         .unwrap();
     let mut seen = Vec::new();
-    for _ in 0..expected.len() {
+    for _ in 5..8 {
         seen.push(next_event(&mut rx).await);
     }
+    let expected: Vec<_> = (5..8)
+        .map(|i| ("ADDED".to_string(), format!("w{i}"), revisions[i]))
+        .collect();
     assert_eq!(seen, expected, "every event, in order");
 
-    // Once storage compacted that history, resuming is a 410, not a silent gap.
-    let current = f.registry.storage().current_revision().await.unwrap();
-    f.registry.storage().compact(current).await.unwrap();
     let mut rx = f
         .clusters()
-        .watch(watch_opts(WatchStart::After(start), ""))
+        .watch(watch_opts(WatchStart::After(revisions[0]), ""))
         .await
         .unwrap();
     match tokio::time::timeout(Duration::from_secs(10), rx.recv())
@@ -588,7 +592,10 @@ async fn watches_resume_from_old_revisions_without_gaps() {
         .unwrap()
         .unwrap()
     {
-        Frame::Error(err) => assert_eq!(err.code(), http::StatusCode::GONE, "{err}"),
+        Frame::Error(err) => {
+            assert_eq!(err.code(), http::StatusCode::GONE, "{err}");
+            assert_eq!(err.reason(), "Expired");
+        }
         other => panic!("expected 410, got {other:?}"),
     }
 }

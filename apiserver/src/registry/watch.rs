@@ -1,4 +1,4 @@
-//! One watch request: a task that turns cache (or storage) events into the frames a client sees.
+//! One watch request: a task that turns cache events into the frames a client sees.
 //!
 //! ```text
 //!           ┌── rv unset ──► initial ADDED events from a consistent storage list ─┐
@@ -6,9 +6,13 @@
 //!           └── rv = N   ──► no initial events ───────────────────────────────────┘
 //!
 //!  follow: events after `position` from the cache window; when the window has moved past
-//!          `position`, a storage watch from `position` (or 410 if storage compacted it);
-//!          BOOKMARKs while idle; ends at the timeout or when the client goes away.
+//!          `position`, an ERROR 410 Expired (as kube's watch cache answers; the client lists
+//!          again); BOOKMARKs while idle; ends at the timeout or when the client goes away.
 //! ```
+//!
+//! A watch never reads history from storage: how far back it can resume is the cache
+//! window's bound (see [`super::cacher`]), so one viewer cannot make the hub replay a long
+//! history, and thousands of watchers cost one storage watch.
 //!
 //! Filtering follows kube's cacher: an update that makes an object match is an `ADDED`, one that
 //! makes it stop matching is a `DELETED` (of its previous state, at the event's revision).
@@ -16,7 +20,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -24,7 +27,7 @@ use super::cacher::{CacheError, CachedEvent, CachedObject};
 use super::object::set_meta;
 use super::{Filter, Resource};
 use crate::errors::ApiError;
-use crate::storage::{self, EventKind, Revision, WatchItem};
+use crate::storage::{EventKind, Revision};
 
 /// Interval between bookmarks to an idle watcher (kube sends them about once a minute).
 pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(60);
@@ -174,8 +177,8 @@ impl Watcher {
         let mut changed = cacher.subscribe();
         loop {
             match cacher.events_after(position) {
-                Err(CacheError::TooOld { .. }) => {
-                    return self.follow_storage(position, deadline).await
+                Err(err @ CacheError::TooOld { .. }) => {
+                    return self.send(Frame::Error(super::read::cache_error(err))).await
                 }
                 Err(CacheError::TooNew { .. }) => unreachable!("events_after never reports TooNew"),
                 Ok((events, revision)) if events.is_empty() => {
@@ -203,48 +206,6 @@ impl Watcher {
                 }
             }
         }
-    }
-
-    /// Serves a watcher that fell behind the cache window from a storage watch.
-    async fn follow_storage(&self, position: Revision, deadline: Instant) -> Result<(), Closed> {
-        let store = self.resource.store.clone();
-        let mut stream = match store.watch(&self.prefix, position).await {
-            Ok(stream) => stream,
-            Err(err) => return self.send(Frame::Error(err.into())).await,
-        };
-        loop {
-            let item = tokio::select! {
-                item = stream.next() => item,
-                _ = tokio::time::sleep_until(deadline) => return Ok(()),
-                _ = self.tx.closed() => return Err(Closed),
-            };
-            match item {
-                None => return Ok(()),
-                Some(Err(err)) => return self.send(Frame::Error(err.into())).await,
-                Some(Ok(WatchItem::Progress(_))) => {}
-                Some(Ok(WatchItem::Event(event))) => {
-                    let Ok(cached) = self.storage_event(&event) else {
-                        continue;
-                    };
-                    if let Some(frame) = self.frame_for(&cached) {
-                        self.send(frame).await?;
-                    }
-                }
-            }
-        }
-    }
-
-    fn storage_event(&self, event: &storage::Event) -> Result<CachedEvent, ApiError> {
-        Ok(CachedEvent {
-            kind: event.kind,
-            revision: event.revision(),
-            object: self.resource.cached(&event.kv)?,
-            prev: event
-                .prev
-                .as_ref()
-                .map(|kv| self.resource.cached(kv))
-                .transpose()?,
-        })
     }
 
     /// The frame a watcher with this filter sees for `event`, if any.

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Patches and applies without a `resourceVersion` precondition are retried on conflict against
-//! the newer object (kube's `GuaranteedUpdate`); a PUT carries its precondition and fails fast.
+//! the newer object ([`super::update`], kube's `GuaranteedUpdate`); a PUT carries its
+//! precondition and fails fast.
 
 use std::sync::Arc;
 
@@ -21,13 +22,12 @@ use serde_json::Value;
 
 use super::cacher::CachedObject;
 use super::object::{self, meta_str, set_meta};
+use super::update::{Preconditions, Retry};
 use super::{decode_object, encode_object, Registry, Resource};
 use crate::errors::{ApiError, OBJECT_MODIFIED};
 use crate::storage::{KeyValue, StorageError};
 use crate::structural;
 
-/// How many times a write without precondition retries a lost compare-and-swap.
-const MAX_CONFLICT_RETRIES: usize = 16;
 /// How many generated names a create tries before giving up (kube: 8).
 const GENERATE_NAME_ATTEMPTS: usize = 8;
 /// Characters of generated name suffixes (kube's: no vowels, no confusable digits).
@@ -59,11 +59,11 @@ pub struct WriteOptions {
     pub force: bool,
 }
 
-/// A patch document.
+/// A patch document (server-side apply is not a patch of the stored object: see
+/// [`Resource::apply`]).
 pub enum Patch {
     Json(json_patch::Patch),
     Merge(Value),
-    Apply(Value),
 }
 
 /// What a write did.
@@ -301,7 +301,9 @@ impl Resource {
         unreachable!("the second attempt returns")
     }
 
-    /// `PUT` of the object or its status.
+    /// `PUT` of the object or its status. It carries its own precondition (the
+    /// `resourceVersion` it was based on, and a `uid` when it names one), so a lost race is a
+    /// `409` for the client to resolve, not a retry.
     pub async fn replace(
         &self,
         namespace: &str,
@@ -331,6 +333,14 @@ impl Resource {
             .get(&key)
             .await?
             .ok_or_else(|| self.not_found(name))?;
+        // kube takes a uid in the body as a precondition, checked before the revision.
+        let preconditions = Preconditions {
+            uid: meta_str(&obj, "uid")
+                .filter(|uid| !uid.is_empty())
+                .map(String::from),
+            resource_version: None,
+        };
+        preconditions.check(self, &decode_object(&current)?, current.mod_revision, name)?;
         if current.mod_revision != expected {
             return Err(self.conflict(name));
         }
@@ -339,10 +349,10 @@ impl Resource {
         Ok(outcome)
     }
 
-    /// `PATCH` of the object or its status.
+    /// `PATCH` (JSON or merge patch) of the object or its status, retried on the newer object
+    /// when it loses a race, unless the patch names the `resourceVersion` it expects.
     pub async fn patch(
         &self,
-        registry: &Registry,
         namespace: &str,
         name: &str,
         target: Target,
@@ -350,58 +360,78 @@ impl Resource {
         opts: &WriteOptions,
     ) -> Result<WriteOutcome, ApiError> {
         let key = self.key(namespace, name);
-        if let Patch::Apply(config) = &patch {
-            return self
-                .apply(registry, namespace, name, target, config.clone(), opts)
-                .await;
-        }
-        for _ in 0..MAX_CONFLICT_RETRIES {
-            let current = self
-                .store
-                .get(&key)
-                .await?
-                .ok_or_else(|| self.not_found(name))?;
-            let mut doc = decode_object(&current)?;
-            match &patch {
-                Patch::Json(p) => {
-                    json_patch::patch(&mut doc, p).map_err(|e| ApiError::Invalid {
-                        kind: self.kind(),
-                        group: super::GROUP,
-                        name: name.into(),
-                        errors: ErrorList(vec![FieldError::invalid(
-                            &Path::new(""),
-                            Value::Null,
-                            e.to_string(),
-                        )]),
-                    })?
+        let patch = &patch;
+        self.guaranteed_update(&key, name, move |current| {
+            Box::pin(async move {
+                let current = current.ok_or_else(|| self.not_found(name))?;
+                let mut doc = self.patched(&current, patch, name)?;
+                // The patch's own precondition: a resourceVersion it set (the object read
+                // carries the current one, which always matches).
+                if let Some(rv) = meta_str(&doc, "resourceVersion").filter(|rv| !rv.is_empty()) {
+                    if super::read::parse_revision(rv)? != current.mod_revision {
+                        return Err(Retry::Fail(self.conflict(name)));
+                    }
                 }
-                Patch::Merge(p) => json_patch::merge(&mut doc, p),
-                Patch::Apply(_) => unreachable!("handled above"),
-            }
-            let precondition = meta_str(&doc, "resourceVersion")
-                .filter(|rv| !rv.is_empty())
-                .map(str::to_string);
-            if let Some(rv) = &precondition {
-                if super::read::parse_revision(rv)? != current.mod_revision {
-                    return Err(self.conflict(name));
-                }
-            }
-            let warnings = self.check_structure(&mut doc, name, opts)?;
-            self.bind_identity(&mut doc, namespace, Some(name))?;
-            match self.write_update(&current, doc, target, opts, None).await {
-                Err(ApiError::Conflict { .. }) if precondition.is_none() => continue,
-                Err(e) => return Err(e),
-                Ok(mut outcome) => {
-                    outcome.warnings.splice(0..0, warnings);
-                    return Ok(outcome);
-                }
-            }
-        }
-        Err(self.conflict(name))
+                let warnings = self.check_structure(&mut doc, name, opts)?;
+                self.bind_identity(&mut doc, namespace, Some(name))?;
+                let mut outcome = self.write_update(&current, doc, target, opts, None).await?;
+                outcome.warnings.splice(0..0, warnings);
+                Ok(outcome)
+            })
+        })
+        .await
     }
 
-    /// Server-side apply.
-    async fn apply(
+    /// The stored object with `patch` applied, checked for what a patch may not do: change the
+    /// kind or apiVersion (422, as kube validates a custom resource's type meta) or the name,
+    /// including by removing `metadata` (400, kube's name check).
+    fn patched(&self, current: &KeyValue, patch: &Patch, name: &str) -> Result<Value, ApiError> {
+        let mut doc = decode_object(current)?;
+        match patch {
+            Patch::Json(p) => json_patch::patch(&mut doc, p).map_err(|e| {
+                self.invalid(
+                    name,
+                    ErrorList(vec![FieldError::invalid(
+                        &Path::new(""),
+                        Value::Null,
+                        e.to_string(),
+                    )]),
+                )
+            })?,
+            Patch::Merge(p) => json_patch::merge(&mut doc, p),
+        }
+        let mut errors = ErrorList::default();
+        let kind = doc.get("kind").cloned().unwrap_or_else(|| "".into());
+        if kind != self.kind() {
+            errors.push(FieldError::invalid(
+                &Path::new("kind"),
+                kind,
+                format!("must be {}", self.kind()),
+            ));
+        }
+        let api_version = doc.get("apiVersion").cloned().unwrap_or_else(|| "".into());
+        if api_version != API_VERSION {
+            errors.push(FieldError::invalid(
+                &Path::new("apiVersion"),
+                api_version,
+                format!("must be {API_VERSION}"),
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(self.invalid(name, errors));
+        }
+        let patched_name = meta_str(&doc, "name").unwrap_or_default();
+        if patched_name != name {
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({patched_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        Ok(doc)
+    }
+
+    /// Server-side apply (`PATCH` with `application/apply-patch+yaml`): merges `config` into the
+    /// object (creating it if absent), retried on the newer object when it loses a race.
+    pub async fn apply(
         &self,
         registry: &Registry,
         namespace: &str,
@@ -411,43 +441,52 @@ impl Resource {
         opts: &WriteOptions,
     ) -> Result<WriteOutcome, ApiError> {
         if opts.field_manager.is_empty() {
-            return Err(ApiError::BadRequest(
-                "PATCH, application/apply-patch+yaml requires fieldManager parameter".into(),
-            ));
+            // kube's PatchOptions validation: controllers must name themselves.
+            return Err(ApiError::Invalid {
+                kind: "PatchOptions",
+                group: "meta.k8s.io",
+                name: String::new(),
+                errors: ErrorList(vec![FieldError::required(
+                    &Path::new("fieldManager"),
+                    "is required for apply patch",
+                )]),
+            });
         }
         self.check_type_meta(&config)?;
         let warnings = self.check_structure(&mut config, name, opts)?;
         self.bind_identity(&mut config, namespace, Some(name))?;
         let key = self.key(namespace, name);
-        for _ in 0..MAX_CONFLICT_RETRIES {
-            let current = self.store.get(&key).await?;
-            let live = current.as_ref().map(decode_object).transpose()?;
-            let merged = self.merge_apply(live.as_ref(), &config, target, opts)?;
-            let managed = merged
-                .get("metadata")
-                .and_then(|m| m.get("managedFields"))
-                .cloned();
-            let result = match &current {
-                None if target == Target::Status => Err(self.not_found(name)),
-                None => {
-                    self.create_prepared(registry, namespace, merged, opts, managed)
-                        .await
-                }
-                Some(current) => {
-                    self.write_update(current, merged, target, opts, managed)
-                        .await
-                }
-            };
-            match result {
-                Err(ApiError::Conflict { .. } | ApiError::AlreadyExists { .. }) => continue,
-                Err(e) => return Err(e),
-                Ok(mut outcome) => {
-                    outcome.warnings.splice(0..0, warnings);
-                    return Ok(outcome);
-                }
-            }
-        }
-        Err(self.conflict(name))
+        let config = &config;
+        let mut outcome = self
+            .guaranteed_update(&key, name, move |current| {
+                Box::pin(async move {
+                    let live = current.as_ref().map(decode_object).transpose()?;
+                    let merged = self.merge_apply(live.as_ref(), config, target, opts)?;
+                    let managed = merged
+                        .get("metadata")
+                        .and_then(|m| m.get("managedFields"))
+                        .cloned();
+                    match &current {
+                        None if target == Target::Status => Err(self.not_found(name).into()),
+                        None => {
+                            match self
+                                .create_prepared(registry, namespace, merged, opts, managed)
+                                .await
+                            {
+                                // Created by someone else since the read: merge into theirs.
+                                Err(ApiError::AlreadyExists { .. }) => Err(Retry::Stale),
+                                created => Ok(created?),
+                            }
+                        }
+                        Some(current) => Ok(self
+                            .write_update(current, merged, target, opts, managed)
+                            .await?),
+                    }
+                })
+            })
+            .await?;
+        outcome.warnings.splice(0..0, warnings);
+        Ok(outcome)
     }
 
     /// Turns `candidate` into the next version of `current` and writes it (CAS on `current`).
@@ -461,6 +500,9 @@ impl Resource {
     ) -> Result<WriteOutcome, ApiError> {
         let old = decode_object(current)?;
         let now = Timestamp::now();
+        if target == Target::Main {
+            check_uid_unchanged(&old, &candidate, self)?;
+        }
         let mut new = prepare_for_update(&old, candidate, target)?;
         new = self.canonicalize(new)?;
         if target == Target::Main && old.get("spec") != new.get("spec") {
@@ -482,6 +524,8 @@ impl Resource {
                 warnings: vec![],
             });
         }
+        // Encoding checks the stored size, so a dry run answers as the write would.
+        let encoded = encode_object(&new)?;
         if opts.dry_run {
             return Ok(WriteOutcome {
                 object: self.as_cached(&new)?,
@@ -511,7 +555,7 @@ impl Resource {
         }
         let kv = self
             .store
-            .update(&current.key, current.mod_revision, encode_object(&new)?)
+            .update(&current.key, current.mod_revision, encoded)
             .await
             .map_err(|e| ApiError::from_storage(e, &self.group_resource, &name))?;
         Ok(WriteOutcome {
@@ -521,7 +565,8 @@ impl Resource {
         })
     }
 
-    fn conflict(&self, name: &str) -> ApiError {
+    /// kube's `409` for a write that lost to a concurrent one.
+    pub(super) fn conflict(&self, name: &str) -> ApiError {
         ApiError::Conflict {
             resource: self.group_resource.clone(),
             name: name.into(),
@@ -626,6 +671,27 @@ fn prepare_for_update(old: &Value, candidate: Value, target: Target) -> Result<V
     meta.remove("resourceVersion");
     meta.remove("selfLink");
     Ok(new)
+}
+
+/// A write through the object may leave `metadata.uid` out (the stored one is kept) but not
+/// change it: kube's `ValidateObjectMetaUpdate` answers `field is immutable`.
+fn check_uid_unchanged(
+    old: &Value,
+    candidate: &Value,
+    resource: &Resource,
+) -> Result<(), ApiError> {
+    let have = meta_str(old, "uid").unwrap_or_default();
+    match meta_str(candidate, "uid") {
+        Some(uid) if !uid.is_empty() && uid != have => {
+            let errors = ErrorList(vec![FieldError::invalid(
+                &Path::new("metadata").child("uid"),
+                uid,
+                "field is immutable",
+            )]);
+            Err(resource.invalid(object::name(old), errors))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// No finalizer may be added to an object that is being deleted.

@@ -22,6 +22,8 @@ mod watch;
 mod writer;
 
 use std::fmt;
+use std::fs::Permissions;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -35,8 +37,8 @@ use self::schema::{db_error, kv_at, meta, LIVE, LOG, META, META_COMPACTED, META_
 use self::schema::{META_SWEPT, PUT, VERSIONS};
 use self::writer::{Done, Op, Request, Writer, MAX_BATCH};
 use super::{
-    Event, Guard, KeyValue, ListOptions, ListResult, Result, Revision, Storage, StorageError,
-    WatchStream,
+    check_value_size, Event, Guard, KeyValue, ListOptions, ListResult, Result, Revision, Storage,
+    StorageError, WatchStream,
 };
 
 /// The database file inside the store's directory.
@@ -45,9 +47,24 @@ const DB_FILE: &str = "edgefleet.redb";
 /// Requests queued for the writer before callers wait for room.
 const REQUEST_QUEUE: usize = 4 * MAX_BATCH;
 
+/// Modes of the store's directory and database file: owner only.
+const PRIVATE_DIR_MODE: u32 = 0o700;
+const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Memory redb may keep of the database's pages (its default is 1 GiB, which a store of large
+/// objects fills with pages nobody reads again: the watch cache holds what is recent). Reads
+/// beyond it go to the file, which the kernel's page cache holds as long as memory allows.
+const PAGE_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Committed batches kept in memory for watchers. A watcher that falls further behind reads
 /// the difference back from disk, so this bounds memory, not correctness.
 const WATCH_BUFFER_COMMITS: usize = 64;
+
+/// Bytes of values (new and previous) a committed batch may carry in the broadcast. A larger
+/// batch is announced without its events and watchers read them from the log, so the ring
+/// holds at most `WATCH_BUFFER_COMMITS` times this (16 MiB), however large the objects: with
+/// 1 MB objects it would otherwise keep 64 batches of 2 MB alive after writes stop.
+const WATCH_BUFFER_COMMIT_BYTES: usize = 256 * 1024;
 
 /// The embedded store. Dropping it stops the writer and, once its watch streams are gone too,
 /// closes the database file.
@@ -64,13 +81,42 @@ struct Shared {
     db: Database,
     /// The revision of the last commit.
     revision: AtomicI64,
+    /// The revision of the last committed compaction.
+    compacted: AtomicI64,
 }
 
 /// A committed batch, as broadcast to watchers.
 struct Commit {
     /// The revision of the last event.
     revision: Revision,
+    /// The batch's events; empty when they were too large to broadcast (`spilled`).
     events: Vec<Event>,
+    /// The events are in the log only: a watcher reads them from there.
+    spilled: bool,
+}
+
+impl Commit {
+    /// The batch ending at `revision`, its events left out when they exceed
+    /// [`WATCH_BUFFER_COMMIT_BYTES`].
+    fn new(revision: Revision, events: Vec<Event>) -> Self {
+        let bytes: usize = events
+            .iter()
+            .map(|e| e.kv.value.len() + e.prev.as_ref().map_or(0, |p| p.value.len()))
+            .sum();
+        if bytes > WATCH_BUFFER_COMMIT_BYTES {
+            Commit {
+                revision,
+                events: Vec::new(),
+                spilled: true,
+            }
+        } else {
+            Commit {
+                revision,
+                events,
+                spilled: false,
+            }
+        }
+    }
 }
 
 /// The store was dropped while a request or watch was using it.
@@ -87,9 +133,19 @@ impl EmbeddedStore {
     /// Opens the store in `dir`, creating the directory and the database if missing. A store
     /// left by a crashed process is repaired first, which reads the whole file.
     pub fn open(dir: &Path) -> Result<EmbeddedStore> {
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::Unavailable(Box::new(e)))?;
+        let unavailable = |e: std::io::Error| StorageError::Unavailable(Box::new(e));
+        std::fs::create_dir_all(dir).map_err(unavailable)?;
+        // Every object is in there, token hashes and audit checkpoints too: owner only, as the
+        // PKI and the audit trail are (a store made before this is tightened on open).
+        std::fs::set_permissions(dir, Permissions::from_mode(PRIVATE_DIR_MODE))
+            .map_err(unavailable)?;
         let path = dir.join(DB_FILE);
-        let db = Database::create(&path).map_err(db_error)?;
+        let db = Database::builder()
+            .set_cache_size(PAGE_CACHE_BYTES)
+            .create(&path)
+            .map_err(db_error)?;
+        std::fs::set_permissions(&path, Permissions::from_mode(PRIVATE_FILE_MODE))
+            .map_err(unavailable)?;
         // The file may have just been created: make its directory entry durable too.
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())
@@ -113,6 +169,7 @@ impl EmbeddedStore {
         let shared = Arc::new(Shared {
             db,
             revision: AtomicI64::new(current),
+            compacted: AtomicI64::new(compacted),
         });
         let (requests, requests_rx) = mpsc::channel(REQUEST_QUEUE);
         let (commits, _) = broadcast::channel(WATCH_BUFFER_COMMITS);
@@ -204,6 +261,7 @@ impl Storage for EmbeddedStore {
         value: Bytes,
         guard: Option<Guard>,
     ) -> Result<KeyValue> {
+        check_value_size(key, &value)?;
         self.write(Op::Create {
             key: key.to_string(),
             value,
@@ -233,6 +291,7 @@ impl Storage for EmbeddedStore {
     }
 
     async fn update(&self, key: &str, expected: Revision, value: Bytes) -> Result<KeyValue> {
+        check_value_size(key, &value)?;
         self.write(Op::Update {
             key: key.to_string(),
             expected,
@@ -276,6 +335,10 @@ impl Storage for EmbeddedStore {
             Done::Compacted => Ok(()),
             Done::Written(_) => unreachable!("compaction is answered without a value"),
         }
+    }
+
+    fn compacted_revision(&self) -> Revision {
+        self.shared.compacted.load(Ordering::Acquire)
     }
 }
 

@@ -27,6 +27,8 @@
 //! a watch's cancellation does carry it.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -39,8 +41,8 @@ use etcd_client::{
 use futures::StreamExt;
 
 use super::{
-    Event, EventKind, Guard, KeyValue, ListOptions, ListResult, Result, Revision, Storage,
-    StorageError, WatchItem, WatchStream,
+    check_value_size, Event, EventKind, Guard, KeyValue, ListOptions, ListResult, Result, Revision,
+    Storage, StorageError, WatchItem, WatchStream,
 };
 
 /// How long connecting to an etcd endpoint may take.
@@ -129,6 +131,9 @@ pub struct EtcdStore {
     kv: KvClient,
     watch: WatchClient,
     prefix: String,
+    /// The highest compaction this process made or was told of (shared by clones, so the
+    /// compactor's handle and the registry's agree).
+    compacted: Arc<AtomicI64>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -143,6 +148,8 @@ impl std::fmt::Debug for EtcdStore {
 enum Failure {
     Compacted,
     FutureRevision,
+    /// The request is over etcd's `--max-request-bytes`.
+    TooLarge,
     Other(StorageError),
 }
 
@@ -167,6 +174,9 @@ fn classify(error: etcd_client::Error) -> Failure {
         {
             return Failure::FutureRevision;
         }
+        if status.message().contains("request is too large") {
+            return Failure::TooLarge;
+        }
     }
     Failure::Other(EtcdError::Request(error).into())
 }
@@ -188,6 +198,18 @@ fn plain(failure: Failure) -> StorageError {
         Failure::Other(e) => e,
         Failure::Compacted => EtcdError::Protocol("unexpected compaction error").into(),
         Failure::FutureRevision => EtcdError::Protocol("unexpected future revision error").into(),
+        Failure::TooLarge => EtcdError::Protocol("unexpected request size error").into(),
+    }
+}
+
+/// For writes of `value` to `key`: etcd's size refusal is the caller's to hear about.
+fn written<'a>(key: &'a str, value: &'a Bytes) -> impl FnOnce(Failure) -> StorageError + 'a {
+    move |failure| match failure {
+        Failure::TooLarge => StorageError::TooLarge {
+            key: key.to_string(),
+            size: value.len(),
+        },
+        other => plain(other),
     }
 }
 
@@ -253,6 +275,7 @@ impl EtcdStore {
             kv: client.kv_client(),
             watch: client.watch_client(),
             prefix,
+            compacted: Arc::new(AtomicI64::new(0)),
         };
         // The client connects lazily; fail now rather than at the first request.
         store.current_revision().await?;
@@ -369,6 +392,7 @@ impl Storage for EtcdStore {
         value: Bytes,
         guard: Option<Guard>,
     ) -> Result<KeyValue> {
+        check_value_size(key, &value)?;
         let full = self.full_key(key);
         let mut compares = vec![Compare::create_revision(full.clone(), CompareOp::Equal, 0)];
         // Without a guard only the key's existence refuses: nothing to read.
@@ -392,7 +416,9 @@ impl Storage for EtcdStore {
             .when(compares)
             .and_then([TxnOp::put(full, value.to_vec(), None)])
             .or_else(reads);
-        let response = call(self.kv.clone().txn(txn)).await.map_err(plain)?;
+        let response = call(self.kv.clone().txn(txn))
+            .await
+            .map_err(written(key, &value))?;
         if !response.succeeded() {
             let already_exists = StorageError::AlreadyExists {
                 key: key.to_string(),
@@ -453,7 +479,7 @@ impl Storage for EtcdStore {
             Err(Failure::FutureRevision) => {
                 return Err(self.future_revision(requested.unwrap_or_default()).await)
             }
-            Err(Failure::Other(e)) => return Err(e),
+            Err(failure) => return Err(plain(failure)),
         };
         let items = response
             .kvs()
@@ -478,6 +504,7 @@ impl Storage for EtcdStore {
     }
 
     async fn update(&self, key: &str, expected: Revision, value: Bytes) -> Result<KeyValue> {
+        check_value_size(key, &value)?;
         let full = self.full_key(key);
         let txn = Txn::new()
             .when([
@@ -490,7 +517,9 @@ impl Storage for EtcdStore {
                 Some(PutOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(full, None)]);
-        let response = call(self.kv.clone().txn(txn)).await.map_err(plain)?;
+        let response = call(self.kv.clone().txn(txn))
+            .await
+            .map_err(written(key, &value))?;
         if !response.succeeded() {
             return Err(self.refusal(key, Some(expected), response.op_responses().first()));
         }
@@ -556,7 +585,7 @@ impl Storage for EtcdStore {
                     compacted: after + 2,
                 })
             }
-            Err(Failure::Other(e)) => return Err(e),
+            Err(failure) => return Err(plain(failure)),
         }
         let options = WatchOptions::new()
             .with_prefix()
@@ -594,10 +623,17 @@ impl Storage for EtcdStore {
     async fn compact(&self, revision: Revision) -> Result<()> {
         match call(self.kv.clone().compact(revision, None)).await {
             // Compacting to where etcd already compacted, or below, is a no-op.
-            Ok(_) | Err(Failure::Compacted) => Ok(()),
+            Ok(_) | Err(Failure::Compacted) => {
+                self.compacted.fetch_max(revision, Ordering::AcqRel);
+                Ok(())
+            }
             Err(Failure::FutureRevision) => Err(self.future_revision(revision).await),
-            Err(Failure::Other(e)) => Err(e),
+            Err(failure) => Err(plain(failure)),
         }
+    }
+
+    fn compacted_revision(&self) -> Revision {
+        self.compacted.load(Ordering::Acquire)
     }
 }
 
@@ -635,6 +671,9 @@ impl EtcdWatcher {
         };
         if response.canceled() {
             if response.compact_revision() > 0 {
+                self.store
+                    .compacted
+                    .fetch_max(response.compact_revision(), Ordering::AcqRel);
                 return Err(StorageError::Compacted {
                     requested: self.after,
                     compacted: response.compact_revision(),

@@ -30,6 +30,24 @@ pub mod compactor;
 pub mod embedded;
 pub mod etcd;
 
+/// The largest value a backend stores: etcd's default `--max-request-bytes` (1.5 MiB), which
+/// is also what kube-apiserver's objects are held to. An etcd request carries the key and some
+/// framing besides, so etcd refuses values a little smaller; either way the write fails with
+/// [`StorageError::TooLarge`].
+pub const MAX_VALUE_BYTES: usize = 3 * 512 * 1024;
+
+/// Refuses a value over [`MAX_VALUE_BYTES`] before it is written (both backends: etcd would
+/// refuse it too, and the embedded store keeps etcd's limit so a hub behaves alike on both).
+pub(crate) fn check_value_size(key: &str, value: &[u8]) -> Result<()> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(StorageError::TooLarge {
+            key: key.to_string(),
+            size: value.len(),
+        });
+    }
+    Ok(())
+}
+
 /// A store revision; `0` means "before anything was written".
 pub type Revision = i64;
 
@@ -142,6 +160,9 @@ pub enum StorageError {
         requested: Revision,
         current: Revision,
     },
+    /// The value is larger than the backend takes ([`MAX_VALUE_BYTES`], or etcd's own limit).
+    #[error("the value of key {key:?} is too large to store ({size} bytes)")]
+    TooLarge { key: String, size: usize },
     #[error("storage is unavailable: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("storage data is corrupt: {0}")]
@@ -149,6 +170,7 @@ pub enum StorageError {
 }
 
 /// The storage contract. Every method is atomic; every write is durable when it returns `Ok`.
+/// A write of a value larger than [`MAX_VALUE_BYTES`] fails with [`StorageError::TooLarge`].
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
     /// Creates `key`. Fails with `AlreadyExists` if it exists. The same as
@@ -199,6 +221,12 @@ pub trait Storage: Send + Sync + 'static {
     /// Discards history older than `revision`: afterwards reads at revisions `>= revision` still
     /// work. Compacting to a revision at or below the last compaction is a no-op.
     async fn compact(&self, revision: Revision) -> Result<()>;
+
+    /// The revision history was last compacted to (`0`: never), as far as this process knows:
+    /// reads below it fail with `Compacted`. The watch cache lets go of what it holds below it.
+    /// The embedded store always knows; etcd knows the compactions made through this process
+    /// and those a response reported (another replica's show up there first).
+    fn compacted_revision(&self) -> Revision;
 }
 
 /// A precondition on another key: it exists with this `mod_revision`.

@@ -214,3 +214,102 @@ async fn a_watcher_that_stops_reading_catches_up_from_disk() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_store_is_readable_by_its_owner_only_even_one_made_before() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("store");
+    drop(EmbeddedStore::open(&dir).unwrap());
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join(DB_FILE)), 0o600);
+
+    // A store left world-readable by an earlier version is tightened when opened.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir.join(DB_FILE), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = EmbeddedStore::open(&dir).unwrap();
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join(DB_FILE)), 0o600);
+    store.create("k", value("v")).await.unwrap();
+}
+
+#[tokio::test]
+async fn values_over_etcds_limit_are_refused_as_etcd_refuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let limit = crate::storage::MAX_VALUE_BYTES;
+    let big = Bytes::from(vec![b'x'; limit + 1]);
+    assert!(matches!(
+        store.create("k", big.clone()).await,
+        Err(StorageError::TooLarge { size, .. }) if size == limit + 1
+    ));
+    let kv = store
+        .create("k", Bytes::from(vec![b'x'; limit]))
+        .await
+        .expect("a value at the limit is stored");
+    assert!(matches!(
+        store.update("k", kv.mod_revision, big).await,
+        Err(StorageError::TooLarge { .. })
+    ));
+    assert_eq!(
+        store.get("k").await.unwrap().unwrap().mod_revision,
+        kv.mod_revision
+    );
+}
+
+#[tokio::test]
+async fn the_compacted_revision_is_known_at_once_and_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(store.compacted_revision(), 0);
+    store.create("a", value("1")).await.unwrap();
+    let b = store.create("b", value("2")).await.unwrap();
+    store.compact(b.mod_revision).await.unwrap();
+    assert_eq!(store.compacted_revision(), b.mod_revision);
+    store.compact(1).await.unwrap();
+    assert_eq!(
+        store.compacted_revision(),
+        b.mod_revision,
+        "never goes back"
+    );
+    drop(store);
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(store.compacted_revision(), b.mod_revision);
+}
+
+#[tokio::test]
+async fn large_values_are_not_held_by_the_broadcast_and_watchers_still_see_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let mut ring = store.commits.subscribe();
+    let mut watch = store.watch("k/", 0).await.unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    let mut next_event = async || loop {
+        let item = tokio::time::timeout_at(deadline, watch.next())
+            .await
+            .expect("events in time")
+            .unwrap()
+            .unwrap();
+        if let WatchItem::Event(event) = item {
+            return event.kv;
+        }
+    };
+    let small = store.create("k/small", value("s")).await.unwrap();
+    // The watcher has caught up with the log and follows the broadcast from here.
+    assert_eq!(next_event().await, small);
+
+    let big = Bytes::from(vec![b'x'; super::WATCH_BUFFER_COMMIT_BYTES + 1]);
+    let large = store.create("k/large", big.clone()).await.unwrap();
+    let first = ring.recv().await.unwrap();
+    assert!(!first.spilled && first.events.len() == 1);
+    let second = ring.recv().await.unwrap();
+    assert!(
+        second.spilled && second.events.is_empty(),
+        "no large value in memory"
+    );
+    let seen = next_event().await;
+    assert_eq!(seen, large);
+    assert_eq!(seen.value, big, "read back from the log whole");
+}

@@ -16,7 +16,8 @@
 //! anything at or below it that arrives again (a batch both on disk and in the broadcast) is
 //! skipped, so a watcher sees each event exactly once and in order. A consumer that stops
 //! reading costs no memory: the broadcast ring overwrites what it did not take, and it reads
-//! that part back from disk when it resumes.
+//! that part back from disk when it resumes. A batch of large values is broadcast without them
+//! (`spilled`), and is read from disk the same way: the ring's memory is bounded in bytes.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -100,6 +101,11 @@ impl Watcher {
     /// Queues the events of one committed batch that are new and under the prefix.
     fn take(&mut self, commit: &Commit) {
         if commit.revision <= self.delivered {
+            return;
+        }
+        if commit.spilled {
+            // Too large for the broadcast: the log has them.
+            self.catching_up = true;
             return;
         }
         let mut last = None;

@@ -242,12 +242,13 @@ impl Writer {
         drop(tables);
         if dirty {
             txn.commit().map_err(db_error)?;
+            self.shared.compacted.fetch_max(compacted, Ordering::AcqRel);
         } else {
             // Every request was refused or a no-op: nothing to make durable.
             txn.abort().map_err(db_error)?;
         }
         self.sweep = sweep;
-        let commit = (revision != start).then_some(Commit { revision, events });
+        let commit = (revision != start).then(|| Commit::new(revision, events));
         Ok((results, commit))
     }
 }
