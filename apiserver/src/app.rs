@@ -1,4 +1,4 @@
-//! Assembling and running the hub: storage, registry, HTTP pipeline.
+//! Assembling and running the hub: storage, registry, the HTTP stack.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,8 +18,8 @@ use crate::auth::flags::AuthConfigError;
 use crate::auth::flags::{AuthenticationFlags, AuthorizationFlags};
 use crate::auth::rbac::{Policy, RbacAuthorizer};
 use crate::controllers::{AgentLink, Controllers};
-use crate::http::pipeline::Pipeline;
 use crate::http::router::Router;
+use crate::http::stack::{self, Hub, StackParts};
 use crate::http::tls::TlsError;
 use crate::http::{server, tls};
 use crate::registry::{Registry, RegistryConfig};
@@ -188,7 +188,8 @@ impl AuditSettings {
 pub struct BoundServer {
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    pipeline: Arc<Pipeline>,
+    service: Hub,
+    auditor: Option<Auditor>,
     registry: Registry,
     agents: Option<Arc<AgentHub>>,
     controllers: Controllers,
@@ -223,11 +224,10 @@ impl BoundServer {
     /// the background tasks, waits for them, and closes the audit trail with a final checkpoint.
     /// When it returns, nothing of this hub runs any more.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let auditor = self.pipeline.auditor.clone();
-        server::serve(self.listener, self.tls, self.pipeline, shutdown).await;
+        server::serve(self.listener, self.tls, self.service, shutdown).await;
         self.controllers.shutdown().await;
         self.tasks.shut_down().await;
-        if let Some(auditor) = auditor {
+        if let Some(auditor) = self.auditor {
             if let Err(err) = auditor.shutdown().await {
                 tracing::error!(%err, "closing the audit trail failed");
             }
@@ -295,7 +295,12 @@ pub async fn bind(config: &ServerConfig) -> Result<BoundServer, StartError> {
         &replica,
         Default::default(),
     );
-    let router = Router::new(registry.clone(), agents.clone());
+    let router = Arc::new(Router::new(
+        registry.clone(),
+        agents.clone(),
+        None,
+        auditor.clone(),
+    ));
 
     let cert_chain = tls::load_certs(&config.tls_cert_file).map_err(StartError::Tls)?;
     let key = tls::load_key(&config.tls_private_key_file).map_err(StartError::Tls)?;
@@ -324,12 +329,11 @@ pub async fn bind(config: &ServerConfig) -> Result<BoundServer, StartError> {
     ) {
         tasks.spawn(reload_rbac(rbac, path));
     }
-    let authorizer = authorization.authorizer;
-    let pipeline = Arc::new(Pipeline {
+    let service = stack::build(StackParts {
         authenticator,
-        authorizer,
+        authorizer: authorization.authorizer,
+        auditor: auditor.clone(),
         router,
-        auditor,
     });
     let listener = TcpListener::bind(config.listen)
         .await
@@ -340,7 +344,8 @@ pub async fn bind(config: &ServerConfig) -> Result<BoundServer, StartError> {
     Ok(BoundServer {
         listener,
         tls,
-        pipeline,
+        service,
+        auditor,
         registry,
         agents,
         controllers,

@@ -137,9 +137,12 @@ pub enum ApiError {
     #[error("Internal error occurred: {0}")]
     Internal(String),
 
-    /// The request could not be recorded in the audit trail and is refused (fail closed).
-    /// Answered as kube-apiserver answers it: a plain-text 500, which every client shows as is
-    /// (client-go's discovery cannot decode a `Status` and would only say "unknown").
+    /// The request could not be recorded in the audit trail and is refused (fail closed), with
+    /// kube-apiserver's words. A `metav1.Status` like every error of a resource request (kube
+    /// answers plain text); non-resource requests — discovery, OpenAPI, which client-go reads
+    /// raw and would show as "unknown" — get the message as plain text
+    /// (`http::layers::audit::refusal`). The cause (which file, which errno) stays in the
+    /// hub's log: it names server paths.
     #[error("Internal Server Error: failed to store audit event")]
     AuditUnavailable,
 }

@@ -2,9 +2,10 @@
 //! kinds (DESIGN.md §1–§4).
 //!
 //! ```text
-//! TLS ─► request info ─► authentication ─► authorization ─► router ─► registry ─► storage
-//!                                                            ├─ discovery, OpenAPI, health
-//!                                                            └─ watch cache
+//! TLS ─► http::stack (tower layers): request info ─► authentication ─► audit ─► impersonation
+//!        ─► authorization ─► body capture ─► router ─┬─► registry ─► watch cache ─► storage
+//!                                   │                ├─► proxy ─► tunnel port (agents)
+//!                          audit trail (files)       └─► discovery, OpenAPI, health
 //! ```
 
 pub mod agents;

@@ -27,26 +27,26 @@ mod tests {
     use http::Method;
 
     use super::*;
-    use crate::audit::RequestAttributes;
     use crate::auth::UserInfo;
+    use crate::http::layers::audit::{hub_attributes, proxied_attributes};
 
     const HUB: &str = "/apis/edgefleet.io/v1alpha1/namespaces/retail/clusters";
     const PROXY: &str =
         "/apis/edgefleet.io/v1alpha1/namespaces/retail/clusters/edge-1/proxy/api/v1/pods";
 
     /// What the router serves (the parsed verb) and what the audit records, for a hub path and
-    /// for a proxied path, built as the pipeline builds them.
+    /// for a proxied path, built as the audit layer builds them.
     fn verbs(query: &str) -> (String, String, String) {
         let hub = request_info::parse(&Method::GET, HUB, Some(query));
         let router = hub.verb.clone();
-        let audit_hub = RequestAttributes::hub(&hub, UserInfo::new("alice"), HUB).verb;
+        let audit_hub = hub_attributes(&hub, UserInfo::new("alice"), HUB.into()).verb;
         let proxied = request_info::parse(&Method::GET, PROXY, Some(query));
-        let audit_proxied = RequestAttributes::proxied(
+        let audit_proxied = proxied_attributes(
             &proxied,
             &Method::GET,
             Some(query),
             UserInfo::new("alice"),
-            PROXY,
+            PROXY.into(),
         )
         .verb;
         (router, audit_hub, audit_proxied)

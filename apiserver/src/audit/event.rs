@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::IpAddr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
@@ -336,51 +335,4 @@ pub struct EventList {
     #[serde(default)]
     pub metadata: EmptyMeta,
     pub items: Vec<Event>,
-}
-
-/// The client's addresses as kube-apiserver records them (`utilnet.SourceIPs`): the valid
-/// entries of `X-Forwarded-For`, then `X-Real-Ip` unless already listed, then the peer address
-/// unless it is the last entry already.
-pub fn source_ips(headers: &http::HeaderMap, peer: Option<IpAddr>) -> Vec<String> {
-    let mut ips: Vec<IpAddr> = Vec::new();
-    if let Some(forwarded) = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        ips.extend(
-            forwarded
-                .split(',')
-                .filter_map(|p| p.trim().parse::<IpAddr>().ok()),
-        );
-    }
-    if let Some(real) = headers
-        .get("x-real-ip")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<IpAddr>().ok())
-    {
-        if !ips.contains(&real) {
-            ips.push(real);
-        }
-    }
-    if let Some(peer) = peer {
-        if ips.last() != Some(&peer) {
-            ips.push(peer);
-        }
-    }
-    ips.into_iter().map(|ip| ip.to_string()).collect()
-}
-
-/// The `User-Agent` header, cut as kube-apiserver cuts it.
-pub fn user_agent(headers: &http::HeaderMap) -> String {
-    let Some(ua) = headers
-        .get(http::header::USER_AGENT)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-    else {
-        return String::new();
-    };
-    if ua.len() <= MAX_USER_AGENT_BYTES {
-        return ua;
-    }
-    let mut end = MAX_USER_AGENT_BYTES;
-    while !ua.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}{USER_AGENT_TRUNCATED_SUFFIX}", &ua[..end])
 }

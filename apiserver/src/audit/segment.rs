@@ -17,6 +17,8 @@
 //! Every line is itself canonical JSON (see [`canonical`](super::canonical)): members sorted,
 //! no whitespace. `event` is an `audit.k8s.io/v1` `Event`, so
 //! `jq -c 'select(.event) | .event' segment-*.log` turns a trail into a kube audit log.
+//!
+//! This module writes the format; [`trail`](super::trail) is its one reader.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -195,20 +197,20 @@ fn take_hash(map: &mut Map<String, Value>, key: &str) -> Result<String, String> 
     }
 }
 
-/// One complete line of a segment: line number (from 1), byte offset, bytes without the newline.
-pub type Line<'a> = (usize, usize, &'a [u8]);
+/// Creates a new segment for appending. `create_new`: a segment is never reopened for writing
+/// by accident, nor through a link someone left at its name.
+pub(crate) fn create_segment(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
 
-/// Lines of a segment, and the bytes after the last newline (an unterminated last line).
-pub fn split_lines(bytes: &[u8]) -> (Vec<Line<'_>>, &[u8]) {
-    let mut lines = Vec::new();
-    let mut start = 0;
-    for (i, b) in bytes.iter().enumerate() {
-        if *b == b'\n' {
-            lines.push((lines.len() + 1, start, &bytes[start..i]));
-            start = i + 1;
-        }
-    }
-    (lines, &bytes[start..])
+/// Makes a directory's entries (a new segment, a recovered tail) durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use super::canonical;
 use super::segment::{encode_record, parse_record, PayloadKind};
 use super::*;
 use crate::auth::UserInfo;
+use crate::http::layers::audit as layer;
 use crate::storage::embedded::EmbeddedStore;
 use crate::storage::DynStorage;
 
@@ -44,9 +45,9 @@ fn attrs(method: Method, uri: &str) -> RequestAttributes {
     };
     let info = request_info::parse(&method, path, query);
     if info.subresource == "proxy" {
-        RequestAttributes::proxied(&info, &method, query, alice(), uri)
+        layer::proxied_attributes(&info, &method, query, alice(), uri.to_string())
     } else {
-        RequestAttributes::hub(&info, alice(), uri)
+        layer::hub_attributes(&info, alice(), uri.to_string())
     }
 }
 
@@ -164,34 +165,6 @@ fn events_serialize_exactly_like_kube() {
     );
 }
 
-#[test]
-fn source_ips_and_user_agent_as_kube() {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        "x-forwarded-for",
-        "10.0.0.1, bogus, 10.0.0.2".parse().unwrap(),
-    );
-    headers.insert("x-real-ip", "10.0.0.2".parse().unwrap());
-    let peer = "127.0.0.1".parse().ok();
-    assert_eq!(
-        event::source_ips(&headers, peer),
-        ["10.0.0.1", "10.0.0.2", "127.0.0.1"]
-    );
-    headers.insert("x-real-ip", "10.0.0.3".parse().unwrap());
-    let last = "10.0.0.3".parse().ok();
-    assert_eq!(
-        event::source_ips(&headers, last),
-        ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
-    );
-    headers.insert(http::header::USER_AGENT, "k".repeat(2000).parse().unwrap());
-    let ua = event::user_agent(&headers);
-    assert_eq!(
-        ua.len(),
-        event::MAX_USER_AGENT_BYTES + event::USER_AGENT_TRUNCATED_SUFFIX.len()
-    );
-    assert!(ua.ends_with("...TRUNCATED"));
-}
-
 // ---------------------------------------------------------------------------------------------
 // Requests through the auditor
 
@@ -204,8 +177,11 @@ async fn a_hub_write_yields_kube_events_with_its_body() {
     headers.insert(AUDIT_ID_HEADER, "from-kube-apiserver-1".parse().unwrap());
     headers.insert("x-forwarded-for", "10.1.2.3".parse().unwrap());
     headers.insert(http::header::USER_AGENT, "kubectl/v1.34.0".parse().unwrap());
-    let attrs = attrs(Method::POST, &format!("{CLUSTERS}?fieldManager=kubectl"))
-        .with_headers(&headers, "127.0.0.1".parse().ok());
+    let attrs = layer::with_headers(
+        attrs(Method::POST, &format!("{CLUSTERS}?fieldManager=kubectl")),
+        &headers,
+        "127.0.0.1".parse().ok(),
+    );
     let mut request = auditor.begin(attrs).await.unwrap();
     assert_eq!(request.audit_id(), "from-kube-apiserver-1");
     assert_eq!(request.level(), Level::Request);
@@ -274,7 +250,7 @@ async fn a_hub_write_yields_kube_events_with_its_body() {
     // An implausible Audit-ID (it names recording files) is replaced.
     headers.insert(AUDIT_ID_HEADER, "../../etc/passwd".parse().unwrap());
     let request = auditor
-        .begin(super::auditor::RequestAttributes::with_headers(
+        .begin(layer::with_headers(
             self::attrs(Method::GET, CLUSTERS),
             &headers,
             None,
@@ -447,17 +423,17 @@ async fn oversized_and_non_json_bodies_are_left_out_and_said_so() {
     let big = &events[1];
     assert_eq!(big.request_object, None);
     assert_eq!(
-        big.annotations[super::auditor::ANNOTATION_TRUNCATED],
+        big.annotations[super::request::ANNOTATION_TRUNCATED],
         "true"
     );
     assert_eq!(
-        big.annotations[super::auditor::ANNOTATION_REQUEST_OBJECT_OMITTED],
+        big.annotations[super::request::ANNOTATION_REQUEST_OBJECT_OMITTED],
         "111 bytes exceed the limit of 64"
     );
     let binary = &events[3];
     assert_eq!(binary.request_object, None);
     assert_eq!(
-        binary.annotations[super::auditor::ANNOTATION_REQUEST_OBJECT_OMITTED],
+        binary.annotations[super::request::ANNOTATION_REQUEST_OBJECT_OMITTED],
         "not JSON"
     );
 }
@@ -494,7 +470,7 @@ async fn a_request_dropped_or_panicking_before_completion_records_panic() {
     assert_eq!(panics.len(), 2);
     assert_eq!(panics[0].audit_id, dropped_id);
     assert_eq!(
-        panics[0].annotations[super::auditor::ANNOTATION_ABANDONED],
+        panics[0].annotations[super::request::ANNOTATION_ABANDONED],
         "true"
     );
     let status = panics[1].response_status.as_ref().unwrap();
@@ -509,7 +485,7 @@ async fn a_request_dropped_or_panicking_before_completion_records_panic() {
     );
     assert!(!panics[1]
         .annotations
-        .contains_key(super::auditor::ANNOTATION_ABANDONED));
+        .contains_key(super::request::ANNOTATION_ABANDONED));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -856,7 +832,7 @@ async fn a_torn_last_line_is_cut_off_kept_and_the_chain_continues() {
     text.push_str("{\"seq\":9}\n");
     std::fs::write(&segment, text).unwrap();
     match Auditor::open(config(&dir, SigningKey::load(&signing).unwrap())).await {
-        Err(AuditError::Open(writer::OpenError::Corrupt { line, .. })) => assert_eq!(line, 9),
+        Err(AuditError::Open(recovery::OpenError::Corrupt { line, .. })) => assert_eq!(line, 9),
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("opened a damaged trail"),
     }
@@ -867,7 +843,7 @@ async fn one_process_writes_a_trail() {
     let tmp = tempfile::tempdir().unwrap();
     let first = Auditor::open(config(tmp.path(), key())).await.unwrap();
     match Auditor::open(config(tmp.path(), key())).await {
-        Err(AuditError::Open(writer::OpenError::Locked { .. })) => {}
+        Err(AuditError::Open(recovery::OpenError::Locked { .. })) => {}
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("two writers on one trail"),
     }
@@ -969,7 +945,7 @@ async fn a_trail_that_cannot_be_written_refuses_requests_and_resumes_without_a_g
     std::fs::write(&file, "x").unwrap();
     assert!(matches!(
         Auditor::open(config(&file.join("trail"), key())).await,
-        Err(AuditError::Open(writer::OpenError::Io { .. }))
+        Err(AuditError::Open(recovery::OpenError::Io { .. }))
     ));
 
     let dir = tmp.path().join("trail");
@@ -1009,16 +985,96 @@ async fn a_trail_that_cannot_be_written_refuses_requests_and_resumes_without_a_g
         "Internal Server Error: failed to store audit event"
     );
 
-    // Once the disk is usable again, the trail continues from its last record.
+    // Meanwhile the trail reports that it cannot write (readiness says so).
+    assert!(matches!(auditor.health(), Err(AuditError::Write(_))));
+
+    // Once the disk is usable again, the trail continues from its last record: the writer's
+    // next retry finds it writable (without any request), and readiness comes back.
     std::fs::remove_dir(&obstacle).unwrap();
-    auditor.health().unwrap();
+    eventually!(auditor.health().ok(), "the trail to be writable again");
     get(&auditor, CLUSTERS).await;
     auditor.shutdown().await.unwrap();
     let records = records(&dir);
     let seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
-    assert_eq!(records.len(), 5, "2 + 2 events and the final checkpoint");
+    assert_eq!(
+        records.len(),
+        6,
+        "2 events, the checkpoint that found the trail writable, 2 events, the final checkpoint"
+    );
+    assert!(records[2].get("checkpoint").is_some(), "{:#?}", records[2]);
     let report = verify_dir(&dir, Some(auditor.public_key()), None);
+    assert!(report.is_intact(), "{report}");
+}
+
+#[tokio::test]
+async fn a_write_acts_only_once_its_request_received_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let auditor = Auditor::open(config(tmp.path(), key())).await.unwrap();
+    auditor.faults().fill();
+    let err = auditor
+        .begin(attrs(Method::POST, CLUSTERS))
+        .await
+        .expect_err("a write must not begin while its RequestReceived cannot be written");
+    assert!(matches!(err, AuditError::Write(_)), "{err}");
+    assert!(
+        auditor.health().is_err(),
+        "readiness reports the failing trail"
+    );
+    assert!(events(tmp.path()).is_empty());
+}
+
+#[tokio::test]
+async fn the_outcome_of_a_write_that_could_not_be_recorded_reaches_the_trail_once_it_can() {
+    let tmp = tempfile::tempdir().unwrap();
+    let auditor = Auditor::open(config(tmp.path(), key())).await.unwrap();
+
+    // RequestReceived is written; then the disk fills while the write is applied.
+    let write = auditor.begin(attrs(Method::POST, CLUSTERS)).await.unwrap();
+    let id = write.audit_id().to_string();
+    auditor.faults().fill();
+    let err = write
+        .complete(ResponseStatus::code(201), None)
+        .await
+        .expect_err("the client is told the record could not be written");
+    assert!(matches!(err, AuditError::Write(_)), "{err}");
+    // A read's outcome is not kept: it changed nothing.
+    let read = auditor.begin(attrs(Method::GET, CLUSTERS)).await;
+    assert!(
+        read.is_err()
+            || read
+                .unwrap()
+                .complete(ResponseStatus::code(200), None)
+                .await
+                .is_err()
+    );
+    assert!(
+        auditor.health().is_err(),
+        "not ready while the write's outcome is owed"
+    );
+
+    auditor.faults().free();
+    eventually!(auditor.health().ok(), "the owed outcome to be written");
+    let events = events(tmp.path());
+    let stages: Vec<(String, Stage)> = events
+        .iter()
+        .map(|e| (e.audit_id.clone(), e.stage))
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            (id.clone(), Stage::RequestReceived),
+            (id.clone(), Stage::ResponseComplete)
+        ],
+        "the write's outcome, and nothing of the read whose RequestReceived never landed"
+    );
+    let complete = &events[1];
+    assert_eq!(complete.response_status.as_ref().unwrap().code, 201);
+    let late = &complete.annotations[ANNOTATION_RECORDED_LATE];
+    assert!(late.contains("No space left on device"), "{late}");
+
+    auditor.shutdown().await.unwrap();
+    let report = verify_dir(tmp.path(), Some(auditor.public_key()), None);
     assert!(report.is_intact(), "{report}");
 }
 

@@ -18,20 +18,19 @@
 //! Without an outside checkpoint nothing can tell a cleanly cut tail from a trail that simply
 //! ended there; pass the checkpoint kept in storage to detect that. An unterminated last line
 //! is reported as a note (a write in progress, or a torn write the next start-up cuts off).
+//!
+//! The files are read through [`trail`](super::trail), as start-up recovery reads them.
 
-use std::cell::RefCell;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 use serde_json::Value;
 
 use super::canonical;
 use super::checkpoint::{PublicKey, SignedCheckpoint};
-use super::segment::{
-    list_segments, parse_record, split_lines, ParsedRecord, PayloadKind, GENESIS_HASH, SESSIONS_DIR,
-};
+use super::segment::{ParsedRecord, PayloadKind, GENESIS_HASH, SESSIONS_DIR};
 use super::session::{ANNOTATION_SESSION_RECORDING, ANNOTATION_SESSION_RECORDING_SHA256};
+use super::trail::{Item, Location, Pos, Trail};
 
 /// What is wrong with a trail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,8 +199,8 @@ pub fn verify_dir(
         checkpoint: checkpoint.cloned(),
         ..VerifyReport::default()
     };
-    let segments = match list_segments(dir) {
-        Ok(s) => s,
+    let trail = match Trail::open(dir) {
+        Ok(t) => t,
         Err(e) => {
             report.problem = Some(Problem {
                 kind: ProblemKind::Unreadable,
@@ -213,7 +212,7 @@ pub fn verify_dir(
             return report;
         }
     };
-    report.segments = segments.len();
+    report.segments = trail.segments().len();
     if let (Some(cp), Some(key)) = (checkpoint, public_key) {
         if let Err(e) = cp.verify(key) {
             report.problem = Some(Problem {
@@ -226,10 +225,6 @@ pub fn verify_dir(
             return report;
         }
     }
-    let trail = Trail {
-        segments,
-        cache: RefCell::new(Vec::new()),
-    };
     let mut walk = Walk {
         dir,
         trail: &trail,
@@ -242,136 +237,6 @@ pub fn verify_dir(
     };
     walk.run();
     walk.report
-}
-
-/// A position in the trail: segment index, and line index within it (`lines.len()` is the
-/// unterminated tail, if there is one).
-#[derive(Clone, Copy, Debug)]
-struct Pos {
-    segment: usize,
-    line: usize,
-}
-
-struct Loaded {
-    bytes: Vec<u8>,
-    /// (line number, start, end) of each complete line.
-    lines: Vec<(usize, usize, usize)>,
-    tail: Option<(usize, usize)>,
-}
-
-struct Trail {
-    segments: Vec<(u64, PathBuf)>,
-    /// The last two segments read (the walk and its look-ahead rarely span more).
-    cache: RefCell<Vec<(usize, Rc<Loaded>)>>,
-}
-
-#[derive(Clone, Debug)]
-struct Location {
-    segment: PathBuf,
-    line: usize,
-}
-
-enum Item {
-    Record(Box<ParsedRecord>, Location),
-    /// A line that is not a record at all.
-    Broken(String, Location),
-    /// The unterminated end of the last segment.
-    Incomplete(Location, usize),
-    Unreadable(String, PathBuf),
-}
-
-impl Trail {
-    fn load(&self, segment: usize) -> Result<Rc<Loaded>, String> {
-        if let Some((_, loaded)) = self.cache.borrow().iter().find(|(i, _)| *i == segment) {
-            return Ok(loaded.clone());
-        }
-        let path = &self.segments[segment].1;
-        let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-        let (lines, tail) = split_lines(&bytes);
-        let lines = lines
-            .into_iter()
-            .map(|(n, start, line)| (n, start, start + line.len()))
-            .collect();
-        let tail = (!tail.is_empty()).then(|| (bytes.len() - tail.len(), bytes.len()));
-        let loaded = Rc::new(Loaded { bytes, lines, tail });
-        let mut cache = self.cache.borrow_mut();
-        if cache.len() >= 2 {
-            cache.remove(0);
-        }
-        cache.push((segment, loaded.clone()));
-        Ok(loaded)
-    }
-
-    /// The item at `pos` and the position after it.
-    fn item(&self, mut pos: Pos) -> Option<(Item, Pos)> {
-        loop {
-            let (_, path) = self.segments.get(pos.segment)?;
-            let loaded = match self.load(pos.segment) {
-                Ok(l) => l,
-                Err(e) => {
-                    let next = Pos {
-                        segment: pos.segment + 1,
-                        line: 0,
-                    };
-                    return Some((Item::Unreadable(e, path.clone()), next));
-                }
-            };
-            let next = Pos {
-                segment: pos.segment,
-                line: pos.line + 1,
-            };
-            if let Some(&(number, start, end)) = loaded.lines.get(pos.line) {
-                let location = Location {
-                    segment: path.clone(),
-                    line: number,
-                };
-                let item = match parse_record(&loaded.bytes[start..end]) {
-                    Ok(record) => Item::Record(Box::new(record), location),
-                    Err(reason) => Item::Broken(reason, location),
-                };
-                return Some((item, next));
-            }
-            if pos.line == loaded.lines.len() {
-                if let Some((start, end)) = loaded.tail {
-                    let location = Location {
-                        segment: path.clone(),
-                        line: loaded.lines.len() + 1,
-                    };
-                    let item = if pos.segment + 1 == self.segments.len() {
-                        Item::Incomplete(location, end - start)
-                    } else {
-                        Item::Broken("the segment does not end with a line end".into(), location)
-                    };
-                    return Some((item, next));
-                }
-            }
-            pos = Pos {
-                segment: pos.segment + 1,
-                line: 0,
-            };
-        }
-    }
-
-    /// The next sound record from `pos`, if the next item is one.
-    fn peek_record(&self, pos: Pos) -> Option<ParsedRecord> {
-        match self.item(pos)? {
-            (Item::Record(r, _), _) if r.is_sound() => Some(*r),
-            _ => None,
-        }
-    }
-
-    /// Where a record with sequence number `seq` is, from `pos` on.
-    fn find(&self, mut pos: Pos, seq: u64) -> Option<Location> {
-        while let Some((item, next)) = self.item(pos) {
-            if let Item::Record(r, location) = item {
-                if r.seq == seq {
-                    return Some(location);
-                }
-            }
-            pos = next;
-        }
-        None
-    }
 }
 
 struct Walk<'a> {
@@ -412,10 +277,7 @@ impl Walk<'_> {
     }
 
     fn run(&mut self) {
-        let mut pos = Pos {
-            segment: 0,
-            line: 0,
-        };
+        let mut pos = Pos::START;
         while let Some((item, next)) = self.trail.item(pos) {
             let record = match item {
                 Item::Incomplete(location, bytes) => {

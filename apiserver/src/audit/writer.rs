@@ -4,6 +4,7 @@
 //! ```text
 //!  begin/complete (many tasks)          writer thread                      syncer thread
 //!  ── canonical event bytes ──► channel ──► drain up to MAX_BATCH_RECORDS
+//!                                            owed records first, then the batch:
 //!                                            assign seq, chain, hash
 //!                                            one write(2) of the batch ──► ack (AfterWrite)
 //!                                            hand the new length ───────► fdatasync(2)
@@ -17,55 +18,65 @@
 //! behind the writer, at most every [`SYNC_INTERVAL`] while nobody waits for a sync, so a
 //! power loss or kernel crash loses at most the records of the last few milliseconds. (Syncing
 //! after every batch instead made sequential requests wait: a `write(2)` to a page under
-//! writeback waits for the disk, and a thousand syncs a second kept pages under writeback.) With [`Durability::AfterSync`] an append returns only once an
-//! `fdatasync` covering it has completed, which survives power loss as well. Checkpoint records
-//! always wait for the sync: a checkpoint stored outside the trail must never name a record a
-//! power loss could take back.
+//! writeback waits for the disk, and a thousand syncs a second kept pages under writeback.)
+//! With [`Durability::AfterSync`] an append returns only once an `fdatasync` covering it has
+//! completed, which survives power loss as well. Checkpoint records always wait for the sync:
+//! a checkpoint stored outside the trail must never name a record a power loss could take back.
 //!
-//! Why `AfterWrite` is the default — `audit::tests::append_latency`, debug build, ext4 on a shared
-//! two-core VM under load from other builds (three runs; p50 / p99):
+//! `AfterWrite` is the default because it alone keeps the audit overhead of a request under
+//! 0.2 ms (`BENCHMARKS.md`, "Audit append latency"); the risk it leaves is losing the last
+//! milliseconds of records to a power loss or kernel crash, never to a crash of the hub, and
+//! never records a stored checkpoint covers.
 //!
-//! | durability   | one append             | a request (begin + complete) | 64 concurrent requests |
-//! |--------------|------------------------|------------------------------|------------------------|
-//! | `AfterWrite` | 28–32 µs / 0.07–1.2 ms | 54–63 µs / 0.13–3.6 ms       | 21 000–44 000 records/s |
-//! | `AfterSync`  | 0.18–2.2 ms / 6–12 ms  | 0.37–4.0 ms / 11–17 ms       | 11 000–24 000 records/s |
+//! **Failures.** The chain never has a gap, and the writer is in one of three states:
 //!
-//! Only `AfterWrite` keeps the audit overhead of a request under 0.2 ms; the risk it leaves is
-//! losing the last milliseconds of records to a power loss or kernel crash, never to a crash of
-//! the hub, and never records a stored checkpoint covers.
+//! ```text
+//!            batch written                 write(2) or segment creation failed
+//!  Writing ◄──────────────── Failing ◄──────────────────────────────────────── Writing
+//!     │                        │  every RETRY_INTERVAL without traffic: a probe checkpoint
+//!     │                        │  (or the owed records) is tried, so readiness comes back
+//!     └── failed cut-back, fsync or directory sync ──► Poisoned (until restart)
+//! ```
 //!
-//! **Failures.** The chain never has a gap:
-//! - a failed `write(2)` (disk full, I/O error) cuts the file back to the end of the last
+//! - A failed `write(2)` (disk full, I/O error) cuts the file back to the end of the last
 //!   written batch; the batch's appends fail (their requests are refused) and the next batch
-//!   reuses their sequence numbers, chaining onto the last record in the file;
-//! - a segment that cannot be created fails the batch the same way, and is tried again;
-//! - a failed cut-back, `fsync` or directory sync poisons the writer: the state of the file is
+//!   reuses their sequence numbers, chaining onto the last record in the file. A segment that
+//!   cannot be created fails the batch the same way, and is tried again.
+//! - While Failing, the trail's health says so ([`Auditor::health`](super::Auditor::health)):
+//!   `/readyz` answers not-ready, and requests whose records are not written first (those
+//!   whose policy omits `RequestReceived`) are refused.
+//! - **Owed records.** An append marked `must_land` — the outcome of a request that may have
+//!   changed something (a write, an exec) after its `RequestReceived` was written — is not
+//!   forgotten when its batch fails: its requester is told (and answers 500), but the record
+//!   is kept, annotated [`ANNOTATION_RECORDED_LATE`] with the failure, and written ahead of
+//!   everything else once a batch can be written again. So a change the store has committed
+//!   reaches the trail, and the trail says that it could not be recorded at the time. At most
+//!   [`MAX_OWED_BYTES`] are kept (a full disk refuses new writes before they act, so only the
+//!   writes in flight when it filled can owe anything).
+//! - A failed cut-back, `fsync` or directory sync poisons the writer: the state of the file is
 //!   unknown (after a failed fsync the kernel may have dropped the dirty pages), so every later
-//!   append fails until the process restarts and recovery reads what the file really holds.
+//!   append fails until the process restarts and [`recovery`] reads what the
+//!   file really holds. Owed records are then lost; shutdown logs their audit IDs.
 //!
-//! **Recovery** (at open): the last segment is read and checked record by record. Bytes after
-//! the last line end are a torn write — part of a line (a kill during `write(2)`), or NUL bytes
-//! (a power loss after the size grew but before the data landed) — and are cut off, copied to
-//! `recovered/` first and reported. Anything else (a complete line that is not a sound record, a
-//! broken chain) is damage or tampering: the trail refuses to open, and `audit verify` tells
-//! what is wrong.
+//! [`DiskFaults`] fails the writes of this thread as a full disk would, for tests and drills:
+//! a full file system cannot be arranged without privileges.
 
 use std::fs::File;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use super::canonical;
 use super::checkpoint::{SignedCheckpoint, SigningKey};
 use super::event::MicroTime;
-use super::segment::{
-    encode_record, list_segments, parse_record, segment_file_name, split_lines, ParsedRecord,
-    PayloadKind, GENESIS_HASH, LOCK_FILE, RECOVERED_DIR,
-};
+use super::recovery::{self, Head, OpenError, Recovery};
+use super::segment::{create_segment, encode_record, segment_file_name, sync_dir, PayloadKind};
 
 /// Most commands one group commit takes from the queue.
 const MAX_BATCH_RECORDS: usize = 1024;
@@ -73,6 +84,18 @@ const MAX_BATCH_RECORDS: usize = 1024;
 /// The longest the syncer leaves written records unsynced when nothing waits for a sync
 /// ([`Durability::AfterSync`] appends and checkpoints are synced at once).
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How often a failing writer tries again when nothing else makes it write: readiness must
+/// come back once the disk has room, even with no traffic (a not-ready hub gets none).
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Most bytes of owed records kept in memory; past it, an owed record is dropped (and logged).
+pub const MAX_OWED_BYTES: usize = 64 * 1024 * 1024;
+
+/// Set on an event that could not be written when it happened: the value is the failure. It
+/// was kept and written once the trail could be written again. For a `ResponseComplete`, the
+/// client was answered 500 "failed to store audit event" although the request took effect.
+pub const ANNOTATION_RECORDED_LATE: &str = "edgefleet.io/recorded-late";
 
 /// When an append is acknowledged.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -118,32 +141,47 @@ impl WriteFailure {
     }
 }
 
-/// Why a trail could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{path} is locked: another process is writing this audit trail")]
-    Locked { path: String },
-    #[error("{path} line {line}: {reason}")]
-    Corrupt {
-        path: String,
-        line: usize,
-        reason: String,
-    },
+/// Fails the writer's `write(2)`s as a full disk does (`ENOSPC`), from a chosen write on. Cheap
+/// to clone; every clone switches the same writer. Healthy by default.
+#[derive(Clone, Debug)]
+pub struct DiskFaults(Arc<AtomicI64>);
+
+impl Default for DiskFaults {
+    fn default() -> Self {
+        DiskFaults(Arc::new(AtomicI64::new(-1)))
+    }
 }
 
-impl OpenError {
-    fn io(op: &'static str, path: &Path, source: io::Error) -> Self {
-        OpenError::Io {
-            op,
-            path: path.display().to_string(),
-            source,
+impl DiskFaults {
+    /// Every write from now on fails.
+    pub fn fill(&self) {
+        self.fill_after(0);
+    }
+
+    /// The next `writes` batch writes succeed, every later one fails.
+    pub fn fill_after(&self, writes: u32) {
+        self.0.store(i64::from(writes), Ordering::SeqCst);
+    }
+
+    /// Writes succeed again.
+    pub fn free(&self) {
+        self.0.store(-1, Ordering::SeqCst);
+    }
+
+    /// Whether the write about to happen fails (and counts it).
+    fn next_write_fails(&self) -> bool {
+        let mut left = self.0.load(Ordering::SeqCst);
+        loop {
+            if left <= 0 {
+                return left == 0;
+            }
+            match self
+                .0
+                .compare_exchange(left, left - 1, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return false,
+                Err(now) => left = now,
+            }
         }
     }
 }
@@ -153,10 +191,11 @@ type CheckpointReply = oneshot::Sender<Result<Option<SignedCheckpoint>, WriteFai
 
 pub(crate) enum Command {
     /// Append an event (its canonical JSON). Without `ack` nobody waits (the record of a
-    /// dropped request).
+    /// dropped request). With `must_land` the record is owed when its batch fails.
     Append {
         payload: Vec<u8>,
         ack: Option<AckSender>,
+        must_land: bool,
     },
     /// Sign the head and append the checkpoint; replies `None` when nothing was appended since
     /// the last checkpoint.
@@ -183,47 +222,46 @@ impl Done {
     }
 }
 
-/// The writer's failure, readable by everyone (readiness, `begin` of unrecorded requests).
+/// The writer's state, readable by everyone (readiness, `begin` of unrecorded requests).
 #[derive(Debug, Default)]
 pub(crate) struct Health {
-    failure: Mutex<Option<WriteFailure>>,
+    /// Poisoned: set once, until restart.
+    poisoned: Mutex<Option<WriteFailure>>,
+    /// Failing: the last batch could not be written, and none has been since.
+    failing: Mutex<Option<WriteFailure>>,
+    /// Owed records waiting to be written.
+    owed: AtomicUsize,
     /// Events the webhook sink could not take (its buffer was full).
     pub(crate) webhook_dropped: AtomicU64,
 }
 
 impl Health {
-    pub(crate) fn failure(&self) -> Option<WriteFailure> {
-        lock(&self.failure).clone()
+    /// Why every append fails until restart, if it does.
+    pub(crate) fn poisoned(&self) -> Option<WriteFailure> {
+        lock(&self.poisoned).clone()
     }
 
-    fn set(&self, failure: WriteFailure) {
-        lock(&self.failure).get_or_insert(failure);
+    /// Why records cannot be written now (poisoned, or failing), if they cannot.
+    pub(crate) fn failure(&self) -> Option<WriteFailure> {
+        self.poisoned().or_else(|| lock(&self.failing).clone())
+    }
+
+    /// Records of applied changes waiting to be written.
+    pub(crate) fn owed(&self) -> usize {
+        self.owed.load(Ordering::SeqCst)
+    }
+
+    fn poison(&self, failure: WriteFailure) {
+        lock(&self.poisoned).get_or_insert(failure);
+    }
+
+    fn set_failing(&self, failure: Option<WriteFailure>) {
+        *lock(&self.failing) = failure;
     }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Where the trail stood when it was opened.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Head {
-    pub seq: u64,
-    pub hash: String,
-}
-
-/// What start-up recovery cut off the end of the trail.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Recovery {
-    /// The segment that ended in a torn write.
-    pub segment: PathBuf,
-    /// The length it was cut back to (the end of its last sound record).
-    pub offset: u64,
-    pub discarded_bytes: u64,
-    /// Where the discarded bytes were kept.
-    pub saved_to: PathBuf,
-    /// The sequence number of the last sound record (0: none).
-    pub last_seq: u64,
 }
 
 pub(crate) struct WriterConfig {
@@ -234,6 +272,7 @@ pub(crate) struct WriterConfig {
     pub key: SigningKey,
     pub webhook: Option<tokio::sync::mpsc::Sender<Bytes>>,
     pub health: Arc<Health>,
+    pub faults: DiskFaults,
 }
 
 pub(crate) struct WriterHandle {
@@ -244,11 +283,8 @@ pub(crate) struct WriterHandle {
 
 /// Recovers the trail in `config.dir` and starts the writer and syncer threads. Blocking.
 pub(crate) fn open(config: WriterConfig) -> Result<WriterHandle, OpenError> {
-    let recovered = recover(&config.dir)?;
-    let head = Head {
-        seq: recovered.head_seq,
-        hash: recovered.head_hash.clone(),
-    };
+    let recovered = recovery::recover(&config.dir)?;
+    let head = recovered.head.clone();
     let file = Arc::new(recovered.file);
     let sync = Arc::new(Syncer {
         state: Mutex::new(SyncState {
@@ -281,14 +317,18 @@ pub(crate) fn open(config: WriterConfig) -> Result<WriterHandle, OpenError> {
         file,
         segment: recovered.segment,
         len: recovered.len,
-        head_seq: recovered.head_seq,
-        head_hash: recovered.head_hash,
+        head_seq: recovered.head.seq,
+        head_hash: recovered.head.hash,
         last_checkpoint_seq: recovered.last_checkpoint_seq,
-        failure: None,
+        poisoned: None,
+        failing: None,
+        owed: Vec::new(),
+        owed_bytes: 0,
         sync,
         syncer_thread: Some(syncer_thread),
         webhook: config.webhook,
         health: config.health,
+        faults: config.faults,
     };
     let (tx, rx) = mpsc::channel();
     let dir = writer.dir.clone();
@@ -321,20 +361,47 @@ struct Writer {
     head_hash: String,
     /// Sequence number of the last checkpoint record (0: none since open).
     last_checkpoint_seq: u64,
-    failure: Option<WriteFailure>,
+    /// Set once the state of the file is unknown: every later append fails.
+    poisoned: Option<WriteFailure>,
+    /// Set while batches cannot be written.
+    failing: Option<WriteFailure>,
+    /// Records that must still be written (already marked late), oldest first.
+    owed: Vec<Vec<u8>>,
+    owed_bytes: usize,
     sync: Arc<Syncer>,
     syncer_thread: Option<std::thread::JoinHandle<()>>,
     webhook: Option<tokio::sync::mpsc::Sender<Bytes>>,
     health: Arc<Health>,
+    faults: DiskFaults,
+}
+
+/// One record of a batch being assembled: its payload (kept until the write's outcome is
+/// known: forwarded to the webhook after, owed on failure when it must land).
+struct Pending {
+    payload: Vec<u8>,
+    must_land: bool,
+    /// Already owed (and marked late) from an earlier failed batch.
+    owed: bool,
 }
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Command>) {
         let mut stop = None;
         while stop.is_none() {
-            // All senders gone: the auditor was dropped without a shutdown.
-            let Ok(first) = rx.recv() else { break };
-            let mut batch = vec![first];
+            let first = if self.poisoned.is_none() && self.failing.is_some() {
+                match rx.recv_timeout(RETRY_INTERVAL) {
+                    Ok(command) => Some(command),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                // All senders gone: the auditor was dropped without a shutdown.
+                match rx.recv() {
+                    Ok(command) => Some(command),
+                    Err(_) => break,
+                }
+            };
+            let mut batch: Vec<Command> = first.into_iter().collect();
             while batch.len() < MAX_BATCH_RECORDS {
                 match rx.try_recv() {
                     Ok(command) => batch.push(command),
@@ -353,9 +420,10 @@ impl Writer {
         // Commands still queued are dropped with their reply channels: they fail as Stopped.
     }
 
-    /// One group commit; returns the reply of a Stop command in the batch.
+    /// One group commit: the owed records, then the batch (or a probe checkpoint when failing
+    /// and the batch is empty). Returns the reply of a Stop command in the batch.
     fn commit(&mut self, batch: Vec<Command>) -> Option<oneshot::Sender<Result<(), WriteFailure>>> {
-        if self.failure.is_none() {
+        if self.poisoned.is_none() {
             if let Some(failure) = self.sync.failure() {
                 self.poison(failure);
             }
@@ -366,26 +434,43 @@ impl Writer {
         let mut prev = self.head_hash.clone();
         let mut last_checkpoint = self.last_checkpoint_seq;
         let mut done: Vec<(Done, bool)> = Vec::with_capacity(batch.len());
-        let mut forward = Vec::new();
+        let mut pending: Vec<Pending> = Vec::new();
 
+        if self.poisoned.is_none() {
+            for payload in std::mem::take(&mut self.owed) {
+                seq += 1;
+                prev = encode_record(PayloadKind::Event, &payload, &prev, seq, &mut buf);
+                pending.push(Pending {
+                    payload,
+                    must_land: true,
+                    owed: true,
+                });
+            }
+        }
         for command in batch {
             match command {
                 Command::Stop { reply } => stop = Some(reply),
-                Command::Append { ack, .. } if self.failure.is_some() => {
+                Command::Append { ack, .. } if self.poisoned.is_some() => {
                     if let Some(ack) = ack {
-                        drop(ack.send(Err(self.poisoned())));
+                        drop(ack.send(Err(self.poisoned_failure())));
                     }
                 }
-                Command::Checkpoint { reply } if self.failure.is_some() => {
-                    drop(reply.send(Err(self.poisoned())));
+                Command::Checkpoint { reply } if self.poisoned.is_some() => {
+                    drop(reply.send(Err(self.poisoned_failure())));
                 }
-                Command::Append { payload, ack } => {
+                Command::Append {
+                    payload,
+                    ack,
+                    must_land,
+                } => {
                     seq += 1;
                     let hash = encode_record(PayloadKind::Event, &payload, &prev, seq, &mut buf);
                     prev.clone_from(&hash);
-                    if self.webhook.is_some() {
-                        forward.push(Bytes::from(payload));
-                    }
+                    pending.push(Pending {
+                        payload,
+                        must_land,
+                        owed: false,
+                    });
                     if let Some(ack) = ack {
                         let needs_sync = self.durability == Durability::AfterSync;
                         done.push((Done::Ack(ack, Appended { seq, hash }), needs_sync));
@@ -396,25 +481,21 @@ impl Writer {
                         drop(reply.send(Ok(None)));
                         continue;
                     }
-                    let checkpoint = SignedCheckpoint::sign(
-                        &self.key,
-                        &self.replica,
-                        seq,
-                        &prev,
-                        MicroTime::now().to_string(),
-                    );
+                    let checkpoint = self.checkpoint(seq, &prev, &mut buf);
                     seq += 1;
-                    prev = encode_record(
-                        PayloadKind::Checkpoint,
-                        &checkpoint.to_canonical_json(),
-                        &prev,
-                        seq,
-                        &mut buf,
-                    );
+                    prev = checkpoint.1;
                     last_checkpoint = seq;
-                    done.push((Done::Checkpoint(reply, checkpoint), true));
+                    done.push((Done::Checkpoint(reply, checkpoint.0), true));
                 }
             }
+        }
+        if buf.is_empty() && self.failing.is_some() && self.poisoned.is_none() {
+            // Nothing to write, but the trail is failing: probe it with a checkpoint, so that
+            // readiness returns as soon as records can be written again.
+            let (_, hash) = self.checkpoint(seq, &prev, &mut buf);
+            seq += 1;
+            prev = hash;
+            last_checkpoint = seq;
         }
         if buf.is_empty() {
             return stop;
@@ -423,19 +504,30 @@ impl Writer {
         if self.len > 0 && self.len + buf.len() as u64 > self.max_segment_bytes {
             if let Err(failure) = self.rotate() {
                 tracing::error!(error = %failure, "audit segment rotation failed; requests are refused");
-                for (d, _) in done {
-                    d.finish(Err(failure.clone()));
-                }
+                self.failed(failure, done, pending);
                 return stop;
             }
         }
 
-        match (&*self.file).write_all(&buf) {
+        let written = if self.faults.next_write_fails() {
+            Err(io::Error::from_raw_os_error(
+                rustix::io::Errno::NOSPC.raw_os_error(),
+            ))
+        } else {
+            (&*self.file).write_all(&buf)
+        };
+        match written {
             Ok(()) => {
                 self.len += buf.len() as u64;
                 self.head_seq = seq;
                 self.head_hash = prev;
                 self.last_checkpoint_seq = last_checkpoint;
+                if let Some(failure) = self.failing.take() {
+                    tracing::info!(after = %failure, "the audit trail can be written again");
+                    self.health.set_failing(None);
+                }
+                self.owed_bytes = 0;
+                self.health.owed.store(0, Ordering::SeqCst);
                 let mut waiters = Vec::new();
                 for (d, needs_sync) in done {
                     if needs_sync {
@@ -449,7 +541,7 @@ impl Writer {
                     }
                 }
                 self.sync.written(self.segment, self.len, waiters);
-                self.forward(forward);
+                self.forward(pending);
             }
             Err(err) => {
                 let failure = WriteFailure::io("write", &self.segment_path, err);
@@ -459,12 +551,55 @@ impl Writer {
                 if let Err(err) = self.file.set_len(self.len) {
                     self.poison(WriteFailure::io("truncate", &self.segment_path, err));
                 }
-                for (d, _) in done {
-                    d.finish(Err(failure.clone()));
-                }
+                self.failed(failure, done, pending);
             }
         }
         stop
+    }
+
+    /// Appends a checkpoint of record `seq` (hash `prev`) to `buf`; returns it and its hash.
+    fn checkpoint(&self, seq: u64, prev: &str, buf: &mut Vec<u8>) -> (SignedCheckpoint, String) {
+        let checkpoint = SignedCheckpoint::sign(
+            &self.key,
+            &self.replica,
+            seq,
+            prev,
+            MicroTime::now().to_string(),
+        );
+        let hash = encode_record(
+            PayloadKind::Checkpoint,
+            &checkpoint.to_canonical_json(),
+            prev,
+            seq + 1,
+            buf,
+        );
+        (checkpoint, hash)
+    }
+
+    /// A batch was not written: its waiters fail, the records that must land are owed.
+    fn failed(&mut self, failure: WriteFailure, done: Vec<(Done, bool)>, pending: Vec<Pending>) {
+        self.health.set_failing(Some(failure.clone()));
+        self.failing = Some(failure.clone());
+        for (d, _) in done {
+            d.finish(Err(failure.clone()));
+        }
+        for p in pending.into_iter().filter(|p| p.must_land) {
+            let payload = if p.owed {
+                p.payload
+            } else {
+                recorded_late(&p.payload, &failure)
+            };
+            if self.owed_bytes + payload.len() > MAX_OWED_BYTES {
+                tracing::error!(
+                    audit_id = %audit_id_of(&payload),
+                    "an audit record of an applied change cannot be kept until the trail is writable again; it is lost"
+                );
+                continue;
+            }
+            self.owed_bytes += payload.len();
+            self.owed.push(payload);
+        }
+        self.health.owed.store(self.owed.len(), Ordering::SeqCst);
     }
 
     fn rotate(&mut self) -> Result<(), WriteFailure> {
@@ -491,10 +626,11 @@ impl Writer {
         Ok(())
     }
 
-    fn forward(&self, events: Vec<Bytes>) {
+    /// Hands the written events to the webhook sink (best effort: never blocks the writer).
+    fn forward(&self, written: Vec<Pending>) {
         let Some(webhook) = &self.webhook else { return };
-        for event in events {
-            if webhook.try_send(event).is_err() {
+        for p in written {
+            if webhook.try_send(Bytes::from(p.payload)).is_err() {
                 let dropped = self.health.webhook_dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if dropped.is_power_of_two() {
                     tracing::warn!(dropped, "audit webhook buffer full; events dropped from the webhook (the file trail has them)");
@@ -503,25 +639,34 @@ impl Writer {
         }
     }
 
-    fn poisoned(&self) -> WriteFailure {
+    fn poisoned_failure(&self) -> WriteFailure {
         WriteFailure::Poisoned(Arc::new(
-            self.failure.clone().unwrap_or(WriteFailure::Stopped),
+            self.poisoned.clone().unwrap_or(WriteFailure::Stopped),
         ))
     }
 
     fn poison(&mut self, failure: WriteFailure) {
-        if self.failure.is_none() {
+        if self.poisoned.is_none() {
             tracing::error!(error = %failure, "audit trail failed; every audited request is refused until restart");
-            self.health.set(failure.clone());
+            self.health.poison(failure.clone());
             self.sync.fail(failure.clone());
-            self.failure = Some(failure);
+            self.poisoned = Some(failure);
         }
     }
 
-    /// Makes everything durable and stops the syncer.
+    /// Writes what is owed (one last try), makes everything durable and stops the syncer.
     fn finish(&mut self) -> Result<(), WriteFailure> {
-        let result = match &self.failure {
-            Some(_) => Err(self.poisoned()),
+        if !self.owed.is_empty() && self.poisoned.is_none() {
+            self.commit(Vec::new());
+        }
+        for payload in &self.owed {
+            tracing::error!(
+                audit_id = %audit_id_of(payload),
+                "the audit record of an applied change was never written: the trail could not be written until shutdown"
+            );
+        }
+        let result = match &self.poisoned {
+            Some(_) => Err(self.poisoned_failure()),
             None => self
                 .file
                 .sync_all()
@@ -533,6 +678,30 @@ impl Writer {
         }
         result
     }
+}
+
+/// `payload` (an event's canonical JSON) with [`ANNOTATION_RECORDED_LATE`] set to `failure`.
+fn recorded_late(payload: &[u8], failure: &WriteFailure) -> Vec<u8> {
+    let Ok(mut event) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        return payload.to_vec();
+    };
+    if let Some(object) = event.as_object_mut() {
+        let annotations = object
+            .entry("annotations")
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if let Some(annotations) = annotations.as_object_mut() {
+            annotations.insert(ANNOTATION_RECORDED_LATE.into(), failure.to_string().into());
+        }
+    }
+    canonical::to_vec(&event)
+}
+
+/// The audit ID of an event's canonical JSON, for logs.
+fn audit_id_of(payload: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|e| e.get("auditID")?.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 struct Waiter {
@@ -603,7 +772,7 @@ impl Syncer {
                         let failure =
                             WriteFailure::io("fdatasync", Path::new("audit segment"), err);
                         tracing::error!(error = %failure, "audit fsync failed; every audited request is refused until restart");
-                        self.health.set(failure.clone());
+                        self.health.poison(failure.clone());
                         state.failure = Some(failure.clone());
                         let waiters = std::mem::take(&mut state.waiters);
                         drop(state);
@@ -678,249 +847,4 @@ impl Syncer {
             w.done.finish(result.clone());
         }
     }
-}
-
-fn create_segment(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    // `create_new`: a segment is never reopened for writing by accident, nor through a link
-    // someone left at its name.
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-}
-
-/// Takes the trail's exclusive lock: two writers would interleave their chains.
-fn lock_dir(dir: &Path) -> Result<File, OpenError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let path = dir.join(LOCK_FILE);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| OpenError::io("opening", &path, e))?;
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(file),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(OpenError::Locked {
-            path: path.display().to_string(),
-        }),
-        Err(e) => Err(OpenError::io("locking", &path, e.into())),
-    }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-struct Recovered {
-    /// Holds the directory's exclusive lock while open.
-    lock: File,
-    file: File,
-    segment: u64,
-    len: u64,
-    head_seq: u64,
-    head_hash: String,
-    last_checkpoint_seq: u64,
-    recovery: Option<Recovery>,
-}
-
-/// Opens the trail in `dir` for appending (creating it if needed), cutting off a torn tail.
-fn recover(dir: &Path) -> Result<Recovered, OpenError> {
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| OpenError::io("creating", dir, e))?;
-    }
-    let lock = lock_dir(dir)?;
-    let segments = list_segments(dir).map_err(|e| OpenError::io("listing", dir, e))?;
-    let Some((last_number, last_path)) = segments.last().cloned() else {
-        let path = dir.join(segment_file_name(1));
-        let file = create_segment(&path).map_err(|e| OpenError::io("creating", &path, e))?;
-        sync_dir(dir).map_err(|e| OpenError::io("fsync", dir, e))?;
-        return Ok(Recovered {
-            lock,
-            file,
-            segment: 1,
-            len: 0,
-            head_seq: 0,
-            head_hash: GENESIS_HASH.to_string(),
-            last_checkpoint_seq: 0,
-            recovery: None,
-        });
-    };
-
-    let bytes = std::fs::read(&last_path).map_err(|e| OpenError::io("reading", &last_path, e))?;
-    let (lines, tail) = split_lines(&bytes);
-    let mut head: Option<ParsedRecord> = None;
-    for (number, _, line) in lines {
-        let record = match parse_record(line) {
-            Ok(r) if r.is_sound() => r,
-            Ok(r) => return Err(corrupt(&last_path, number, r.defect.unwrap_or_default())),
-            Err(reason) => return Err(corrupt(&last_path, number, reason)),
-        };
-        if let Some(h) = &head {
-            if record.seq != h.seq + 1 || record.prev != h.hash {
-                return Err(corrupt(
-                    &last_path,
-                    number,
-                    format!(
-                        "record {} does not follow record {} (run `audit verify` for details)",
-                        record.seq, h.seq
-                    ),
-                ));
-            }
-        }
-        head = Some(record);
-    }
-
-    // Every complete line is a sound record, so what follows the last line end is a torn
-    // write: a kill during write(2), or a power loss that left the file longer than its data
-    // (NULs). It was never acknowledged.
-    let mut recovery = None;
-    if !tail.is_empty() {
-        let end = bytes.len() - tail.len();
-        let saved_to = save_torn_tail(dir, &last_path, end, tail)?;
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&last_path)
-            .map_err(|e| OpenError::io("opening", &last_path, e))?;
-        file.set_len(end as u64)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| OpenError::io("truncating", &last_path, e))?;
-        let r = Recovery {
-            segment: last_path.clone(),
-            offset: end as u64,
-            discarded_bytes: tail.len() as u64,
-            saved_to,
-            last_seq: head.as_ref().map_or(0, |h| h.seq),
-        };
-        tracing::warn!(
-            segment = %r.segment.display(),
-            offset = r.offset,
-            discarded_bytes = r.discarded_bytes,
-            saved_to = %r.saved_to.display(),
-            "audit trail ended in a torn write (the process was killed while writing); cut it off"
-        );
-        recovery = Some(r);
-    }
-
-    // An empty last segment (rotated just before a crash): the head is in an earlier one.
-    if head.is_none() {
-        for (_, path) in segments.iter().rev().skip(1) {
-            if let Some(record) = last_record(path)? {
-                head = Some(record);
-                break;
-            }
-        }
-    }
-
-    let file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&last_path)
-        .map_err(|e| OpenError::io("opening", &last_path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| OpenError::io("reading", &last_path, e))?
-        .len();
-    let (head_seq, head_hash, last_checkpoint_seq) = match head {
-        Some(h) => {
-            let cp = if h.kind == PayloadKind::Checkpoint {
-                h.seq
-            } else {
-                0
-            };
-            (h.seq, h.hash, cp)
-        }
-        None => (0, GENESIS_HASH.to_string(), 0),
-    };
-    Ok(Recovered {
-        lock,
-        file,
-        segment: last_number,
-        len,
-        head_seq,
-        head_hash,
-        last_checkpoint_seq,
-        recovery,
-    })
-}
-
-fn save_torn_tail(
-    dir: &Path,
-    segment: &Path,
-    offset: usize,
-    tail: &[u8],
-) -> Result<PathBuf, OpenError> {
-    let recovered = dir.join(RECOVERED_DIR);
-    std::fs::create_dir_all(&recovered).map_err(|e| OpenError::io("creating", &recovered, e))?;
-    let name = segment
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let path = recovered.join(format!("{name}.{offset}.torn"));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .map_err(|e| OpenError::io("creating", &path, e))?;
-    file.write_all(tail)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| OpenError::io("writing", &path, e))?;
-    sync_dir(&recovered).map_err(|e| OpenError::io("fsync", &recovered, e))?;
-    Ok(path)
-}
-
-fn corrupt(path: &Path, line: usize, reason: String) -> OpenError {
-    OpenError::Corrupt {
-        path: path.display().to_string(),
-        line,
-        reason,
-    }
-}
-
-/// The last complete record of a closed segment.
-fn last_record(path: &Path) -> Result<Option<ParsedRecord>, OpenError> {
-    let bytes = std::fs::read(path).map_err(|e| OpenError::io("reading", path, e))?;
-    let (lines, _) = split_lines(&bytes);
-    let Some((number, _, line)) = lines.last() else {
-        return Ok(None);
-    };
-    match parse_record(line) {
-        Ok(r) if r.is_sound() => Ok(Some(r)),
-        Ok(r) => Err(corrupt(path, *number, r.defect.unwrap_or_default())),
-        Err(reason) => Err(corrupt(path, *number, reason)),
-    }
-}
-
-/// The record with sequence number `seq`, if the trail has it. Blocking.
-pub(crate) fn find_record(dir: &Path, seq: u64) -> Result<Option<ParsedRecord>, OpenError> {
-    let segments = list_segments(dir).map_err(|e| OpenError::io("listing", dir, e))?;
-    for (_, path) in segments.iter().rev() {
-        let bytes = std::fs::read(path).map_err(|e| OpenError::io("reading", path, e))?;
-        let (lines, _) = split_lines(&bytes);
-        let Some((_, _, first)) = lines.first() else {
-            continue;
-        };
-        let first_seq = parse_record(first).map(|r| r.seq).unwrap_or(u64::MAX);
-        if first_seq > seq {
-            continue;
-        }
-        for (_, _, line) in lines {
-            if let Ok(record) = parse_record(line) {
-                if record.seq == seq {
-                    return Ok(Some(record));
-                }
-            }
-        }
-        return Ok(None);
-    }
-    Ok(None)
 }

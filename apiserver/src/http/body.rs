@@ -7,6 +7,8 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Serialize;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
+
 use crate::errors::ApiError;
 use crate::negotiation::Encoding;
 
@@ -87,17 +89,26 @@ pub fn json_bytes_response(
     }
 }
 
-/// The `metav1.Status` response for an error.
+/// The `metav1.Status` of a response that reports an error, in its extensions: what the audit
+/// layer records, without reading the body back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ErrorStatus(pub Status);
+
+/// Marks a response whose body is relayed from elsewhere (an edge cluster), as opposed to one
+/// the hub built in memory: the audit layer does not read it ahead of its client.
+#[derive(Clone, Copy, Debug)]
+pub struct Relayed;
+
+/// The `metav1.Status` response for an error, carrying the Status in its extensions.
 pub fn error_response(err: &ApiError) -> Response<Body> {
-    if matches!(err, ApiError::AuditUnavailable) {
-        return bytes_response(err.code(), "text/plain; charset=utf-8", err.to_string());
-    }
-    let body = serde_json::to_vec(&err.status()).unwrap_or_default();
+    let status = err.status();
+    let body = serde_json::to_vec(&status).unwrap_or_default();
     let mut resp = bytes_response(err.code(), "application/json", body);
     if matches!(err, ApiError::TooLargeResourceVersion { .. }) {
         resp.headers_mut()
             .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    resp.extensions_mut().insert(ErrorStatus(status));
     resp
 }
 

@@ -1,8 +1,8 @@
 //! `clusters/{name}/proxy/{path}`: kubectl to an edge cluster, through its agent's tunnel.
 //!
 //! ```text
-//! kubectl ──► hub: authn ─► authz clusters/proxy (verb from method; any upgrade: create)
-//!              ─► audit ─► here:
+//! kubectl ──► hub: authn ─► audit ─► authz clusters/proxy (verb from method; any upgrade:
+//!              create) ─► here:
 //!     strip the caller's Authorization, Impersonate-*, front-proxy and hop-by-hop headers,
 //!     add Impersonate-User/Group/Uid/Extra-* for the caller,
 //!     one HTTP/2 stream to the agent (or an extended CONNECT for exec/attach/port-forward),
@@ -11,28 +11,27 @@
 //!
 //! Responses stream both ways (watch, `logs -f`). A cluster without a tunnel answers `503` at
 //! once; an unknown cluster `404`; the agent's own paths (`/.well-known/edgefleet/…`: bundles,
-//! content, facts) `403`, whoever asks.
+//! content, facts) `403`, whoever asks. An upgrade answers 101 with the switched connection in
+//! the response ([`PendingUpgrade`]); the audit layer records it and the server runs it. The
+//! edge is reached through [`Tunnels`], injected: the tunnel port's sessions in the hub.
 
-use bytes::Bytes;
 use edgefleet_api::agent::agent_identity;
 use edgefleet_apimachinery::impersonation::{self, Impersonate};
 use edgefleet_apimachinery::request_info::RequestInfo;
-use edgefleet_tunnel::forwarding;
-use edgefleet_tunnel::UpgradeOutcome;
+use edgefleet_tunnel::{forwarding, SessionRegistry, UpgradeOutcome};
+use futures::future::BoxFuture;
 use http::header::{
     HeaderName, HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST, UPGRADE,
 };
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio::sync::mpsc;
 
-use super::audited::AuditSlot;
-use super::body::{self, Body};
-use super::websocket_frames::MessageSplitter;
-use crate::agents::AgentHub;
-use crate::audit::{Recording, ResponseStatus, SessionHeader, SessionRecorder, StreamKind};
+use std::sync::Arc;
+
+use super::body::{self, Body, Relayed};
+use super::layers::audit::AuditContext;
+use super::router::SubresourceHandler;
+use super::upgrade::{Io, PendingUpgrade, Upgrade};
 use crate::auth::UserInfo;
 use crate::errors::ApiError;
 use crate::registry::Registry;
@@ -81,22 +80,123 @@ fn upgrade_protocol<B>(req: &Request<B>) -> Option<String> {
 /// `get` on `clusters/proxy`: what the viewer role grants for reading. kube-apiserver closed
 /// the same hole for `pods/exec`, `pods/attach` and `pods/portforward` by requiring `create`
 /// for WebSocket upgrades (`AuthorizePodWebsocketUpgradeCreatePermission`); SPDY upgrades are
-/// POSTs, so `create` already. Called by the pipeline before authorization.
+/// POSTs, so `create` already. Called by the request-info layer, before anything judges the
+/// request.
 pub fn authorize_upgrades_as_create(info: &mut RequestInfo, headers: &HeaderMap) {
-    if info.is_resource_request
-        && info.api_group == edgefleet_api::GROUP
-        && info.resource == "clusters"
-        && info.subresource == "proxy"
-        && forwarding::upgrade_protocol(headers).is_some()
-    {
+    if is_proxy(info) && forwarding::upgrade_protocol(headers).is_some() {
         info.verb = "create".to_string();
     }
 }
 
-/// Serves a proxy request. The caller was authorized for `clusters/proxy` by the pipeline.
+/// How the proxy reaches an edge cluster's agent: the tunnel port's sessions in the hub, a
+/// test double that records what it is sent in the in-process tests.
+pub trait Tunnels: Send + Sync + 'static {
+    /// Whether `identity`'s agent has a tunnel to this hub.
+    fn is_connected(&self, identity: &str) -> bool;
+
+    /// Sends one request to `identity`'s agent; the response streams.
+    fn send(
+        &self,
+        identity: &str,
+        req: Request<Body>,
+    ) -> BoxFuture<'static, Result<Response<Body>, edgefleet_tunnel::Error>>;
+
+    /// Opens an extended CONNECT stream with `:protocol` = `protocol` and `head`'s path and
+    /// headers.
+    fn upgrade(
+        &self,
+        identity: &str,
+        protocol: &str,
+        head: Request<()>,
+    ) -> BoxFuture<'static, Result<EdgeUpgrade, edgefleet_tunnel::Error>>;
+}
+
+/// The agent's answer to an upgrade.
+pub enum EdgeUpgrade {
+    /// It switched: its response head (e.g. `sec-websocket-protocol`) and the byte stream.
+    Upgraded {
+        head: http::response::Parts,
+        stream: Box<dyn Io>,
+    },
+    /// It refused (e.g. 403 from the edge cluster's RBAC): relay the response as is.
+    Rejected(Response<Body>),
+}
+
+impl Tunnels for SessionRegistry {
+    fn is_connected(&self, identity: &str) -> bool {
+        SessionRegistry::is_connected(self, identity)
+    }
+
+    fn send(
+        &self,
+        identity: &str,
+        req: Request<Body>,
+    ) -> BoxFuture<'static, Result<Response<Body>, edgefleet_tunnel::Error>> {
+        let dialer = self.dialer(identity);
+        Box::pin(async move {
+            let response = dialer.send(req).await?;
+            Ok(response.map(|b| b.map_err(std::io::Error::other).boxed_unsync()))
+        })
+    }
+
+    fn upgrade(
+        &self,
+        identity: &str,
+        protocol: &str,
+        head: Request<()>,
+    ) -> BoxFuture<'static, Result<EdgeUpgrade, edgefleet_tunnel::Error>> {
+        let dialer = self.dialer(identity);
+        let protocol = protocol.to_string();
+        Box::pin(async move {
+            Ok(match dialer.upgrade(&protocol, head).await? {
+                UpgradeOutcome::Upgraded { head, stream } => EdgeUpgrade::Upgraded {
+                    head,
+                    stream: Box::new(stream),
+                },
+                UpgradeOutcome::Rejected(response) => EdgeUpgrade::Rejected(
+                    response.map(|b| b.map_err(std::io::Error::other).boxed_unsync()),
+                ),
+            })
+        })
+    }
+}
+
+/// `clusters/{name}/proxy`, through `tunnels` (none: the hub has no tunnel port).
+pub struct ProxyHandler {
+    registry: Registry,
+    tunnels: Option<Arc<dyn Tunnels>>,
+}
+
+impl ProxyHandler {
+    pub fn new(registry: Registry, tunnels: Option<Arc<dyn Tunnels>>) -> Self {
+        ProxyHandler { registry, tunnels }
+    }
+}
+
+#[async_trait::async_trait]
+impl SubresourceHandler for ProxyHandler {
+    async fn handle(
+        &self,
+        info: &RequestInfo,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, ApiError> {
+        handle(&self.registry, self.tunnels.as_deref(), info, req).await
+    }
+}
+
+/// Whether a request is to `clusters/{name}/proxy/...`: proxied to an edge cluster.
+pub fn is_proxy(info: &RequestInfo) -> bool {
+    info.is_resource_request
+        && info.api_group == edgefleet_api::GROUP
+        && info.resource == "clusters"
+        && info.subresource == "proxy"
+        && !info.name.is_empty()
+}
+
+/// Serves a proxy request. The caller was authorized for `clusters/proxy` by the stack.
 pub async fn handle(
     registry: &Registry,
-    agents: Option<&AgentHub>,
+    tunnels: Option<&dyn Tunnels>,
     info: &RequestInfo,
     mut req: Request<Body>,
 ) -> Result<Response<Body>, ApiError> {
@@ -116,8 +216,8 @@ pub async fn handle(
         });
     }
     let identity = agent_identity(&info.namespace, &info.name);
-    let agents = agents.ok_or_else(|| not_connected(info, "this hub has no tunnel port"))?;
-    if !agents.sessions().is_connected(&identity) {
+    let tunnels = tunnels.ok_or_else(|| not_connected(info, "this hub has no tunnel port"))?;
+    if !tunnels.is_connected(&identity) {
         return Err(not_connected(info, "its agent has no tunnel to this hub"));
     }
     let user = req.extensions().get::<UserInfo>().cloned().ok_or_else(|| {
@@ -131,102 +231,24 @@ pub async fn handle(
     let mut headers = edge_headers(req.headers(), &user)?;
     // The edge kube-apiserver takes an incoming Audit-ID as its own, so both trails name the
     // request alike and an auditor can join the hub's record to the edge cluster's.
-    if let Some(slot) = req.extensions().get::<AuditSlot>() {
-        if let Ok(id) = HeaderValue::from_str(slot.audit_id()) {
+    if let Some(audit) = req.extensions().get::<AuditContext>() {
+        if let Ok(id) = HeaderValue::from_str(audit.audit_id()) {
             headers.insert(HeaderName::from_static(crate::audit::AUDIT_ID_HEADER), id);
         }
     }
-    let dialer = agents.sessions().dialer(&identity);
 
     if let Some(protocol) = upgrade_protocol(&req) {
         let head = connect_head(&path_and_query, headers)?;
-        let outcome = dialer
-            .upgrade(&protocol, head)
+        let outcome = tunnels
+            .upgrade(&identity, &protocol, head)
             .await
             .map_err(|e| tunnel_error(info, e))?;
         return match outcome {
-            UpgradeOutcome::Rejected(response) => Ok(relay(response)),
-            UpgradeOutcome::Upgraded {
+            EdgeUpgrade::Rejected(response) => Ok(relay(response)),
+            EdgeUpgrade::Upgraded {
                 head: agent,
                 stream,
-            } => {
-                let client_upgrade = hyper::upgrade::on(&mut req);
-                let mut resp = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
-                let client_wants = req
-                    .headers()
-                    .get(UPGRADE)
-                    .cloned()
-                    .unwrap_or_else(|| HeaderValue::from_static("websocket"));
-                resp = resp
-                    .header(CONNECTION, "Upgrade")
-                    .header(UPGRADE, client_wants);
-                if let Some(key) = req
-                    .headers()
-                    .get("sec-websocket-key")
-                    .and_then(|k| k.to_str().ok())
-                {
-                    resp = resp.header("sec-websocket-accept", forwarding::websocket_accept(key));
-                }
-                for name in [
-                    "sec-websocket-protocol",
-                    "x-stream-protocol-version",
-                    "sec-websocket-extensions",
-                ] {
-                    if let Some(v) = agent.headers.get(name) {
-                        resp = resp.header(name, v);
-                    }
-                }
-                // The switch is recorded (fail closed) before it happens; the end, with the
-                // session recording of exec/attach, when the stream ends.
-                let slot = req.extensions().get::<AuditSlot>().cloned();
-                if let Some(slot) = &slot {
-                    resp = resp.header(crate::audit::AUDIT_ID_HEADER, slot.audit_id());
-                }
-                let mut audited = slot.as_ref().and_then(AuditSlot::take);
-                if let Some(a) = audited.as_mut() {
-                    a.response_started(ResponseStatus::code(101)).await?;
-                }
-                let recorder = match (slot.as_ref(), audited.as_ref()) {
-                    (Some(slot), Some(a)) if is_session(&info.rest) => {
-                        let header = SessionHeader {
-                            width: None,
-                            height: None,
-                            title: format!("{} ({}/{})", info.rest, info.namespace, info.name),
-                            env: vec![
-                                (
-                                    "cluster".into(),
-                                    format!("{}/{}", info.namespace, info.name),
-                                ),
-                                ("path".into(), path_and_query.clone()),
-                            ],
-                        };
-                        Some(slot.auditor().record_session(a, header).await?)
-                    }
-                    _ => None,
-                };
-                let websocket = protocol == "websocket";
-                tokio::spawn(async move {
-                    let recording = match client_upgrade.await {
-                        Ok(client) => {
-                            splice(TokioIo::new(client), stream, recorder, websocket).await
-                        }
-                        Err(err) => {
-                            tracing::debug!(%err, "the client did not complete the upgrade");
-                            None
-                        }
-                    };
-                    if let Some(mut a) = audited {
-                        if let Some(recording) = recording {
-                            a.attach_recording(&recording);
-                        }
-                        if let Err(err) = a.complete(ResponseStatus::code(101), None).await {
-                            tracing::error!(%err, "recording the end of an upgraded stream failed");
-                        }
-                    }
-                });
-                resp.body(body::empty())
-                    .map_err(|e| ApiError::Internal(e.to_string()))
-            }
+            } => switching_protocols(&mut req, &agent, stream, protocol == "websocket"),
         };
     }
 
@@ -237,11 +259,50 @@ pub async fn handle(
         .body(incoming)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     *forward.headers_mut() = headers;
-    let response = dialer
-        .send(forward)
+    let response = tunnels
+        .send(&identity, forward)
         .await
         .map_err(|e| tunnel_error(info, e))?;
     Ok(relay(response))
+}
+
+/// The 101 for the client, carrying the switched connection for whoever serves it.
+fn switching_protocols(
+    req: &mut Request<Body>,
+    agent: &http::response::Parts,
+    stream: Box<dyn Io>,
+    websocket: bool,
+) -> Result<Response<Body>, ApiError> {
+    let client_upgrade = hyper::upgrade::on(&mut *req);
+    let client_wants = req
+        .headers()
+        .get(UPGRADE)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static("websocket"));
+    let mut resp = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(CONNECTION, "Upgrade")
+        .header(UPGRADE, client_wants);
+    if let Some(key) = req
+        .headers()
+        .get("sec-websocket-key")
+        .and_then(|k| k.to_str().ok())
+    {
+        resp = resp.header("sec-websocket-accept", forwarding::websocket_accept(key));
+    }
+    for name in [
+        "sec-websocket-protocol",
+        "x-stream-protocol-version",
+        "sec-websocket-extensions",
+    ] {
+        if let Some(v) = agent.headers.get(name) {
+            resp = resp.header(name, v);
+        }
+    }
+    let upgrade = Upgrade::new(client_upgrade, stream, websocket);
+    resp.extension(PendingUpgrade::new(upgrade))
+        .body(body::empty())
+        .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 /// The head of the extended CONNECT that carries an upgrade through the tunnel.
@@ -261,14 +322,11 @@ fn connect_head(path_and_query: &str, mut headers: HeaderMap) -> Result<Request<
 }
 
 /// The agent's response, streamed to the caller without hop-by-hop headers.
-fn relay(response: Response<hyper::body::Incoming>) -> Response<Body> {
-    let (mut parts, incoming) = response.into_parts();
+fn relay(response: Response<Body>) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
     forwarding::remove_hop_by_hop(&mut parts.headers);
-    parts.extensions.insert(super::audited::Relayed);
-    Response::from_parts(
-        parts,
-        incoming.map_err(std::io::Error::other).boxed_unsync(),
-    )
+    parts.extensions.insert(Relayed);
+    Response::from_parts(parts, body)
 }
 
 fn not_connected(info: &RequestInfo, why: &str) -> ApiError {
@@ -291,108 +349,6 @@ fn tunnel_error(info: &RequestInfo, err: edgefleet_tunnel::Error) -> ApiError {
             ))
         }
     }
-}
-
-/// Whether the edge path starts an interactive session that is recorded (`pods/x/exec`,
-/// `pods/x/attach`).
-fn is_session(rest: &str) -> bool {
-    let path = rest
-        .split('?')
-        .next()
-        .unwrap_or_default()
-        .trim_end_matches('/');
-    path.ends_with("/exec") || path.ends_with("/attach")
-}
-
-/// Chunks of a recorded stream waiting for the recorder; a slow disk slows the session rather
-/// than dropping recorded bytes.
-const RECORDING_QUEUE: usize = 64;
-
-/// Copies bytes both ways until either side closes; with a recorder, a copy of each direction
-/// goes to the session recording (WebSocket messages by channel, other protocols as raw
-/// bytes: stdin for what the client sent, stdout for what came back).
-async fn splice<C, E>(
-    client: C,
-    edge: E,
-    recorder: Option<SessionRecorder>,
-    websocket: bool,
-) -> Option<Recording>
-where
-    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    E: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let Some(mut recorder) = recorder else {
-        let (mut client, mut edge) = (client, edge);
-        if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut edge).await {
-            tracing::debug!(%err, "proxied upgraded stream ended with an error");
-        }
-        return None;
-    };
-    let (tx, mut rx) = mpsc::channel::<(bool, Bytes)>(RECORDING_QUEUE);
-    let (client_read, client_write) = tokio::io::split(client);
-    let (edge_read, edge_write) = tokio::io::split(edge);
-    let upstream = tokio::spawn(copy_recorded(client_read, edge_write, tx.clone(), true));
-    let downstream = tokio::spawn(copy_recorded(edge_read, client_write, tx, false));
-    let (mut from_client, mut from_edge) = (MessageSplitter::default(), MessageSplitter::default());
-    while let Some((client_to_edge, bytes)) = rx.recv().await {
-        let result = if websocket {
-            let splitter = if client_to_edge {
-                &mut from_client
-            } else {
-                &mut from_edge
-            };
-            let mut result = Ok(());
-            for message in splitter.push(&bytes) {
-                result = result.and(recorder.record_channel_message(&message).await);
-            }
-            result
-        } else {
-            let kind = if client_to_edge {
-                StreamKind::Stdin
-            } else {
-                StreamKind::Stdout
-            };
-            recorder.record(kind, &bytes).await
-        };
-        if let Err(err) = result {
-            tracing::warn!(%err, "session recording failed");
-        }
-    }
-    let _ = tokio::join!(upstream, downstream);
-    match recorder.finish().await {
-        Ok(recording) => Some(recording),
-        Err(err) => {
-            tracing::error!(%err, "finishing a session recording failed");
-            None
-        }
-    }
-}
-
-/// Copies `from` to `to`, sending a copy of every chunk to the recorder.
-async fn copy_recorded<R, W>(
-    mut from: R,
-    mut to: W,
-    tx: mpsc::Sender<(bool, Bytes)>,
-    client_to_edge: bool,
-) where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let chunk = Bytes::copy_from_slice(&buf[..n]);
-        if to.write_all(&chunk).await.is_err() {
-            break;
-        }
-        if tx.send((client_to_edge, chunk)).await.is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown().await;
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use super::body::{self, add_warnings, Body};
 use super::decode;
 use super::params::{self, Query};
+use super::router::{SubresourceHandler, Subresources};
 use crate::agents::AgentHub;
 use crate::errors::ApiError;
 use crate::negotiation::{self, BodyType, Encoding, Offers, Representation, Transform};
@@ -31,7 +32,7 @@ const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(1800);
 /// Serves one resource request.
 pub async fn handle(
     registry: &Registry,
-    agents: Option<&AgentHub>,
+    subresources: &Subresources,
     info: &RequestInfo,
     req: Request<Body>,
 ) -> Result<Response<Body>, ApiError> {
@@ -51,11 +52,9 @@ pub async fn handle(
         }
         _ => {}
     }
-    if info.resource == "clusters" && !info.name.is_empty() && !info.namespace.is_empty() {
-        match info.subresource.as_str() {
-            "bootstrap" => return bootstrap(agents, info, &req.into_parts().0).await,
-            "proxy" => return super::proxy::handle(registry, agents, info, req).await,
-            _ => {}
+    if !info.name.is_empty() {
+        if let Some(handler) = subresources.get(&info.resource, &info.subresource) {
+            return handler.handle(info, req).await;
         }
     }
     let target = match info.subresource.as_str() {
@@ -524,6 +523,29 @@ impl WatchEncoder {
 
 fn error_line(err: &ApiError) -> Vec<u8> {
     serde_json::to_vec(&json!({"type": "ERROR", "object": err.status()})).unwrap_or_default()
+}
+
+/// `clusters/{name}/bootstrap`, served by the agents' side.
+pub struct Bootstrap {
+    agents: Option<Arc<AgentHub>>,
+}
+
+impl Bootstrap {
+    /// Without `agents` (no tunnel port) every request is a 503.
+    pub fn new(agents: Option<Arc<AgentHub>>) -> Self {
+        Bootstrap { agents }
+    }
+}
+
+#[async_trait::async_trait]
+impl SubresourceHandler for Bootstrap {
+    async fn handle(
+        &self,
+        info: &RequestInfo,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, ApiError> {
+        bootstrap(self.agents.as_deref(), info, &req.into_parts().0).await
+    }
 }
 
 /// `GET clusters/{name}/bootstrap`: the agent's install manifest with a fresh token, as a `v1`

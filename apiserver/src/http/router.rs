@@ -1,28 +1,75 @@
-//! Dispatch of an authorized request: resource requests to the registry handlers, everything
-//! else (discovery, OpenAPI, version, health) to the small handlers here.
+//! Dispatch of an authorized request: resource requests to the registry handlers (or to the
+//! handler a subresource is registered with), everything else (discovery, OpenAPI, version,
+//! health) to the small handlers here. The innermost service of the stack.
 
+use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use edgefleet_apimachinery::request_info::RequestInfo;
 use http::header::ACCEPT;
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
+use tower::Service;
 
 use super::body::{self, bytes_response, error_response, value_response, Body};
+use super::layers::ServiceFuture;
 use super::openapi::{OpenApi, GROUP_VERSION_PATH};
+use super::proxy::{ProxyHandler, Tunnels};
 use super::{discovery, resources};
 use crate::agents::AgentHub;
+use crate::audit::Auditor;
 use crate::errors::ApiError;
 use crate::negotiation::{negotiate, Encoding, Offers, Transform};
 use crate::registry::Registry;
+
+/// A subresource served by a handler of its own rather than by the generic resource handlers
+/// (kube's `rest.Connecter`s: `clusters/proxy`, `clusters/bootstrap`). The request is
+/// authorized; `info.rest` holds what follows the subresource in the path.
+#[async_trait]
+pub trait SubresourceHandler: Send + Sync {
+    async fn handle(
+        &self,
+        info: &RequestInfo,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, ApiError>;
+}
+
+/// The handlers of subresources, by resource and subresource.
+#[derive(Clone, Default)]
+pub struct Subresources {
+    handlers: HashMap<(String, String), Arc<dyn SubresourceHandler>>,
+}
+
+impl Subresources {
+    /// Serves `resource/{name}/subresource` with `handler`.
+    pub fn register(
+        &mut self,
+        resource: &str,
+        subresource: &str,
+        handler: Arc<dyn SubresourceHandler>,
+    ) {
+        self.handlers
+            .insert((resource.to_string(), subresource.to_string()), handler);
+    }
+
+    /// The handler of `resource/{name}/subresource`, if one is registered.
+    pub fn get(&self, resource: &str, subresource: &str) -> Option<&Arc<dyn SubresourceHandler>> {
+        self.handlers
+            .get(&(resource.to_string(), subresource.to_string()))
+    }
+}
 
 /// What the router serves.
 pub struct Router {
     pub registry: Registry,
     pub openapi: OpenApi,
-    /// The agents' side, for the `bootstrap` subresource (none without a tunnel port).
-    pub agents: Option<Arc<AgentHub>>,
+    pub subresources: Subresources,
+    /// The audit trail, whose health `/readyz` reports (none when auditing is off).
+    pub auditor: Option<Auditor>,
 }
 
 /// The API level we serve, as `/version` reports it.
@@ -30,13 +77,37 @@ pub const KUBERNETES_MAJOR: &str = "1";
 pub const KUBERNETES_MINOR: &str = "34";
 
 impl Router {
-    pub fn new(registry: Registry, agents: Option<Arc<AgentHub>>) -> Arc<Self> {
+    /// The router of a hub: `agents` for the `bootstrap` subresource, `tunnels` for `proxy`
+    /// (the agents' sessions when `None` and there is a tunnel port; a test double in tests).
+    pub fn new(
+        registry: Registry,
+        agents: Option<Arc<AgentHub>>,
+        tunnels: Option<Arc<dyn Tunnels>>,
+        auditor: Option<Auditor>,
+    ) -> Self {
         let openapi = OpenApi::build(&registry);
-        Arc::new(Router {
+        let tunnels = tunnels.or_else(|| {
+            agents
+                .as_ref()
+                .map(|a| Arc::new(a.sessions().clone()) as Arc<dyn Tunnels>)
+        });
+        let mut subresources = Subresources::default();
+        subresources.register(
+            "clusters",
+            "proxy",
+            Arc::new(ProxyHandler::new(registry.clone(), tunnels)),
+        );
+        subresources.register(
+            "clusters",
+            "bootstrap",
+            Arc::new(resources::Bootstrap::new(agents)),
+        );
+        Router {
             registry,
             openapi,
-            agents,
-        })
+            subresources,
+            auditor,
+        }
     }
 
     /// Serves a request whose [`RequestInfo`] has been parsed (and which has been authorized).
@@ -44,7 +115,7 @@ impl Router {
         let result = if info.is_resource_request && info.api_prefix == "api" {
             super::core::handle(&self.registry, info, &req.into_parts().0).await
         } else if info.is_resource_request {
-            resources::handle(&self.registry, self.agents.as_deref(), info, req).await
+            resources::handle(&self.registry, &self.subresources, info, req).await
         } else {
             self.non_resource(info, &req.into_parts().0).await
         };
@@ -81,10 +152,19 @@ impl Router {
         match path {
             "" => plain(json!({"paths": self.paths()})),
             "/version" => plain(version()),
-            "/healthz" | "/livez" => Ok(health(&["ping"], true, verbose)),
+            "/healthz" | "/livez" => Ok(health("healthz", &[("ping", true)], verbose)),
             "/readyz" => {
-                let ready = self.registry.is_ready();
-                Ok(health(&["ping", "watch-caches-synced"], ready, verbose))
+                let audit = self.auditor.as_ref().is_none_or(|a| {
+                    a.health()
+                        .inspect_err(|err| tracing::debug!(%err, "not ready: the audit trail"))
+                        .is_ok()
+                });
+                let checks = [
+                    ("ping", true),
+                    ("watch-caches-synced", self.registry.is_ready()),
+                    ("audit-trail-writable", audit),
+                ];
+                Ok(health("readyz", &checks, verbose))
             }
             "/api" | "/apis" => {
                 let rep = negotiate(accept, Offers::DISCOVERY)?;
@@ -217,8 +297,10 @@ fn version() -> Value {
     })
 }
 
-/// `ok`, or kube's check list with `?verbose`.
-fn health(checks: &[&str], healthy: bool, verbose: bool) -> Response<Body> {
+/// `ok`, or kube's check list (with `?verbose`, or when a check failed). Failed checks say
+/// "reason withheld", as kube does: the reason is in the hub's log.
+fn health(name: &str, checks: &[(&str, bool)], verbose: bool) -> Response<Body> {
+    let healthy = checks.iter().all(|(_, ok)| *ok);
     let status = if healthy {
         StatusCode::OK
     } else {
@@ -228,22 +310,41 @@ fn health(checks: &[&str], healthy: bool, verbose: bool) -> Response<Body> {
         return bytes_response(status, "text/plain; charset=utf-8", "ok");
     }
     let mut text = String::new();
-    for (i, check) in checks.iter().enumerate() {
-        let ok = healthy || i == 0;
-        text.push_str(&format!(
-            "[{}]{check} {}\n",
-            if ok { "+" } else { "-" },
-            if ok { "ok" } else { "failed" }
-        ));
+    for (check, ok) in checks {
+        if *ok {
+            text.push_str(&format!("[+]{check} ok\n"));
+        } else {
+            text.push_str(&format!("[-]{check} failed: reason withheld\n"));
+        }
     }
-    let name = if checks.len() > 1 {
-        "readyz"
-    } else {
-        "healthz"
-    };
     text.push_str(&format!(
         "{name} check {}\n",
         if healthy { "passed" } else { "failed" }
     ));
     bytes_response(status, "text/plain; charset=utf-8", text)
+}
+
+/// The router as the innermost service of the stack.
+#[derive(Clone)]
+pub struct RouterService(pub Arc<Router>);
+
+impl Service<Request<Body>> for RouterService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ServiceFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let router = self.0.clone();
+        Box::pin(async move {
+            let info = match super::layers::request_info_of(&req) {
+                Ok(info) => info.clone(),
+                Err(err) => return Ok(error_response(&err)),
+            };
+            Ok(router.route(&info, req).await)
+        })
+    }
 }
